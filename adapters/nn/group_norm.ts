@@ -1,0 +1,74 @@
+/**
+ * Group normalisation over NHWC tensors (PyTorch `nn.GroupNorm`, which works on NCHW).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { WeightReader } from "./weight_reader.ts";
+
+/** GroupNorm parameters. */
+export interface GroupNormWeights {
+  /** [C]. */
+  weight: tf.Tensor1D;
+  /** [C]. */
+  bias: tf.Tensor1D;
+  /** Number of groups. */
+  groups: number;
+  /** Epsilon. */
+  eps: number;
+}
+
+/**
+ * GroupNorm of x [B, H, W, C] (or [B, L, C]): statistics per sample and group of channels.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { groupNorm } from "@texforce/core/adapters";
+ * const y = groupNorm(tf.ones([1, 4, 4, 8]), {
+ *   weight: tf.ones([8]), bias: tf.zeros([8]), groups: 2, eps: 1e-5,
+ * });
+ * ```
+ */
+export function groupNorm(x: tf.Tensor, w: GroupNormWeights): tf.Tensor {
+  return tf.tidy(() => {
+    const shape = x.shape;
+    const b = shape[0];
+    const c = shape[shape.length - 1];
+    const g = w.groups;
+    const xg = x.reshape([b, -1, g, c / g]);
+    const { mean, variance } = tf.moments(xg, [1, 3], true);
+    const y = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, w.eps))).reshape(shape);
+    return tf.add(tf.mul(y, w.weight), w.bias);
+  });
+}
+
+/**
+ * Read `prefix.weight` and `prefix.bias`.
+ *
+ * @example
+ * ```ts
+ * import { loadGroupNorm, WeightReader } from "@texforce/core/adapters";
+ * declare const r: WeightReader;
+ * const gn = await loadGroupNorm(r, "norm1", 320, 32, 1e-5);
+ * ```
+ */
+export async function loadGroupNorm(
+  r: WeightReader,
+  prefix: string,
+  channels: number,
+  groups: number,
+  eps: number,
+): Promise<GroupNormWeights> {
+  if (channels % groups !== 0) {
+    throw new Error(
+      `${r.source.path}: '${r.prefix}${prefix}': ${channels} channels are not divisible into ${groups} groups`,
+    );
+  }
+  return {
+    weight: (await r.tensor(`${prefix}.weight`, [channels])) as tf.Tensor1D,
+    bias: (await r.tensor(`${prefix}.bias`, [channels])) as tf.Tensor1D,
+    groups,
+    eps,
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * Fully connected layer with PyTorch weights ([out, in]) stored transposed ([in, out]) for tfjs.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { WeightReader } from "./weight_reader.ts";
+
+/** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
+export interface LinearWeights {
+  /** [in, out]. */
+  weight: tf.Tensor2D;
+  /** [out] or absent. */
+  bias?: tf.Tensor1D;
+}
+
+/**
+ * y = x W + b over the last axis of x.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { linear } from "@texforce/core/adapters";
+ * const y = linear(tf.ones([2, 3]), { weight: tf.ones([3, 4]) as tf.Tensor2D });
+ * ```
+ */
+export function linear(x: tf.Tensor, w: LinearWeights): tf.Tensor {
+  const inDim = w.weight.shape[0];
+  const outDim = w.weight.shape[1];
+  const lead = x.shape.slice(0, -1);
+  let y: tf.Tensor = tf.matMul(x.reshape([-1, inDim]), w.weight);
+  if (w.bias) y = tf.add(y, w.bias);
+  return y.reshape([...lead, outDim]);
+}
+
+/**
+ * Read `prefix.weight` ([out, in]) and `prefix.bias` and transpose for {@linkcode linear}.
+ *
+ * @example
+ * ```ts
+ * import { loadLinear, WeightReader } from "@texforce/core/adapters";
+ * declare const r: WeightReader;
+ * const q = await loadLinear(r, "self_attn.q_proj", 768, 768);
+ * ```
+ */
+export async function loadLinear(
+  r: WeightReader,
+  prefix: string,
+  inDim: number,
+  outDim: number,
+  bias = true,
+): Promise<LinearWeights> {
+  const w = await r.tensor(`${prefix}.weight`, [outDim, inDim]);
+  const weight = tf.tidy(() => w.transpose() as tf.Tensor2D);
+  w.dispose();
+  const out: LinearWeights = { weight };
+  if (bias && r.has(`${prefix}.bias`)) {
+    out.bias = (await r.tensor(`${prefix}.bias`, [outDim])) as tf.Tensor1D;
+  }
+  return out;
+}
+
+/**
+ * Dispose a linear layer's tensors.
+ *
+ * @example
+ * ```ts
+ * import { disposeLinear, type LinearWeights } from "@texforce/core/adapters";
+ * declare const w: LinearWeights;
+ * disposeLinear(w);
+ * ```
+ */
+export function disposeLinear(w: LinearWeights): void {
+  w.weight.dispose();
+  w.bias?.dispose();
+}

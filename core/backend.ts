@@ -1,0 +1,178 @@
+/**
+ * Tensor backends: pick and initialise the tfjs backend a run computes on.
+ *
+ * `auto` prefers WebGPU on a hardware adapter, then WebAssembly, then the plain JavaScript `cpu`
+ * backend. `webgpu` asked for by name also accepts a software adapter (Mesa's lavapipe). The wasm binaries are read from the installed npm
+ * package, never fetched.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** Names accepted by {@linkcode useBackend}. */
+export type BackendName = "auto" | "cpu" | "wasm" | "webgpu" | "tensorflow";
+
+/** The list of backend names, for schemas and CLI help. */
+export const BACKEND_NAMES: readonly BackendName[] = [
+  "auto",
+  "cpu",
+  "wasm",
+  "webgpu",
+  "tensorflow",
+] as const;
+
+/** What {@linkcode useBackend} reports about the backend now in use. */
+export interface BackendInfo {
+  /** The tfjs backend name (`cpu`, `wasm`, `webgpu`, `tensorflow`). */
+  name: string;
+  /** A human-readable device description, e.g. the GPU adapter or "WebAssembly (SIMD)". */
+  device: string;
+}
+
+let webgpuLoaded = false;
+let wasmLoaded = false;
+let nodeLoaded = false;
+let lastDevice = "";
+
+async function loadWasm(): Promise<void> {
+  if (wasmLoaded) return;
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  // Point the loader at the package's own dist folder so the binaries come from disk, both in a
+  // checkout and when this package is a dependency of another app.
+  const entry = import.meta.resolve("@tensorflow/tfjs-backend-wasm");
+  if (entry.startsWith("file:")) {
+    const path = new URL(".", entry).pathname;
+    wasm.setWasmPaths(path.endsWith("/") ? path : path + "/");
+  }
+  wasmLoaded = true;
+}
+
+interface AdapterSummary {
+  name: string;
+  /** A software rasteriser such as Mesa's lavapipe (llvmpipe). */
+  software: boolean;
+}
+
+async function webgpuAdapter(): Promise<AdapterSummary | null> {
+  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+  if (!gpu) return null;
+  try {
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return null;
+    const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+    const name = info?.description || info?.device || info?.vendor || "WebGPU adapter";
+    const software = Boolean(info?.isFallbackAdapter) ||
+      /llvmpipe|lavapipe|swiftshader/i.test(name);
+    return { name, software };
+  } catch {
+    return null;
+  }
+}
+
+async function loadWebgpu(): Promise<void> {
+  if (webgpuLoaded) return;
+  await import("@tensorflow/tfjs-backend-webgpu");
+  webgpuLoaded = true;
+}
+
+async function loadNode(): Promise<void> {
+  if (nodeLoaded) return;
+  const errors: string[] = [];
+  for (const spec of ["npm:@tensorflow/tfjs-node-gpu", "npm:@tensorflow/tfjs-node"]) {
+    try {
+      await import(spec);
+      nodeLoaded = true;
+      return;
+    } catch (e) {
+      errors.push(`${spec}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  throw new Error(
+    "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node, which " +
+      "download libtensorflow when installed and could not be loaded here " +
+      `(${errors.join("; ")}). Use 'webgpu' for a GPU, or 'wasm'/'cpu'.`,
+  );
+}
+
+async function activate(name: string): Promise<boolean> {
+  try {
+    const ok = await tf.setBackend(name);
+    if (ok) await tf.ready();
+    return ok && tf.getBackend() === name;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Select and initialise a tfjs backend; returns what is in use.
+ *
+ * @example
+ * ```ts
+ * import { useBackend } from "@texforce/core";
+ * const info = await useBackend("wasm");
+ * console.log(info.name, info.device);
+ * ```
+ */
+export async function useBackend(name: BackendName = "auto"): Promise<BackendInfo> {
+  if (!BACKEND_NAMES.includes(name)) {
+    throw new Error(`unknown backend '${name}': expected one of ${BACKEND_NAMES.join(", ")}`);
+  }
+  if (name === "auto") {
+    // A software WebGPU adapter (lavapipe) is slower than wasm, so auto only takes a real GPU.
+    const adapter = await webgpuAdapter();
+    if (adapter && !adapter.software) {
+      try {
+        return await useBackend("webgpu");
+      } catch { /* fall through to wasm */ }
+    }
+    try {
+      return await useBackend("wasm");
+    } catch {
+      return await useBackend("cpu");
+    }
+  }
+  if (name === "webgpu") {
+    const adapter = await webgpuAdapter();
+    if (!adapter) {
+      throw new Error(
+        "backend 'webgpu': no WebGPU adapter found. Run Deno with --unstable-webgpu and a Vulkan " +
+          "driver (on a CPU-only Linux machine: apt-get install mesa-vulkan-drivers).",
+      );
+    }
+    await loadWebgpu();
+    if (!(await activate("webgpu"))) {
+      throw new Error(`backend 'webgpu' failed to initialise on adapter '${adapter.name}'`);
+    }
+    lastDevice = adapter.name + (adapter.software ? " (software)" : "");
+  } else if (name === "wasm") {
+    await loadWasm();
+    if (!(await activate("wasm"))) throw new Error("backend 'wasm' failed to initialise");
+    lastDevice = "WebAssembly (SIMD, single thread)";
+  } else if (name === "tensorflow") {
+    await loadNode();
+    if (!(await activate("tensorflow"))) {
+      throw new Error("backend 'tensorflow' was loaded but failed to initialise");
+    }
+    lastDevice = "libtensorflow";
+  } else {
+    await import("@tensorflow/tfjs-backend-cpu");
+    if (!(await activate("cpu"))) throw new Error("backend 'cpu' failed to initialise");
+    lastDevice = "JavaScript (cpu)";
+  }
+  return currentBackend();
+}
+
+/**
+ * The backend now in use and its device.
+ *
+ * @example
+ * ```ts
+ * import { currentBackend } from "@texforce/core";
+ * console.log(currentBackend().name);
+ * ```
+ */
+export function currentBackend(): BackendInfo {
+  const name = tf.getBackend();
+  return { name, device: lastDevice || name };
+}

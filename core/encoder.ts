@@ -1,0 +1,40 @@
+/**
+ * The `Encoder` interface: turns prompts into the conditioning the UNet cross-attends to, and
+ * owns the trainable parameters (TexForce trains only the text encoder's LoRA).
+ *
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs";
+
+/**
+ * A text encoder whose output conditions the diffusion model.
+ *
+ * All tensors returned are owned by the caller (dispose them or call inside `tf.tidy`).
+ * `encode` must be differentiable with respect to `trainableVariables()` so the trainer can call
+ * it inside `tf.variableGrads`.
+ *
+ * @example
+ * ```ts
+ * import type { Encoder } from "@texforce/core";
+ * declare const encoder: Encoder;
+ * const hidden = encoder.encode(["a photo of a cat", ""]); // [2, 77, D]
+ * ```
+ */
+export interface Encoder {
+  /** Plugin name that built it, e.g. `clip-lora`. */
+  readonly name: string;
+  /** Width D of the hidden states. */
+  readonly hiddenSize: number;
+  /** Sequence length L of the hidden states (77 for CLIP). */
+  readonly maxLength: number;
+  /** Token ids [B, L] of prompts (padded and truncated). */
+  tokenize(prompts: string[]): tf.Tensor2D;
+  /** Conditioning hidden states [B, L, D] for token ids. */
+  encodeIds(ids: tf.Tensor2D): tf.Tensor3D;
+  /** Conditioning hidden states [B, L, D] for prompts (tokenize + encodeIds). */
+  encode(prompts: string[]): tf.Tensor3D;
+  /** The trainable variables by stable name (PEFT names for the CLIP LoRA encoder). */
+  trainableVariables(): Map<string, tf.Variable>;
+  /** Release all weights. */
+  dispose(): void;
+}

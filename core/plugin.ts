@@ -1,0 +1,253 @@
+/**
+ * Plugins: a kind, a name, a version, a zod schema for options and a factory. Built-in plugins
+ * live in a {@linkcode PluginRegistry}; others are loaded from a module specifier with dynamic
+ * `import()`.
+ *
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs";
+import { isAbsolute, resolve } from "node:path";
+import { toFileUrl } from "./_file_url.ts";
+import type { z } from "zod";
+import type { Encoder } from "./encoder.ts";
+import type { Optimizer } from "./optimizer.ts";
+import type { Reward } from "./reward.ts";
+import type { Sampler } from "./sampler.ts";
+
+/** The kinds of plugin and the object each one creates. */
+export interface PluginKinds {
+  /** Text encoders (`clip-lora`). */
+  encoder: Encoder;
+  /** Samplers (`ddim`). */
+  sampler: Sampler;
+  /** Rewards (`jpeg-compressibility`, …). */
+  reward: Reward;
+  /** Optimizers (`adamw`). */
+  optimizer: Optimizer;
+}
+
+/** One of `encoder`, `sampler`, `reward`, `optimizer`. */
+export type PluginKind = keyof PluginKinds;
+
+/** The plugin kinds, for validation messages. */
+export const PLUGIN_KINDS: readonly PluginKind[] = ["encoder", "sampler", "reward", "optimizer"];
+
+/** What a plugin factory receives besides its options. */
+export interface PluginContext {
+  /** Folder that relative paths in options resolve against (the pipeline file's folder). */
+  baseDir: string;
+  /** The diffusers model folder of the run, when there is one. */
+  modelPath?: string;
+  /** The encoder of the run (samplers need its hidden size). */
+  encoder?: Encoder;
+  /** Variables an optimizer updates. */
+  variables?: Map<string, tf.Variable>;
+}
+
+/**
+ * A plugin definition.
+ *
+ * @example
+ * ```ts
+ * import { definePlugin } from "@texforce/core";
+ * import { z } from "zod";
+ * export default definePlugin({
+ *   kind: "reward",
+ *   name: "brightness",
+ *   version: "1.0.0",
+ *   options: z.object({ scale: z.number().default(1) }),
+ *   create: (o) => ({
+ *     name: "brightness",
+ *     score: async ({ images }) => Array.from(await images.mean([1, 2, 3]).mul(o.scale).data()),
+ *   }),
+ * });
+ * ```
+ */
+export interface Plugin<K extends PluginKind = PluginKind, O = unknown> {
+  /** What it creates. */
+  kind: K;
+  /** Name used in pipeline files (`use: name`). */
+  name: string;
+  /** Semver of the plugin. */
+  version: string;
+  /** One line for `--help` and reports. */
+  description?: string;
+  /** Schema of the options; unknown keys should be rejected (`z.strictObject`). */
+  options: z.ZodType<O>;
+  /** Build the object from validated options. */
+  create(options: O, context: PluginContext): PluginKinds[K] | Promise<PluginKinds[K]>;
+}
+
+/** A plugin of any kind and options type. */
+// deno-lint-ignore no-explicit-any
+export type AnyPlugin = Plugin<PluginKind, any>;
+
+/**
+ * Declare a plugin (identity function that checks the shape at compile time).
+ *
+ * @example
+ * ```ts
+ * import { definePlugin } from "@texforce/core";
+ * import { z } from "zod";
+ * const p = definePlugin({
+ *   kind: "reward",
+ *   name: "zero",
+ *   version: "0.1.0",
+ *   options: z.strictObject({}),
+ *   create: () => ({ name: "zero", score: ({ prompts }) => Promise.resolve(prompts.map(() => 0)) }),
+ * });
+ * ```
+ */
+export function definePlugin<K extends PluginKind, O>(plugin: Plugin<K, O>): Plugin<K, O> {
+  return plugin;
+}
+
+/** An error about a plugin: names the specifier and, for options, the option path. */
+export class PluginError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PluginError";
+  }
+}
+
+/** Whether `use` names a module rather than a built-in plugin. */
+export function isModuleSpecifier(use: string): boolean {
+  return /^(\.{1,2}\/|\/|npm:|jsr:|https?:|file:)/.test(use);
+}
+
+function isPlugin(x: unknown): x is AnyPlugin {
+  const p = x as AnyPlugin;
+  return typeof p === "object" && p !== null && typeof p.kind === "string" &&
+    typeof p.name === "string" && typeof p.version === "string" &&
+    typeof p.create === "function" && typeof p.options === "object" &&
+    p.options !== null && typeof (p.options as { safeParse?: unknown }).safeParse === "function";
+}
+
+/**
+ * Built-in plugins by kind and name, plus loading of plugin modules.
+ *
+ * @example
+ * ```ts
+ * import { PluginRegistry } from "@texforce/core";
+ * const registry = new PluginRegistry();
+ * console.log(registry.list("reward").map((p) => p.name));
+ * ```
+ */
+export class PluginRegistry {
+  #plugins = new Map<string, AnyPlugin>();
+
+  /** Create a registry holding `plugins`. */
+  constructor(plugins: AnyPlugin[] = []) {
+    for (const p of plugins) this.register(p);
+  }
+
+  /** Add a plugin; a second plugin of the same kind and name replaces the first. */
+  register(plugin: AnyPlugin): void {
+    if (!isPlugin(plugin)) throw new PluginError("register(): not a plugin definition");
+    this.#plugins.set(`${plugin.kind}:${plugin.name}`, plugin);
+  }
+
+  /** Plugins of a kind (or all). */
+  list(kind?: PluginKind): AnyPlugin[] {
+    return [...this.#plugins.values()].filter((p) => !kind || p.kind === kind);
+  }
+
+  /** A built-in plugin, or undefined. */
+  get(kind: PluginKind, name: string): AnyPlugin | undefined {
+    return this.#plugins.get(`${kind}:${name}`);
+  }
+
+  /**
+   * Resolve `use` (a built-in name or a module specifier, relative to `baseDir`) to a plugin of
+   * `kind`. `where` names the pipeline path for errors (e.g. `rewards[0].use`).
+   */
+  async resolve(kind: PluginKind, use: string, baseDir: string, where: string): Promise<AnyPlugin> {
+    if (!isModuleSpecifier(use)) {
+      const p = this.get(kind, use);
+      if (!p) {
+        const names = this.list(kind).map((x) => x.name);
+        throw new PluginError(
+          `${where}: unknown ${kind} plugin '${use}' (built-in: ${names.join(", ") || "none"}; ` +
+            "or give a module specifier such as ./my_plugin.ts or npm:…)",
+        );
+      }
+      return p;
+    }
+    return await loadPluginModule(use, baseDir, kind, where);
+  }
+}
+
+/**
+ * Import a plugin module and return its plugin of `kind` (the default export, or any export
+ * that is a plugin of that kind).
+ *
+ * @example
+ * ```ts
+ * import { loadPluginModule } from "@texforce/core";
+ * const p = await loadPluginModule("./my_reward.ts", Deno.cwd(), "reward", "rewards[0].use");
+ * ```
+ */
+export async function loadPluginModule(
+  specifier: string,
+  baseDir: string,
+  kind: PluginKind,
+  where: string,
+): Promise<AnyPlugin> {
+  let url = specifier;
+  if (/^(\.{1,2}\/|\/)/.test(specifier)) {
+    const abs = isAbsolute(specifier) ? specifier : resolve(baseDir, specifier);
+    url = toFileUrl(abs);
+  }
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url);
+  } catch (e) {
+    const msg = (e as Error).message.split("\n")[0];
+    throw new PluginError(`${where}: cannot import plugin module '${specifier}': ${msg}`);
+  }
+  const candidates = [mod.default, ...Object.values(mod)].filter(isPlugin);
+  if (candidates.length === 0) {
+    throw new PluginError(
+      `${where}: module '${specifier}' exports no plugin (export default definePlugin({ kind, ` +
+        "name, version, options, create }))",
+    );
+  }
+  const match = candidates.find((p) => p.kind === kind);
+  if (!match) {
+    throw new PluginError(
+      `${where}: module '${specifier}' exports a ${candidates[0].kind} plugin ` +
+        `'${candidates[0].name}', but a ${kind} plugin is needed here`,
+    );
+  }
+  return match;
+}
+
+/**
+ * Validate plugin options with the plugin's schema; errors name `where` and each option path.
+ *
+ * @example
+ * ```ts
+ * import { parsePluginOptions, definePlugin } from "@texforce/core";
+ * import { z } from "zod";
+ * const p = definePlugin({ kind: "reward", name: "x", version: "1.0.0",
+ *   options: z.strictObject({ k: z.number() }),
+ *   create: () => ({ name: "x", score: () => Promise.resolve([]) }) });
+ * parsePluginOptions(p, { k: 1 }, "rewards[0].options");
+ * ```
+ */
+export function parsePluginOptions<O>(
+  plugin: Plugin<PluginKind, O>,
+  options: unknown,
+  where: string,
+): O {
+  const r = plugin.options.safeParse(options ?? {});
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => {
+    const path = [where, ...i.path.map(String)].join(".");
+    return `  ${path}: ${i.message}`;
+  });
+  throw new PluginError(
+    `invalid options for ${plugin.kind} plugin '${plugin.name}':\n${lines.join("\n")}`,
+  );
+}

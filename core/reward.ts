@@ -1,0 +1,35 @@
+/**
+ * The `Reward` interface: scores a batch of generated images (and their prompts).
+ *
+ * @module
+ */
+import type * as tf from "@tensorflow/tfjs";
+
+/** What a reward sees of a batch. */
+export interface RewardInput {
+  /** Images [B, H, W, 3] (NHWC), float32 in [0, 1]. Owned by the caller: do not dispose. */
+  images: tf.Tensor4D;
+  /** The prompt of each image. */
+  prompts: string[];
+}
+
+/**
+ * A reward function. Higher is better. Scores are plain numbers, one per image.
+ *
+ * @example
+ * ```ts
+ * import type { Reward } from "@texforce/core";
+ * const brightness: Reward = {
+ *   name: "brightness",
+ *   score: async ({ images }) => Array.from(await images.mean([1, 2, 3]).data()),
+ * };
+ * ```
+ */
+export interface Reward {
+  /** Name used in logs and metrics. */
+  readonly name: string;
+  /** One score per image. */
+  score(input: RewardInput): Promise<number[]>;
+  /** Release models or tensors the reward holds. */
+  dispose?(): void;
+}

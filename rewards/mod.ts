@@ -1,0 +1,6 @@
+/**
+ * Placeholder public face; filled by the plugin issues.
+ *
+ * @module
+ */
+export {};

@@ -1,0 +1,80 @@
+// Shared test helpers: fixture paths, golden tensors, closeness checks.
+import * as tf from "@tensorflow/tfjs";
+import { fileURLToPath } from "node:url";
+import { type HostTensor, SafetensorsFile } from "../core/io/safetensors.ts";
+
+/** Absolute path of a file under tests/fixtures/. */
+export function fixture(...parts: string[]): string {
+  return fileURLToPath(new URL(["fixtures", ...parts].join("/"), import.meta.url));
+}
+
+/** The tiny diffusers pipeline folder. */
+export const TINY_SD: string = fixture("sd-tiny", "tiny-sd");
+
+const goldenCache = new Map<string, Map<string, HostTensor>>();
+
+/** Read every tensor of a golden file (cached). */
+export async function golden(file: "sd-tiny" | "clip-tiny"): Promise<Map<string, HostTensor>> {
+  const hit = goldenCache.get(file);
+  if (hit) return hit;
+  const f = await SafetensorsFile.open(fixture(file, "golden.safetensors"));
+  const m = new Map<string, HostTensor>();
+  for (const k of f.keys()) m.set(k, await f.read(k));
+  f.close();
+  goldenCache.set(file, m);
+  return m;
+}
+
+/** A golden tensor as a tf tensor. */
+export async function goldenTensor(file: "sd-tiny" | "clip-tiny", key: string): Promise<tf.Tensor> {
+  const g = (await golden(file)).get(key);
+  if (!g) throw new Error(`golden ${file} has no key ${key}`);
+  return tf.tensor(g.data, g.shape, g.dtype);
+}
+
+/** Max |a - b| / max(1, max|b|). */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) {
+    throw new Error(`length mismatch: ${actual.length} vs ${expected.length}`);
+  }
+  let maxAbs = 0;
+  let maxErr = 0;
+  for (let i = 0; i < expected.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
+    const e = Math.abs(actual[i] - expected[i]);
+    if (!(e <= maxErr)) maxErr = Number.isNaN(e) ? Infinity : Math.max(maxErr, e);
+  }
+  return maxErr / Math.max(1, maxAbs);
+}
+
+/** Throw unless relativeError(actual, expected) <= tol; returns the error. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what: string,
+): number {
+  const err = relativeError(actual, expected);
+  if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} > ${tol}`);
+  return err;
+}
+
+/** NCHW host data → NHWC tensor. */
+export function nchwToNhwc(t: HostTensor): tf.Tensor4D {
+  return tf.tidy(() =>
+    tf.tensor4d(t.data as Float32Array, t.shape as [number, number, number, number]).transpose([
+      0,
+      2,
+      3,
+      1,
+    ])
+  );
+}
+
+/** Backends to run parity tests on: cpu and wasm always, webgpu when an adapter exists. */
+export async function availableBackends(): Promise<string[]> {
+  const out = ["cpu", "wasm"];
+  const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
+  if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
+  return out;
+}
