@@ -78,7 +78,7 @@ async function loadWebgpu(): Promise<void> {
 async function loadNode(): Promise<void> {
   if (nodeLoaded) return;
   const errors: string[] = [];
-  for (const spec of ["npm:@tensorflow/tfjs-node-gpu", "npm:@tensorflow/tfjs-node"]) {
+  for (const spec of ["npm:@tensorflow/tfjs-node-gpu@4.22.0", "npm:@tensorflow/tfjs-node@4.22.0"]) {
     try {
       await import(spec);
       nodeLoaded = true;

@@ -9,6 +9,7 @@ import type * as tf from "@tensorflow/tfjs";
 import { isAbsolute, resolve } from "node:path";
 import { toFileUrl } from "./_file_url.ts";
 import type { z } from "zod";
+import { didYouMean, errorMap, issueLines, zodIssues } from "./_zod_issues.ts";
 import type { Encoder } from "./encoder.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Reward } from "./reward.ts";
@@ -102,16 +103,61 @@ export function definePlugin<K extends PluginKind, O>(plugin: Plugin<K, O>): Plu
   return plugin;
 }
 
-/** An error about a plugin: names the specifier and, for options, the option path. */
+/**
+ * One problem found while resolving a plugin or validating its options.
+ *
+ * @example
+ * ```ts
+ * import type { PluginIssue } from "@texforce/core";
+ * const issue: PluginIssue = { path: "rewards[0].options.quality", message: "expected number" };
+ * ```
+ */
+export interface PluginIssue {
+  /** Pipeline path of the problem, e.g. `rewards[0].use` or `rewards[0].options.quality`. */
+  path: string;
+  /** What is wrong and what was expected. */
+  message: string;
+}
+
+/**
+ * An error about a plugin: names the specifier and, for options, the option path. `issues` holds
+ * the same problems one per entry (a pipeline validation collects them).
+ *
+ * @example
+ * ```ts
+ * import { PluginError } from "@texforce/core";
+ * const e = new PluginError("rewards[0].use: unknown reward plugin 'x'", [
+ *   { path: "rewards[0].use", message: "unknown reward plugin 'x'" },
+ * ]);
+ * console.log(e.issues[0].path);
+ * ```
+ */
 export class PluginError extends Error {
-  /** Builds the error. */
-  constructor(message: string) {
+  /** The problems, each with its pipeline path. */
+  readonly issues: PluginIssue[];
+  /** Builds the error; without `issues`, the message is the single issue (path ""). */
+  constructor(message: string, issues?: PluginIssue[]) {
     super(message);
     this.name = "PluginError";
+    this.issues = issues ?? [{ path: "", message }];
   }
 }
 
-/** Whether `use` names a module rather than a built-in plugin. */
+function issueError(path: string, message: string): PluginError {
+  return new PluginError(`${path}: ${message}`, [{ path, message }]);
+}
+
+/**
+ * Whether `use` names a module (`./x.ts`, `/abs/x.ts`, `npm:`, `jsr:`, `https:`, `file:`) rather
+ * than a built-in plugin.
+ *
+ * @example
+ * ```ts
+ * import { isModuleSpecifier } from "@texforce/core";
+ * isModuleSpecifier("./my_reward.ts"); // true
+ * isModuleSpecifier("jpeg-compressibility"); // false
+ * ```
+ */
 export function isModuleSpecifier(use: string): boolean {
   return /^(\.{1,2}\/|\/|npm:|jsr:|https?:|file:)/.test(use);
 }
@@ -167,9 +213,12 @@ export class PluginRegistry {
       const p = this.get(kind, use);
       if (!p) {
         const names = this.list(kind).map((x) => x.name);
-        throw new PluginError(
-          `${where}: unknown ${kind} plugin '${use}' (built-in: ${names.join(", ") || "none"}; ` +
-            "or give a module specifier such as ./my_plugin.ts or npm:…)",
+        const hint = didYouMean(use, names);
+        throw issueError(
+          where,
+          `unknown ${kind} plugin '${use}'${hint ? ` (did you mean '${hint}'?)` : ""}; ` +
+            `built-in: ${names.join(", ") || "none"}; ` +
+            "or give a module specifier such as ./my_plugin.ts, jsr:@scope/name or npm:name",
         );
       }
       return p;
@@ -204,19 +253,21 @@ export async function loadPluginModule(
     mod = await import(url);
   } catch (e) {
     const msg = (e as Error).message.split("\n")[0];
-    throw new PluginError(`${where}: cannot import plugin module '${specifier}': ${msg}`);
+    throw issueError(where, `cannot import plugin module '${specifier}': ${msg}`);
   }
   const candidates = [mod.default, ...Object.values(mod)].filter(isPlugin);
   if (candidates.length === 0) {
-    throw new PluginError(
-      `${where}: module '${specifier}' exports no plugin (export default definePlugin({ kind, ` +
+    throw issueError(
+      where,
+      `module '${specifier}' exports no plugin (expected export default definePlugin({ kind, ` +
         "name, version, options, create }))",
     );
   }
   const match = candidates.find((p) => p.kind === kind);
   if (!match) {
-    throw new PluginError(
-      `${where}: module '${specifier}' exports a ${candidates[0].kind} plugin ` +
+    throw issueError(
+      where,
+      `module '${specifier}' exports a ${candidates[0].kind} plugin ` +
         `'${candidates[0].name}', but a ${kind} plugin is needed here`,
     );
   }
@@ -241,13 +292,11 @@ export function parsePluginOptions<O>(
   options: unknown,
   where: string,
 ): O {
-  const r = plugin.options.safeParse(options ?? {});
+  const r = plugin.options.safeParse(options ?? {}, { error: errorMap });
   if (r.success) return r.data;
-  const lines = r.error.issues.map((i) => {
-    const path = [where, ...i.path.map(String)].join(".");
-    return `  ${path}: ${i.message}`;
-  });
+  const issues = zodIssues(r.error, where, plugin.options as z.core.$ZodType);
   throw new PluginError(
-    `invalid options for ${plugin.kind} plugin '${plugin.name}':\n${lines.join("\n")}`,
+    `invalid options for ${plugin.kind} plugin '${plugin.name}':\n${issueLines(issues)}`,
+    issues,
   );
 }

@@ -315,6 +315,9 @@ export class SafetensorsFile implements WeightSource {
     if (!this.#file) throw new SafetensorsError(this.path, "file is closed", name);
     // An 8-byte aligned buffer so the bytes can be viewed as any typed array without a copy.
     const bytes = new Uint8Array(new ArrayBuffer(t.end - t.begin));
+    // Touch each page before read(): faulting fresh pages from user space is about twice as fast
+    // as letting the kernel fault them inside the copy (measured on this project's VMs).
+    for (let i = 0; i < bytes.byteLength; i += 4096) bytes[i] = 0;
     await readExactly(this.#file, bytes, this.#dataStart + t.begin, this.path, name);
     return bytes;
   }
