@@ -59,9 +59,8 @@ Deno.test("backends: auto picks a working backend; unknown and tensorflow fail c
     assert.ok(["webgpu", "wasm", "cpu"].includes(info.name));
   });
   await t.step("unknown name", async () => {
-    // deno-lint-ignore no-explicit-any
     await assert.rejects(
-      () => useBackend("metal" as any),
+      () => useBackend("metal" as unknown as "cpu"),
       /unknown backend 'metal': expected one of/,
     );
   });
