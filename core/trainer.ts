@@ -1,0 +1,663 @@
+/**
+ * The TexForce trainer: sample with the current text encoder, score, turn rewards into
+ * advantages, then PPO updates of the encoder's LoRA through the frozen UNet.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { join } from "node:path";
+import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
+import {
+  type Checkpoint,
+  hashConfig,
+  latestCheckpoint,
+  loadCheckpoint,
+  restoreVariables,
+  saveCheckpoint,
+  snapshotVariables,
+} from "./checkpoint.ts";
+import type { Encoder } from "./encoder.ts";
+import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
+import { learningRate } from "./lr_schedule.ts";
+import type { Optimizer } from "./optimizer.ts";
+import type { Pipeline } from "./pipeline_schema.ts";
+import { ppoLoss } from "./ppo_loss.ts";
+import { createProgress, type ProgressSink } from "./progress.ts";
+import type { Reward } from "./reward.ts";
+import { Rng } from "./rng.ts";
+import type { Conditioning, Sampler } from "./sampler.ts";
+
+/** A weighted reward term. */
+export interface RewardTerm {
+  /** Name in logs and metrics. */
+  name: string;
+  /** Weight in the total. */
+  weight: number;
+  /** The reward. */
+  reward: Reward;
+}
+
+/** The built pieces a {@linkcode Trainer} drives. */
+export interface TrainerParts {
+  /** The policy: a text encoder with trainable LoRA variables. */
+  encoder: Encoder;
+  /** The frozen diffusion sampler. */
+  sampler: Sampler;
+  /** Reward terms. */
+  rewards: RewardTerm[];
+  /** Optimizer over `encoder.trainableVariables()`. */
+  optimizer: Optimizer;
+  /** Training prompts. */
+  prompts: string[];
+}
+
+/** Progress events for embedding apps. */
+export interface TrainProgress {
+  /** Current epoch (0-based). */
+  epoch: number;
+  /** Optimizer steps taken. */
+  step: number;
+  /** `sampling`, `rewards`, `training`, `eval`, `checkpoint`, `done`. */
+  phase: string;
+  /** Human-readable line. */
+  message: string;
+}
+
+/** Options of a run. */
+export interface TrainerOptions {
+  /** Stops the run between steps; a final checkpoint is written. */
+  signal?: AbortSignal;
+  /** Resume from the newest checkpoint of the output folder. */
+  resume?: boolean;
+  /** Progress callback. */
+  onProgress?: (e: TrainProgress) => void;
+  /** Plain log lines (default: a progress bar on a terminal, lines on stderr otherwise). */
+  log?: (line: string) => void;
+  /** Writes an image grid (NHWC [0,1]) with one caption per image; images are skipped without. */
+  saveImages?: (path: string, images: tf.Tensor4D, captions: string[]) => Promise<void>;
+}
+
+/** What a run produced. */
+export interface TrainResult {
+  /** Run folder. */
+  outputDir: string;
+  /** Newest checkpoint folder. */
+  checkpoint: string;
+  /** Optimizer steps taken in total. */
+  steps: number;
+  /** Epochs completed. */
+  epochs: number;
+  /** True when stopped by the signal. */
+  interrupted: boolean;
+  /** Mean total reward per epoch of this process's run. */
+  rewardMeans: number[];
+}
+
+/** A training failure: non-finite numbers, a reward that threw, … */
+export class TrainingError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "TrainingError";
+  }
+}
+
+interface Samples {
+  prompts: string[];
+  latents: tf.Tensor5D;
+  logProbs: tf.Tensor2D;
+  rewards: number[];
+  components: Record<string, number[]>;
+}
+
+function meanStd(xs: number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const v = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length);
+  return { mean, std: Math.sqrt(v) };
+}
+
+/**
+ * Runs TexForce training over built parts and a normalised pipeline.
+ *
+ * @example
+ * ```ts
+ * import { Trainer, type Pipeline, type TrainerParts } from "@texforce/core";
+ * declare const pipeline: Pipeline;
+ * declare const parts: TrainerParts;
+ * const result = await new Trainer(pipeline, parts).run();
+ * ```
+ */
+export class Trainer {
+  /** The pipeline. */
+  readonly config: Pipeline;
+  /** The parts. */
+  readonly parts: TrainerParts;
+  #opts: TrainerOptions;
+  #rng: Rng;
+  #tracker: PerPromptTracker;
+  #step = 0;
+  #epoch = 0;
+  #lastLr = 0;
+  #progress: ProgressSink;
+  #metricsPath: string;
+  #variables: Map<string, tf.Variable>;
+
+  /** Prepare a run (nothing is sampled until `run`). */
+  constructor(config: Pipeline, parts: TrainerParts, options: TrainerOptions = {}) {
+    this.config = config;
+    this.parts = parts;
+    this.#opts = options;
+    this.#rng = new Rng(config.seed);
+    const pp = config.train.perPromptTracking;
+    this.#tracker = new PerPromptTracker(pp.bufferSize, pp.minCount);
+    this.#progress = createProgress(options.log);
+    this.#metricsPath = join(config.output.dir, "metrics.jsonl");
+    this.#variables = parts.encoder.trainableVariables();
+    if (parts.prompts.length === 0) throw new TrainingError("no training prompts");
+  }
+
+  /** Optimizer steps taken. */
+  get step(): number {
+    return this.#step;
+  }
+
+  /** Epochs completed. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Total optimizer steps of the configured run (for the LR schedule). */
+  totalSteps(): number {
+    const t = this.config.train;
+    const samples = t.batchesPerEpoch * this.config.sampler.batchSize;
+    const minibatches = Math.ceil(samples / t.batchSize);
+    return t.epochs * t.innerEpochs * Math.ceil(minibatches / t.gradientAccumulation);
+  }
+
+  #lr(): number {
+    const o = this.config.optimizer;
+    return learningRate(this.#step, {
+      type: o.schedule.type,
+      lr: o.lr,
+      warmupSteps: o.schedule.warmupSteps,
+      minLr: o.schedule.minLr,
+      totalSteps: this.totalSteps(),
+    });
+  }
+
+  #emit(phase: string, message: string): void {
+    this.#opts.onProgress?.({ epoch: this.#epoch, step: this.#step, phase, message });
+  }
+
+  async #metric(record: Record<string, unknown>): Promise<void> {
+    await Deno.writeTextFile(
+      this.#metricsPath,
+      JSON.stringify({ time: new Date().toISOString(), ...record }) + "\n",
+      { append: true },
+    );
+  }
+
+  #checkpointDir(): string {
+    return join(this.config.output.dir, "checkpoints");
+  }
+
+  async #configHash(): Promise<string> {
+    const { checkpoint: _c, ...rest } = this.config;
+    return await hashConfig(rest);
+  }
+
+  /** Write a checkpoint of the current state; returns its folder. */
+  async saveCheckpoint(interrupted = false): Promise<string> {
+    const ckpt: Checkpoint = {
+      state: {
+        version: 1,
+        step: this.#step,
+        epoch: this.#epoch,
+        lr: this.#lastLr,
+        tracker: this.#tracker.getState(),
+        rng: this.#rng.state(),
+        configHash: await this.#configHash(),
+        interrupted,
+        savedAt: new Date().toISOString(),
+      },
+      weights: await snapshotVariables(this.#variables),
+      optimizer: await this.parts.optimizer.getState(),
+    };
+    return await saveCheckpoint(this.#checkpointDir(), ckpt, this.config.checkpoint.keep);
+  }
+
+  /** Restore the newest checkpoint of the output folder; returns its path or null. */
+  async restoreLatest(): Promise<string | null> {
+    const path = await latestCheckpoint(this.#checkpointDir());
+    if (!path) return null;
+    const c = await loadCheckpoint(path);
+    restoreVariables(this.#variables, c.weights, path);
+    this.parts.optimizer.setState(c.optimizer);
+    this.#tracker.setState(c.state.tracker);
+    this.#rng = Rng.fromState(c.state.rng);
+    this.#step = c.state.step;
+    this.#epoch = c.state.epoch;
+    this.#lastLr = c.state.lr;
+    if (c.state.configHash !== (await this.#configHash())) {
+      this.#progress.log(
+        `note: ${path} was written with a different pipeline config; continuing with the new one`,
+      );
+    }
+    return path;
+  }
+
+  /** Run the remaining epochs. */
+  async run(): Promise<TrainResult> {
+    const cfg = this.config;
+    await Deno.mkdir(cfg.output.dir, { recursive: true });
+    let checkpoint = "";
+    if (this.#opts.resume || cfg.checkpoint.resume) {
+      const p = await this.restoreLatest();
+      if (p) {
+        checkpoint = p;
+        this.#progress.log(`resumed from ${p} (epoch ${this.#epoch}, step ${this.#step})`);
+      } else {
+        this.#progress.log(`no checkpoint in ${this.#checkpointDir()}; starting fresh`);
+      }
+    }
+    const rewardMeans: number[] = [];
+    const signal = this.#opts.signal;
+    let interrupted = false;
+    try {
+      if (cfg.eval && this.#epoch === 0) await this.evaluate("before");
+      while (this.#epoch < cfg.train.epochs) {
+        if (signal?.aborted) {
+          interrupted = true;
+          break;
+        }
+        const stats = await this.#runEpoch();
+        if (stats === null) {
+          interrupted = true;
+          break;
+        }
+        rewardMeans.push(stats);
+        this.#epoch++;
+        if (cfg.eval && this.#epoch % cfg.eval.every === 0) {
+          await this.evaluate(`epoch-${this.#epoch}`);
+        }
+        if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
+          this.#emit("checkpoint", `checkpoint at step ${this.#step}`);
+          checkpoint = await this.saveCheckpoint();
+        }
+      }
+      if (interrupted) {
+        checkpoint = await this.saveCheckpoint(true);
+        this.#progress.log(`interrupted: checkpoint written to ${checkpoint}`);
+      }
+    } finally {
+      this.#progress.close();
+    }
+    this.#emit("done", `finished at epoch ${this.#epoch}, step ${this.#step}`);
+    return {
+      outputDir: cfg.output.dir,
+      checkpoint,
+      steps: this.#step,
+      epochs: this.#epoch,
+      interrupted,
+      rewardMeans,
+    };
+  }
+
+  /** Sample a batch of prompts with the current encoder (no gradients). */
+  async #sampleBatch(prompts: string[], seed: number): Promise<{
+    latents: tf.Tensor5D;
+    logProbs: tf.Tensor2D;
+    images: tf.Tensor4D;
+  }> {
+    const negative = prompts.map(() => this.config.sampler.negativePrompt);
+    const cond: Conditioning = tf.tidy(() => ({
+      prompt: this.parts.encoder.encode(prompts),
+      negative: this.parts.encoder.encode(negative),
+    }));
+    try {
+      const traj = await this.parts.sampler.sample(cond, { seed, signal: this.#opts.signal });
+      return { latents: traj.latents, logProbs: traj.logProbs, images: traj.images };
+    } finally {
+      cond.prompt.dispose();
+      cond.negative.dispose();
+    }
+  }
+
+  async #score(images: tf.Tensor4D, prompts: string[]): Promise<{
+    total: number[];
+    components: Record<string, number[]>;
+  }> {
+    const total = prompts.map(() => 0);
+    const components: Record<string, number[]> = {};
+    for (const term of this.parts.rewards) {
+      let scores: number[];
+      try {
+        scores = await term.reward.score({ images, prompts });
+      } catch (e) {
+        throw new TrainingError(
+          `reward '${term.name}' failed on prompts ${JSON.stringify(prompts)}: ${
+            (e as Error).message
+          }`,
+        );
+      }
+      if (scores.length !== prompts.length) {
+        throw new TrainingError(
+          `reward '${term.name}' returned ${scores.length} scores for ${prompts.length} images`,
+        );
+      }
+      scores.forEach((s, i) => {
+        if (!Number.isFinite(s)) {
+          throw new TrainingError(
+            `reward '${term.name}' returned ${s} for prompt ${JSON.stringify(prompts[i])}`,
+          );
+        }
+        total[i] += term.weight * s;
+      });
+      components[term.name] = scores;
+    }
+    return { total, components };
+  }
+
+  /** One epoch; returns the mean reward, or null when interrupted. */
+  async #runEpoch(): Promise<number | null> {
+    const cfg = this.config;
+    const signal = this.#opts.signal;
+    const epoch = this.#epoch;
+    const times = { sampling: 0, rewards: 0, training: 0 };
+    // Sampling and scoring.
+    const batches: Samples[] = [];
+    const nb = cfg.train.batchesPerEpoch;
+    try {
+      for (let b = 0; b < nb; b++) {
+        if (signal?.aborted) return null;
+        this.#progress.update(b, nb, `epoch ${epoch + 1} sampling`);
+        this.#emit("sampling", `epoch ${epoch + 1}: sampling batch ${b + 1}/${nb}`);
+        const prompts = Array.from(
+          { length: cfg.sampler.batchSize },
+          () => this.parts.prompts[this.#rng.int(this.parts.prompts.length)],
+        );
+        const seed = this.#rng.nextU32();
+        let t0 = performance.now();
+        const s = await this.#sampleBatch(prompts, seed);
+        times.sampling += performance.now() - t0;
+        t0 = performance.now();
+        this.#emit("rewards", `epoch ${epoch + 1}: scoring batch ${b + 1}/${nb}`);
+        let scored;
+        try {
+          scored = await this.#score(s.images, prompts);
+        } catch (e) {
+          s.latents.dispose();
+          s.logProbs.dispose();
+          throw e;
+        } finally {
+          times.rewards += performance.now() - t0;
+        }
+        if (b === 0 && cfg.output.saveImages && this.#opts.saveImages) {
+          const caps = prompts.map((p, i) => `${p} | ${scored.total[i].toFixed(4)}`);
+          await this.#opts.saveImages(
+            join(cfg.output.dir, "images", `epoch-${String(epoch + 1).padStart(4, "0")}.png`),
+            s.images,
+            caps,
+          );
+        }
+        s.images.dispose();
+        batches.push({
+          prompts,
+          latents: s.latents,
+          logProbs: s.logProbs,
+          rewards: scored.total,
+          components: scored.components,
+        });
+      }
+      this.#progress.update(nb, nb, `epoch ${epoch + 1} sampling`);
+      const prompts = batches.flatMap((b) => b.prompts);
+      const rewards = batches.flatMap((b) => b.rewards);
+      const advantages = cfg.train.perPromptTracking.enabled
+        ? this.#tracker.update(prompts, rewards)
+        : normalizeAdvantages(rewards);
+      const rewardStats = meanStd(rewards);
+      const record: Record<string, unknown> = {
+        type: "epoch",
+        epoch: epoch + 1,
+        reward_mean: rewardStats.mean,
+        reward_std: rewardStats.std,
+      };
+      for (const term of this.parts.rewards) {
+        const st = meanStd(batches.flatMap((b) => b.components[term.name]));
+        record[`reward_${term.name}_mean`] = st.mean;
+        record[`reward_${term.name}_std`] = st.std;
+      }
+      // Training.
+      const t0 = performance.now();
+      const latents = tf.concat(batches.map((b) => b.latents)) as tf.Tensor5D;
+      const logProbs = tf.concat(batches.map((b) => b.logProbs)) as tf.Tensor2D;
+      try {
+        const ok = await this.#trainOnSamples(prompts, latents, logProbs, advantages);
+        times.training = performance.now() - t0;
+        record.seconds_sampling = times.sampling / 1000;
+        record.seconds_rewards = times.rewards / 1000;
+        record.seconds_training = times.training / 1000;
+        await this.#metric(record);
+        this.#progress.log(
+          `epoch ${epoch + 1}/${cfg.train.epochs}: reward ${rewardStats.mean.toFixed(4)} ± ` +
+            `${rewardStats.std.toFixed(4)}, step ${this.#step}, ` +
+            `sampling ${(times.sampling / 1000).toFixed(1)}s, rewards ${
+              (times.rewards / 1000).toFixed(1)
+            }s, training ${(times.training / 1000).toFixed(1)}s`,
+        );
+        return ok ? rewardStats.mean : null;
+      } finally {
+        latents.dispose();
+        logProbs.dispose();
+      }
+    } finally {
+      for (const b of batches) {
+        b.latents.dispose();
+        b.logProbs.dispose();
+      }
+    }
+  }
+
+  /** PPO passes over one epoch's samples; false when interrupted. */
+  async #trainOnSamples(
+    prompts: string[],
+    latents: tf.Tensor5D,
+    logProbs: tf.Tensor2D,
+    advantages: number[],
+  ): Promise<boolean> {
+    const cfg = this.config;
+    const t = cfg.train;
+    const n = prompts.length;
+    const steps = this.parts.sampler.numSteps;
+    const numTrain = Math.max(1, Math.floor(steps * t.timestepFraction));
+    const acc = new GradientAccumulator();
+    const diag = { loss: 0, kl: 0, clip: 0, count: 0 };
+    const minibatches = Math.ceil(n / t.batchSize);
+    let done = 0;
+    const total = t.innerEpochs * minibatches * numTrain;
+    try {
+      for (let inner = 0; inner < t.innerEpochs; inner++) {
+        const perm = this.#rng.permutation(n);
+        for (let mb = 0; mb < minibatches; mb++) {
+          const idx = perm.slice(mb * t.batchSize, (mb + 1) * t.batchSize);
+          // One random subset of timesteps per minibatch (shared by its samples, so the UNet
+          // runs batched).
+          const js = this.#rng.permutation(steps).slice(0, numTrain);
+          const mbPrompts = idx.map((i) => prompts[i]);
+          const idxT = tf.tensor1d(idx, "int32");
+          const adv = tf.tensor1d(idx.map((i) => advantages[i]));
+          try {
+            for (const j of js) {
+              if (this.#opts.signal?.aborted) return false;
+              this.#progress.update(done, total, `epoch ${this.#epoch + 1} training`);
+              const r = await this.ppoGradients(mbPrompts, latents, logProbs, idxT, adv, j);
+              diag.loss += r.loss;
+              diag.kl += r.approxKl;
+              diag.clip += r.clipFraction;
+              diag.count++;
+              acc.add(r.grads);
+              done++;
+            }
+          } finally {
+            idxT.dispose();
+            adv.dispose();
+          }
+          const last = mb === minibatches - 1;
+          if ((mb + 1) % t.gradientAccumulation === 0 || last) {
+            await this.#optimizerStep(acc, diag);
+            diag.loss =
+              diag.kl =
+              diag.clip =
+              diag.count =
+                0;
+          }
+        }
+      }
+    } finally {
+      acc.dispose();
+    }
+    return true;
+  }
+
+  /**
+   * Loss and gradients of one PPO pass: re-encode prompts and negative prompts with gradients,
+   * recompute the log-prob of x_{j+1} at step j through the frozen UNet.
+   */
+  async ppoGradients(
+    prompts: string[],
+    latents: tf.Tensor5D,
+    logProbs: tf.Tensor2D,
+    indices: tf.Tensor1D,
+    advantages: tf.Tensor1D,
+    j: number,
+  ): Promise<{ loss: number; approxKl: number; clipFraction: number; grads: tf.NamedTensorMap }> {
+    const cfg = this.config;
+    const negative = prompts.map(() => cfg.sampler.negativePrompt);
+    const [x, next, old] = tf.tidy(() => {
+      const sel = tf.gather(latents, indices);
+      const [, , h, w, c] = sel.shape;
+      const b = sel.shape[0];
+      return [
+        sel.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
+        sel.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
+        tf.gather(logProbs, indices).slice([0, j], [b, 1]).reshape([b]) as tf.Tensor1D,
+      ];
+    });
+    let kl: tf.Scalar | null = null;
+    let clip: tf.Scalar | null = null;
+    try {
+      const vars = [...this.#variables.values()];
+      const { value, grads } = tf.variableGrads(() => {
+        const cond: Conditioning = {
+          prompt: this.parts.encoder.encode(prompts),
+          negative: this.parts.encoder.encode(negative),
+        };
+        const lp = this.parts.sampler.logProb(cond, x, next, j);
+        const r = ppoLoss(lp, old, advantages, cfg.train);
+        kl = tf.keep(r.approxKl);
+        clip = tf.keep(r.clipFraction);
+        return r.loss;
+      }, vars);
+      // variableGrads names gradients by variable name; map back to our names.
+      const byName: tf.NamedTensorMap = {};
+      for (const [name, v] of this.#variables) byName[name] = grads[v.name];
+      // Async reads: tfjs-webgpu cannot read synchronously in Deno.
+      const out = {
+        loss: (await value.data())[0],
+        approxKl: (await (kl as tf.Scalar | null)?.data())?.[0] ?? 0,
+        clipFraction: (await (clip as tf.Scalar | null)?.data())?.[0] ?? 0,
+        grads: byName,
+      };
+      value.dispose();
+      return out;
+    } finally {
+      x.dispose();
+      next.dispose();
+      old.dispose();
+      (kl as tf.Scalar | null)?.dispose();
+      (clip as tf.Scalar | null)?.dispose();
+    }
+  }
+
+  async #optimizerStep(
+    acc: GradientAccumulator,
+    diag: { loss: number; kl: number; clip: number; count: number },
+  ): Promise<void> {
+    const grads = acc.take();
+    try {
+      const norm = await clipGlobalNorm(grads, this.config.optimizer.maxGradNorm);
+      const loss = diag.loss / Math.max(1, diag.count);
+      if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+        throw new TrainingError(
+          `non-finite ${
+            !Number.isFinite(loss) ? `loss (${loss})` : `gradient norm (${norm})`
+          } at ` +
+            `step ${this.#step + 1} (epoch ${
+              this.#epoch + 1
+            }); the last good checkpoint is kept in ` +
+            `${this.#checkpointDir()}. Lower the learning rate or check the rewards.`,
+        );
+      }
+      const lr = this.#lr();
+      this.parts.optimizer.step(grads, lr);
+      this.#lastLr = lr;
+      this.#step++;
+      await this.#metric({
+        type: "train",
+        epoch: this.#epoch + 1,
+        step: this.#step,
+        loss,
+        approx_kl: diag.kl / Math.max(1, diag.count),
+        clipfrac: diag.clip / Math.max(1, diag.count),
+        lr,
+        grad_norm: norm,
+      });
+    } finally {
+      for (const g of grads.values()) g.dispose();
+    }
+  }
+
+  /** Sample the eval prompts at the eval seeds, score them, save a grid and a metrics line. */
+  async evaluate(label: string): Promise<number[]> {
+    const ev = this.config.eval;
+    if (!ev) return [];
+    this.#emit("eval", `evaluating (${label})`);
+    const scores: number[] = [];
+    const captions: string[] = [];
+    const images: tf.Tensor4D[] = [];
+    try {
+      for (const seed of ev.seeds) {
+        const s = await this.#sampleBatch(ev.prompts, seed);
+        s.latents.dispose();
+        s.logProbs.dispose();
+        const r = await this.#score(s.images, ev.prompts);
+        scores.push(...r.total);
+        captions.push(
+          ...ev.prompts.map((p, i) => `${p} | seed ${seed} | ${r.total[i].toFixed(4)}`),
+        );
+        images.push(s.images);
+      }
+      if (this.config.output.saveImages && this.#opts.saveImages) {
+        const all = tf.concat(images) as tf.Tensor4D;
+        await this.#opts.saveImages(
+          join(this.config.output.dir, "eval", `${label}.png`),
+          all,
+          captions,
+        );
+        all.dispose();
+      }
+    } finally {
+      for (const im of images) im.dispose();
+    }
+    await this.#metric({
+      type: "eval",
+      label,
+      epoch: this.#epoch,
+      step: this.#step,
+      reward_mean: meanStd(scores).mean,
+      rewards: scores,
+      captions,
+    });
+    return scores;
+  }
+}
