@@ -11,3 +11,9 @@
  * @module
  */
 export * from "./core/mod.ts";
+export * from "./core/pipeline.ts";
+export * from "./core/pipeline_schema.ts";
+export * from "./core/pipeline_error.ts";
+export * from "./core/prompt_sets.ts";
+export * from "./core/prompts.ts";
+export * from "./builtin_plugins.ts";

@@ -35,6 +35,12 @@ export interface Encoder {
   encode(prompts: string[]): tf.Tensor3D;
   /** The trainable variables by stable name (PEFT names for the CLIP LoRA encoder). */
   trainableVariables(): Map<string, tf.Variable>;
+  /**
+   * Write the trained weights in a format other tools load (`peft`, `diffusers`, `kohya`, or
+   * `merged` for a full text encoder) under `dir`; returns the files written. Optional: an
+   * encoder without it is not exported at the end of a run.
+   */
+  exportWeights?(dir: string, format: "peft" | "diffusers" | "kohya" | "merged"): Promise<string[]>;
   /** Release all weights. */
   dispose(): void;
 }

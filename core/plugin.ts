@@ -15,7 +15,15 @@ import type { Optimizer } from "./optimizer.ts";
 import type { Reward } from "./reward.ts";
 import type { Sampler } from "./sampler.ts";
 
-/** The kinds of plugin and the object each one creates. */
+/**
+ * The kinds of plugin and the object each one creates.
+ *
+ * @example
+ * ```ts
+ * import type { PluginKinds } from "@texforce/core";
+ * type MadeByRewardPlugins = PluginKinds["reward"]; // Reward
+ * ```
+ */
 export interface PluginKinds {
   /** Text encoders (`clip-lora`). */
   encoder: Encoder;
@@ -27,13 +35,37 @@ export interface PluginKinds {
   optimizer: Optimizer;
 }
 
-/** One of `encoder`, `sampler`, `reward`, `optimizer`. */
+/**
+ * One of `encoder`, `sampler`, `reward`, `optimizer`.
+ *
+ * @example
+ * ```ts
+ * import type { PluginKind } from "@texforce/core";
+ * const kind: PluginKind = "reward";
+ * ```
+ */
 export type PluginKind = keyof PluginKinds;
 
-/** The plugin kinds, for validation messages. */
+/**
+ * The plugin kinds, for validation messages.
+ *
+ * @example
+ * ```ts
+ * import { PLUGIN_KINDS } from "@texforce/core";
+ * console.log(PLUGIN_KINDS.join(", ")); // encoder, sampler, reward, optimizer
+ * ```
+ */
 export const PLUGIN_KINDS: readonly PluginKind[] = ["encoder", "sampler", "reward", "optimizer"];
 
-/** What a plugin factory receives besides its options. */
+/**
+ * What a plugin factory receives besides its options.
+ *
+ * @example
+ * ```ts
+ * import type { PluginContext } from "@texforce/core";
+ * const context: PluginContext = { baseDir: Deno.cwd(), modelPath: "/models/sd15" };
+ * ```
+ */
 export interface PluginContext {
   /** Folder that relative paths in options resolve against (the pipeline file's folder). */
   baseDir: string;
@@ -79,7 +111,15 @@ export interface Plugin<K extends PluginKind = PluginKind, O = unknown> {
   create(options: O, context: PluginContext): PluginKinds[K] | Promise<PluginKinds[K]>;
 }
 
-/** A plugin of any kind and options type. */
+/**
+ * A plugin of any kind and options type.
+ *
+ * @example
+ * ```ts
+ * import { type AnyPlugin, PluginRegistry } from "@texforce/core";
+ * const all: AnyPlugin[] = new PluginRegistry().list();
+ * ```
+ */
 // deno-lint-ignore no-explicit-any
 export type AnyPlugin = Plugin<PluginKind, any>;
 

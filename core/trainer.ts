@@ -7,6 +7,17 @@
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
+import { useBackend } from "./backend.ts";
+import { writeFileAtomic } from "./io/safetensors.ts";
+import {
+  parsePluginOptions,
+  type PluginContext,
+  type PluginKind,
+  type PluginKinds,
+  type PluginRegistry,
+} from "./plugin.ts";
+import { resolvePrompts } from "./prompts.ts";
+import { writeReport } from "./report.ts";
 import {
   type Checkpoint,
   hashConfig,
@@ -660,4 +671,123 @@ export class Trainer {
     });
     return scores;
   }
+}
+
+/** Options of {@linkcode train}. */
+export interface TrainOptions extends TrainerOptions {
+  /** Where plugins named in the pipeline are found (`builtinRegistry()` for the built-ins). */
+  registry: PluginRegistry;
+}
+
+/**
+ * Build every plugin of a pipeline, train, export the LoRA in the configured formats and
+ * write the HTML report. Cancel with `options.signal` (a final checkpoint is written).
+ *
+ * @example
+ * ```ts
+ * import { builtinRegistry, loadPipeline, train } from "@texforce/core";
+ * const result = await train(await loadPipeline("examples/tiny_brightness.yaml"), {
+ *   registry: builtinRegistry(),
+ * });
+ * console.log(result.checkpoint);
+ * ```
+ */
+export async function train(pipeline: Pipeline, options: TrainOptions): Promise<TrainResult> {
+  const { registry } = options;
+  const log = options.log ?? ((line: string) => console.error(line));
+  const backend = await useBackend(pipeline.backend);
+  log(`backend: ${backend.name} (${backend.device})`);
+  const prompts = await resolvePrompts(pipeline);
+  const ctx: PluginContext = { baseDir: pipeline.baseDir, modelPath: pipeline.model };
+  const build = async <K extends PluginKind>(
+    kind: K,
+    use: string,
+    opts: unknown,
+    where: string,
+    extra: Partial<PluginContext> = {},
+  ) => {
+    const plugin = await registry.resolve(kind, use, pipeline.baseDir, `${where}.use`);
+    const parsed = parsePluginOptions(plugin, opts, `${where}.options`);
+    return { plugin, value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K] };
+  };
+  const disposers: (() => void)[] = [];
+  try {
+    const encoder =
+      (await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder")).value;
+    disposers.push(() => encoder.dispose());
+    const s = pipeline.sampler;
+    const sampler = (await build(
+      "sampler",
+      s.use,
+      {
+        ...s.options,
+        steps: s.steps,
+        eta: s.eta,
+        guidance: s.guidance,
+      },
+      "sampler",
+      { encoder },
+    )).value;
+    disposers.push(() => sampler.dispose());
+    const rewards: RewardTerm[] = [];
+    const seen = new Map<string, number>();
+    for (const [i, r] of pipeline.rewards.entries()) {
+      const { plugin, value } = await build("reward", r.use, r.options, `rewards[${i}]`);
+      disposers.push(() => value.dispose?.());
+      let name = r.name ?? plugin.name;
+      const n = seen.get(name) ?? 0;
+      seen.set(name, n + 1);
+      if (n > 0) name = `${name}_${n + 1}`;
+      rewards.push({ name, weight: r.weight, reward: value });
+    }
+    const o = pipeline.optimizer;
+    const optimizer = (await build(
+      "optimizer",
+      o.use,
+      {
+        betas: o.betas,
+        weightDecay: o.weightDecay,
+        eps: o.eps,
+      },
+      "optimizer",
+      { variables: encoder.trainableVariables() },
+    )).value;
+    disposers.push(() => optimizer.dispose());
+    await Deno.mkdir(pipeline.output.dir, { recursive: true });
+    await writeFileAtomic(
+      join(pipeline.output.dir, "pipeline.json"),
+      new TextEncoder().encode(JSON.stringify(pipeline, null, 2)),
+    );
+    const saveImages = options.saveImages ??
+      (pipeline.output.saveImages ? await imageSaver() : undefined);
+    const trainer = new Trainer(pipeline, { encoder, sampler, rewards, optimizer, prompts }, {
+      ...options,
+      log,
+      saveImages,
+    });
+    const result = await trainer.run();
+    if (encoder.exportWeights) {
+      for (const format of pipeline.output.exportFormats) {
+        const files = await encoder.exportWeights(
+          join(pipeline.output.dir, "export", format),
+          format,
+        );
+        log(`exported ${format}: ${files.join(", ")}`);
+      }
+    }
+    const report = await writeReport(pipeline.output.dir, pipeline.name);
+    log(`report: ${report}`);
+    return result;
+  } finally {
+    for (const d of disposers.reverse()) d();
+  }
+}
+
+// Image files need sharp, a native package; load it only when images are written so that
+// GPU bundles (which cannot contain sharp) never import it.
+async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
+  const spec = "./image_output.ts";
+  const mod = await import(spec);
+  return (path: string, images: tf.Tensor4D, captions: string[]) =>
+    mod.saveImageGrid(path, images, captions);
 }

@@ -1,6 +1,34 @@
 /**
- * Placeholder public face; filled by the plugin issues.
+ * Built-in rewards: DDPO's JPEG (in)compressibility and a brightness reward for tests.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { jpegCompressibilityReward } from "@texforce/core/rewards";
+ * const scores = await jpegCompressibilityReward().score({
+ *   images: tf.zeros([1, 32, 32, 3]),
+ *   prompts: ["a cat"],
+ * });
+ * ```
  *
  * @module
  */
-export {};
+import type { AnyPlugin } from "../core/plugin.ts";
+import { brightnessPlugin } from "./brightness.ts";
+import { jpegCompressibilityPlugin, jpegIncompressibilityPlugin } from "./jpeg_compressibility.ts";
+
+export * from "./brightness.ts";
+export * from "./jpeg_compressibility.ts";
+
+/**
+ * Every built-in reward plugin.
+ *
+ * @example
+ * ```ts
+ * import { rewardPlugins } from "@texforce/core/rewards";
+ * console.log(rewardPlugins().map((p) => p.name));
+ * ```
+ */
+export function rewardPlugins(): AnyPlugin[] {
+  return [brightnessPlugin, jpegCompressibilityPlugin, jpegIncompressibilityPlugin];
+}

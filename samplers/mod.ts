@@ -1,6 +1,21 @@
 /**
- * Placeholder public face; filled by the plugin issues.
+ * Samplers: the `ddim` sampler plugin, the DDIM scheduler with DDPO log-probs, the seeded noise
+ * generator, and loading of a Stable Diffusion pipeline's frozen parts (UNet, VAE decoder).
+ *
+ * @example
+ * ```ts
+ * import { ddimSampler } from "@texforce/core/samplers";
+ * const sampler = await ddimSampler({ modelPath: "stable-diffusion-v1-5", steps: 50 });
+ * ```
  *
  * @module
  */
-export {};
+export * from "./ddim_scheduler.ts";
+export * from "./seeded_noise.ts";
+export * from "./stable_diffusion.ts";
+export {
+  DdimSampler,
+  ddimSampler,
+  ddimSamplerPlugin,
+  type Options as DdimSamplerOptions,
+} from "./ddim_sampler.ts";

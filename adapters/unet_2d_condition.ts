@@ -1,0 +1,400 @@
+/**
+ * Stable Diffusion's denoiser: diffusers' `UNet2DConditionModel` (SD 1.x and 2.x configs) on
+ * NHWC tensors, loaded from a diffusers `unet/` folder. Weights are plain tensors (not
+ * variables), so the model is frozen, yet the forward pass is differentiable with respect to its
+ * inputs (the text encoder's hidden states), which is what TexForce back-propagates through.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { join } from "node:path";
+import { readJsonFile } from "../core/io/model_folder.ts";
+import { openWeights } from "../core/io/weights.ts";
+import { conv2d, type Conv2dWeights, loadConv2d } from "./nn/conv2d.ts";
+import { groupNorm, type GroupNormWeights, loadGroupNorm } from "./nn/group_norm.ts";
+import { WeightReader } from "./nn/weight_reader.ts";
+import { silu } from "./unet/_activations.ts";
+import type { LinearRegistry } from "./unet/_linear_registry.ts";
+import {
+  loadTimestepEmbedding,
+  sinusoidalTimestepEmbedding,
+  timestepEmbedding,
+  type TimestepEmbeddingWeights,
+} from "./unet/timestep_embedding.ts";
+import {
+  type BlockSettings,
+  downBlock,
+  type DownBlockWeights,
+  loadDownBlock,
+  loadMidBlock,
+  loadUpBlock,
+  midBlock,
+  type MidBlockWeights,
+  upBlock,
+  type UpBlockWeights,
+} from "./unet/unet_blocks.ts";
+import { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
+import { mergeUNetLora, type UNetLora } from "./unet/unet_lora.ts";
+
+export { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
+export { loadUNetLora, type LoraPair, type UNetLora } from "./unet/unet_lora.ts";
+
+/**
+ * All weights of a UNet.
+ *
+ * @example
+ * ```ts
+ * import type { UNetWeights } from "@texforce/core/adapters";
+ * declare const w: UNetWeights;
+ * console.log(w.down.length, w.up.length);
+ * ```
+ */
+export interface UNetWeights {
+  /** Timestep MLP. */
+  timeEmbedding: TimestepEmbeddingWeights;
+  /** Input conv. */
+  convIn: Conv2dWeights;
+  /** Down path. */
+  down: DownBlockWeights[];
+  /** Mid block (absent when the config has none). */
+  mid?: MidBlockWeights;
+  /** Up path. */
+  up: UpBlockWeights[];
+  /** Output GroupNorm. */
+  convNormOut: GroupNormWeights;
+  /** Output conv. */
+  convOut: Conv2dWeights;
+}
+
+/**
+ * Options of {@linkcode UNet2DConditionModel.load}.
+ *
+ * @example
+ * ```ts
+ * import { UNet2DConditionModel, type UNetLoadOptions } from "@texforce/core/adapters";
+ * const o: UNetLoadOptions = { variant: "fp16" };
+ * const unet = await UNet2DConditionModel.load("sd15", o);
+ * ```
+ */
+export interface UNetLoadOptions {
+  /** Weight variant, e.g. `fp16` (`diffusion_pytorch_model.fp16.safetensors`). */
+  variant?: string;
+}
+
+/**
+ * A Stable Diffusion UNet.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { UNet2DConditionModel } from "@texforce/core/adapters";
+ * const unet = await UNet2DConditionModel.load("stable-diffusion-v1-5");
+ * const eps = unet.forward(tf.randomNormal([1, 64, 64, 4]), [999], tf.randomNormal([1, 77, 768]));
+ * unet.dispose();
+ * ```
+ */
+export class UNet2DConditionModel {
+  /** The validated config. */
+  readonly config: UNetConfig;
+  /** Where the weights came from. */
+  readonly source: string;
+  /** Weight keys of the file that the model did not use (empty for a matching checkpoint). */
+  readonly unusedWeights: string[];
+  /**
+   * Queries per attention chunk (0: all at once). Bounds the [B, heads, Lq, Lk] score matrix,
+   * e.g. 1024 at 64×64 latents; the result does not change.
+   */
+  attentionSlice = 0;
+  #w: UNetWeights;
+  #linears: LinearRegistry;
+
+  private constructor(
+    config: UNetConfig,
+    source: string,
+    w: UNetWeights,
+    linears: LinearRegistry,
+    unused: string[],
+  ) {
+    this.config = config;
+    this.source = source;
+    this.#w = w;
+    this.#linears = linears;
+    this.unusedWeights = unused;
+  }
+
+  /**
+   * Load from a diffusers `unet/` folder (`config.json` + safetensors) or from a pipeline folder
+   * holding one.
+   *
+   * @example
+   * ```ts
+   * import { UNet2DConditionModel } from "@texforce/core/adapters";
+   * const unet = await UNet2DConditionModel.load("sd15/unet", { variant: "fp16" });
+   * ```
+   */
+  static async load(path: string, options: UNetLoadOptions = {}): Promise<UNet2DConditionModel> {
+    let dir = path;
+    try {
+      await Deno.stat(join(path, "config.json"));
+    } catch {
+      dir = join(path, "unet");
+    }
+    const configFile = join(dir, "config.json");
+    const raw = await readJsonFile<Record<string, unknown>>(configFile);
+    if (raw._class_name !== undefined && raw._class_name !== "UNet2DConditionModel") {
+      throw new Error(
+        `${configFile}: field '_class_name' = ${
+          JSON.stringify(raw._class_name)
+        } is not supported ` +
+          "(supported: UNet2DConditionModel)",
+      );
+    }
+    const config = parseUNetConfig(raw, configFile);
+    const source = await openWeights(dir, { variant: options.variant });
+    try {
+      return await UNet2DConditionModel.fromReader(config, new WeightReader(source));
+    } finally {
+      source.close();
+    }
+  }
+
+  /**
+   * Build from a config and a weight reader (any {@linkcode WeightReader}, e.g. one that makes
+   * random weights for benchmarks).
+   *
+   * @example
+   * ```ts
+   * import { openWeights } from "@texforce/core";
+   * import { parseUNetConfig, UNet2DConditionModel, WeightReader } from "@texforce/core/adapters";
+   * const cfg = parseUNetConfig(JSON.parse(await Deno.readTextFile("unet/config.json")));
+   * const unet = await UNet2DConditionModel.fromReader(cfg, new WeightReader(await openWeights("unet")));
+   * ```
+   */
+  static async fromReader(config: UNetConfig, r: WeightReader): Promise<UNet2DConditionModel> {
+    const c = config;
+    const reg: LinearRegistry = new Map();
+    const boc = c.blockOutChannels;
+    const n = boc.length;
+    const settings: BlockSettings = {
+      tembChannels: c.timeEmbedDim,
+      groups: c.normNumGroups,
+      eps: c.normEps,
+      outputScaleFactor: c.resnetOutScaleFactor,
+    };
+    const attnOf = (i: number) => ({
+      heads: c.numAttentionHeads[i],
+      crossAttentionDim: c.crossAttentionDim[i],
+      layers: c.transformerLayersPerBlock[i],
+    });
+    const convInPad = (c.convInKernel - 1) / 2;
+    const w: Partial<UNetWeights> = {
+      timeEmbedding: await loadTimestepEmbedding(
+        r.child("time_embedding"),
+        boc[0],
+        c.timeEmbedDim,
+        reg,
+      ),
+      convIn: await loadConv2d(r, "conv_in", c.inChannels, boc[0], c.convInKernel, 1, convInPad),
+      down: [],
+      up: [],
+    };
+    let out = boc[0];
+    for (let i = 0; i < n; i++) {
+      const inC = out;
+      out = boc[i];
+      w.down!.push(
+        await loadDownBlock(
+          r.child(`down_blocks.${i}`),
+          inC,
+          out,
+          c.layersPerBlock[i],
+          c.downBlockTypes[i] === "CrossAttnDownBlock2D" ? attnOf(i) : null,
+          i < n - 1,
+          c.downsamplePadding,
+          settings,
+          reg,
+        ),
+      );
+    }
+    if (c.midBlock) {
+      w.mid = await loadMidBlock(r.child("mid_block"), boc[n - 1], attnOf(n - 1), {
+        ...settings,
+        outputScaleFactor: c.midBlockScaleFactor,
+      }, reg);
+    }
+    // Up blocks mirror the down path: per-block settings are read reversed.
+    const rev = <T>(xs: T[]) => [...xs].reverse();
+    const rboc = rev(boc);
+    const rHeads = rev(c.numAttentionHeads);
+    const rCross = rev(c.crossAttentionDim);
+    const rLayers = rev(c.layersPerBlock);
+    const rTl = rev(c.transformerLayersPerBlock);
+    out = rboc[0];
+    for (let i = 0; i < n; i++) {
+      const prev = out;
+      out = rboc[i];
+      const inC = rboc[Math.min(i + 1, n - 1)];
+      w.up!.push(
+        await loadUpBlock(
+          r.child(`up_blocks.${i}`),
+          inC,
+          out,
+          prev,
+          rLayers[i] + 1,
+          c.upBlockTypes[i] === "CrossAttnUpBlock2D"
+            ? { heads: rHeads[i], crossAttentionDim: rCross[i], layers: rTl[i] }
+            : null,
+          i < n - 1,
+          settings,
+          reg,
+        ),
+      );
+    }
+    w.convNormOut = await loadGroupNorm(r, "conv_norm_out", boc[0], c.normNumGroups, c.normEps);
+    w.convOut = await loadConv2d(
+      r,
+      "conv_out",
+      boc[0],
+      c.outChannels,
+      c.convOutKernel,
+      1,
+      (c.convOutKernel - 1) / 2,
+    );
+    const unused = r.source.keys().filter((k) => k.startsWith(r.prefix) && !r.used.has(k));
+    return new UNet2DConditionModel(config, r.source.path, w as UNetWeights, reg, unused);
+  }
+
+  /**
+   * Predict the noise (or v / x₀, per the scheduler's prediction type) for `sample` [B, H, W, C]
+   * at `timesteps` (one for all, or one per sample) given `encoderHiddenStates` [B, L, D].
+   * Returns [B, H, W, outChannels]. Differentiable with respect to `sample` and the states.
+   *
+   * @example
+   * ```ts
+   * import * as tf from "@tensorflow/tfjs";
+   * import type { UNet2DConditionModel } from "@texforce/core/adapters";
+   * declare const unet: UNet2DConditionModel;
+   * const eps = unet.forward(tf.randomNormal([2, 64, 64, 4]), [999, 421], tf.randomNormal([2, 77, 768]));
+   * ```
+   */
+  forward(
+    sample: tf.Tensor4D,
+    timesteps: number | number[] | tf.Tensor,
+    encoderHiddenStates: tf.Tensor3D,
+  ): tf.Tensor4D {
+    const w = this.#w;
+    const c = this.config;
+    const b = sample.shape[0];
+    let ts: number[];
+    if (typeof timesteps === "number") ts = [timesteps];
+    else if (Array.isArray(timesteps)) ts = timesteps;
+    else ts = Array.from(timesteps.dataSync());
+    if (ts.length === 1) ts = Array(b).fill(ts[0]);
+    if (ts.length !== b) {
+      throw new Error(`UNet.forward: ${ts.length} timesteps for a batch of ${b}`);
+    }
+    if (sample.shape[3] !== c.inChannels) {
+      throw new Error(
+        `UNet.forward: sample has ${sample.shape[3]} channels, the UNet takes ${c.inChannels}`,
+      );
+    }
+    if (encoderHiddenStates.shape[0] !== b) {
+      throw new Error(
+        `UNet.forward: encoder states have batch ${encoderHiddenStates.shape[0]}, the sample ${b}`,
+      );
+    }
+    const slice = this.attentionSlice;
+    return tf.tidy(() => {
+      const tEmb = sinusoidalTimestepEmbedding(
+        ts,
+        c.blockOutChannels[0],
+        c.flipSinToCos,
+        c.freqShift,
+      );
+      const emb = timestepEmbedding(w.timeEmbedding, tEmb);
+      let x: tf.Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
+      x = conv2d(x, w.convIn);
+      const skips: tf.Tensor4D[] = [x];
+      for (const d of w.down) {
+        const r = downBlock(d, x, emb, encoderHiddenStates, slice);
+        x = r.hidden;
+        skips.push(...r.skips);
+      }
+      if (w.mid) x = midBlock(w.mid, x, emb, encoderHiddenStates, slice);
+      for (const u of w.up) {
+        const mine = skips.splice(skips.length - u.resnets.length, u.resnets.length);
+        const next = skips[skips.length - 1];
+        const size: [number, number] | undefined = u.upsampler && next
+          ? [next.shape[1], next.shape[2]]
+          : undefined;
+        x = upBlock(u, x, mine, emb, encoderHiddenStates, slice, size);
+      }
+      x = silu(groupNorm(x, w.convNormOut)) as tf.Tensor4D;
+      return conv2d(x, w.convOut);
+    });
+  }
+
+  /**
+   * Merge a LoRA into the weights: W += scale · alpha/r · up·down on every layer it targets.
+   * Returns the number of layers changed; merging again with −scale removes it.
+   *
+   * @example
+   * ```ts
+   * import { loadUNetLora, type UNet2DConditionModel } from "@texforce/core/adapters";
+   * declare const unet: UNet2DConditionModel;
+   * const n = unet.mergeLora(await loadUNetLora("lora.safetensors"), 0.7);
+   * ```
+   */
+  mergeLora(lora: UNetLora, scale = 1): number {
+    return mergeUNetLora(this.#linears, lora, scale);
+  }
+
+  /**
+   * Module paths of the linear (and 1×1 conv) layers a LoRA may target.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "@texforce/core/adapters";
+   * declare const unet: UNet2DConditionModel;
+   * console.log(unet.linearLayerNames().filter((n) => n.endsWith("attn2.to_k")).length);
+   * ```
+   */
+  linearLayerNames(): string[] {
+    return [...this.#linears.keys()];
+  }
+
+  /**
+   * Number of parameters.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "@texforce/core/adapters";
+   * declare const unet: UNet2DConditionModel;
+   * console.log(unet.numParameters());
+   * ```
+   */
+  numParameters(): number {
+    let n = 0;
+    const walk = (o: unknown): void => {
+      if (o instanceof tf.Tensor) n += o.size;
+      else if (o && typeof o === "object") { for (const v of Object.values(o)) walk(v); }
+    };
+    walk(this.#w);
+    return n;
+  }
+
+  /**
+   * Release the weights.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "@texforce/core/adapters";
+   * declare const unet: UNet2DConditionModel;
+   * unet.dispose();
+   * ```
+   */
+  dispose(): void {
+    tf.dispose(this.#w as unknown as tf.TensorContainer);
+    this.#linears.clear();
+  }
+}

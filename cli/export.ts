@@ -1,0 +1,189 @@
+/**
+ * `texforce export <checkpoint>`: write the LoRA of a training checkpoint in formats other
+ * tools load (PEFT, diffusers, kohya for AUTOMATIC1111/ComfyUI, or a merged text encoder).
+ *
+ * @module
+ */
+import { dirname, join, resolve } from "node:path";
+import { builtinRegistry } from "../builtin_plugins.ts";
+import { useBackend } from "../core/backend.ts";
+import { latestCheckpoint, loadCheckpoint, restoreVariables } from "../core/checkpoint.ts";
+import {
+  EXPORT_FORMATS,
+  type ExportFormat,
+  parsePipeline,
+  type Pipeline,
+} from "../core/pipeline_schema.ts";
+import { parsePluginOptions, type PluginRegistry } from "../core/plugin.ts";
+import type { Encoder } from "../core/encoder.ts";
+import {
+  boolFlag,
+  EXIT,
+  InputError,
+  listFlag,
+  parseCommandArgs,
+  positionals,
+  reportError,
+  stringFlag,
+  UsageError,
+} from "./_args.ts";
+
+const FORMATS = EXPORT_FORMATS;
+
+/** Help of `texforce export`. */
+const EXPORT_HELP: string = `Usage: texforce export <checkpoint> --format <format> [options]
+
+Export the LoRA of a checkpoint folder (runs/<name>/checkpoints/step-…), or of the newest
+checkpoint of a run folder (runs/<name>), for other tools. The run's pipeline.json gives the
+model and the encoder settings.
+
+Formats:
+  peft       adapter_config.json + adapter_model.safetensors (diffusers, PEFT)
+  diffusers  pytorch_lora_weights.safetensors (diffusers' load_lora_weights)
+  kohya      AUTOMATIC1111 / ComfyUI LoRA file (lora_te_… keys)
+  merged     a full text encoder with the LoRA folded in (config.json + model.safetensors)
+
+Options:
+  -f, --format <format>  ${FORMATS.join(", ")} (repeatable; default peft)
+  -o, --out <dir>        Output folder (default <run>/export/<format>; with several formats,
+                         one sub-folder per format)
+  --model <folder>       The base model, when the run's model folder has moved
+  -h, --help             Show this help
+`;
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** The checkpoint folder and its run folder, from a checkpoint or a run folder. */
+async function locate(path: string): Promise<{ checkpoint: string; run: string }> {
+  const abs = resolve(path);
+  if (await isFile(join(abs, "state.json"))) return { checkpoint: abs, run: dirname(dirname(abs)) };
+  try {
+    await Deno.stat(abs);
+  } catch {
+    throw new InputError(`${abs}: not found (expected a checkpoint folder or a run folder)`);
+  }
+  const latest = await latestCheckpoint(join(abs, "checkpoints")).catch(() => null);
+  if (!latest) {
+    throw new InputError(
+      `${abs}: neither a checkpoint folder (no state.json) nor a run folder with checkpoints/`,
+    );
+  }
+  return { checkpoint: latest, run: abs };
+}
+
+async function runPipeline(run: string, model: string | undefined): Promise<Pipeline> {
+  const file = join(run, "pipeline.json");
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    throw new InputError(
+      `${file}: cannot read the run's pipeline (${(e as Error).message.split("\n")[0]}); ` +
+        "export needs it for the model and the encoder settings",
+    );
+  }
+  // pipeline.json is the normalised pipeline; baseDir is not an input key.
+  const { baseDir, ...input } = raw;
+  if (model) input.model = resolve(model);
+  return parsePipeline(input, { file, baseDir: typeof baseDir === "string" ? baseDir : run });
+}
+
+/**
+ * Build the run's encoder, load a checkpoint's trained weights into it and export them;
+ * returns the files written per format.
+ *
+ * @example
+ * ```ts
+ * import { exportCheckpoint } from "@texforce/core/cli";
+ * const files = await exportCheckpoint("runs/demo", ["kohya"], { out: "out/kohya" });
+ * ```
+ */
+export async function exportCheckpoint(
+  path: string,
+  formats: ExportFormat[],
+  options: { out?: string; model?: string; registry?: PluginRegistry } = {},
+): Promise<Record<string, string[]>> {
+  const { checkpoint, run } = await locate(path);
+  const pipeline = await runPipeline(run, options.model);
+  const ckpt = await loadCheckpoint(checkpoint);
+  const registry = options.registry ?? builtinRegistry();
+  const plugin = await registry.resolve(
+    "encoder",
+    pipeline.encoder.use,
+    pipeline.baseDir,
+    "encoder.use",
+  );
+  const opts = parsePluginOptions(plugin, pipeline.encoder.options, "encoder.options");
+  const encoder = await plugin.create(opts, {
+    baseDir: pipeline.baseDir,
+    modelPath: pipeline.model,
+  }) as Encoder;
+  try {
+    if (!encoder.exportWeights) {
+      throw new InputError(`encoder '${pipeline.encoder.use}' cannot export its weights`);
+    }
+    restoreVariables(encoder.trainableVariables(), ckpt.weights, checkpoint);
+    const written: Record<string, string[]> = {};
+    for (const format of formats) {
+      const dir = options.out
+        ? (formats.length > 1 ? join(resolve(options.out), format) : resolve(options.out))
+        : join(run, "export", format);
+      written[format] = await encoder.exportWeights(dir, format);
+    }
+    return written;
+  } finally {
+    encoder.dispose();
+  }
+}
+
+/**
+ * Run `texforce export` with its arguments (after `export`); returns the exit code.
+ *
+ * @example
+ * ```ts
+ * import { exportCommand } from "@texforce/core/cli";
+ * Deno.exitCode = await exportCommand(["runs/demo", "--format", "kohya"]);
+ * ```
+ */
+export async function exportCommand(args: string[]): Promise<number> {
+  const cmd = "export";
+  try {
+    const p = parseCommandArgs(cmd, args, {
+      format: { type: "string", multiple: true, short: "f" },
+      out: { type: "string", short: "o" },
+      model: { type: "string" },
+    });
+    if (boolFlag(p, "help")) {
+      console.log(EXPORT_HELP.trimEnd());
+      return EXIT.ok;
+    }
+    const [path] = positionals(cmd, p, ["checkpoint"]);
+    const formats = listFlag(p, "format").flatMap((f) => f.split(",")).map((f) => f.trim());
+    for (const f of formats) {
+      if (!(FORMATS as readonly string[]).includes(f)) {
+        throw new UsageError(cmd, `--format: expected ${FORMATS.join(", ")}, got '${f}'`);
+      }
+    }
+    await useBackend("wasm");
+    const written = await exportCheckpoint(
+      path,
+      (formats.length ? [...new Set(formats)] : ["peft"]) as ExportFormat[],
+      {
+        out: stringFlag(p, "out"),
+        model: stringFlag(p, "model"),
+      },
+    );
+    for (const [format, files] of Object.entries(written)) {
+      console.log(`${format}: ${files.join(", ")}`);
+    }
+    return EXIT.ok;
+  } catch (e) {
+    return reportError(e);
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * TexForce's aesthetic experiment on Stable Diffusion 1.5 as a TypeScript pipeline: the LAION
+ * aesthetic predictor as reward over DDPO's simple-animal prompts.
+ *
+ * The model folder comes from `SD15_PATH` (default: `../models/stable-diffusion-v1-5`, relative
+ * to this file). Run it directly, or through the command line:
+ *
+ * ```sh
+ * SD15_PATH=/data/stable-diffusion-v1-5 deno run -A --unstable-webgpu examples/sd15_aesthetic.ts
+ * deno task texforce run examples/sd15_aesthetic.ts --set train.epochs=10
+ * ```
+ *
+ * Importing this module only returns the config; it runs only as the main module.
+ *
+ * @module
+ */
+import { definePipeline, type PipelineInput } from "../mod.ts";
+
+const pipeline: PipelineInput = definePipeline({
+  name: "sd15_aesthetic",
+  model: Deno.env.get("SD15_PATH") || "../models/stable-diffusion-v1-5",
+  backend: "webgpu",
+  seed: 42,
+  encoder: { use: "clip-lora", options: { rank: 16, alpha: 16 } },
+  sampler: { steps: 50, eta: 1, guidance: 5, batchSize: 2 },
+  rewards: [{ use: "aesthetic", weight: 1 }],
+  prompts: { builtin: "simple-animals" },
+  optimizer: { lr: 3e-4, schedule: { type: "constant", warmupSteps: 0 } },
+  train: { epochs: 100, batchesPerEpoch: 2, batchSize: 2, timestepFraction: 0.5 },
+  eval: { prompts: ["cat", "dog", "horse", "butterfly"], seeds: [0, 1], every: 5 },
+  checkpoint: { every: 5, keep: 3 },
+  output: { exportFormats: ["peft", "kohya"] },
+}, import.meta);
+
+export default pipeline;

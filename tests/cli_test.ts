@@ -1,0 +1,380 @@
+// The command line, run as a subprocess: help, exit codes, validation messages without stack
+// traces, --set, inspect, and a short run on the tiny model.
+import assert from "node:assert/strict";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse, stringify } from "yaml";
+import { TINY_SD } from "./_helpers.ts";
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const EXAMPLES = join(ROOT, "examples");
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<Result> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-webgpu", "cli.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { TEXFORCE_DEBUG: "" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Exit code 2, the message names `path`, and no stack trace. */
+function assertUsageError(r: Result, ...patterns: RegExp[]): void {
+  assert.equal(r.code, 2, `exit code ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  for (const p of patterns) assert.match(r.stderr, p);
+  assert.ok(!r.stderr.includes("    at "), `a stack trace was printed:\n${r.stderr}`);
+}
+
+const tiny = (extra: Record<string, unknown> = {}) => ({
+  model: TINY_SD,
+  sampler: { steps: 2, batchSize: 2 },
+  rewards: [{ use: "brightness" }],
+  prompts: { builtin: "tiny" },
+  train: { epochs: 1 },
+  ...extra,
+});
+
+Deno.test("cli: help and usage", async (t) => {
+  await t.step("top-level help", async () => {
+    for (const args of [["--help"], ["-h"], ["help"]]) {
+      const r = await cli(...args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /Usage: texforce <command>/);
+      for (const c of ["run", "validate", "generate", "export", "inspect"]) {
+        assert.match(r.stdout, new RegExp(`\\n  ${c} `));
+      }
+    }
+    const v = await cli("--version");
+    assert.equal(v.code, 0);
+    assert.match(v.stdout, /^texforce \d+\.\d+\.\d+/);
+  });
+
+  await t.step("each command's help", async () => {
+    for (const c of ["run", "validate", "generate", "export", "inspect"]) {
+      const r = await cli(c, "--help");
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, new RegExp(`Usage: texforce ${c}`));
+      const viaHelp = await cli("help", c);
+      assert.equal(viaHelp.stdout, r.stdout);
+    }
+  });
+
+  await t.step("usage errors exit 2 without a stack trace", async () => {
+    const none = await cli();
+    assert.equal(none.code, 2);
+    assert.match(none.stdout, /Usage/);
+    assertUsageError(await cli("train", "x.yaml"), /unknown command 'train'/);
+    assertUsageError(await cli("validate"), /texforce validate: missing <pipeline>/, /--help/);
+    assertUsageError(await cli("validate", "a.yaml", "b.yaml"), /unexpected argument 'b\.yaml'/);
+    assertUsageError(await cli("validate", "--frobnicate", "a.yaml"), /--frobnicate/);
+    assertUsageError(await cli("run"), /texforce run: missing <pipeline>/);
+    assertUsageError(await cli("inspect"), /missing <model>/);
+  });
+});
+
+Deno.test("cli: validate", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce_cli_" });
+  const write = async (name: string, config: unknown, raw = false) => {
+    const file = join(dir, name);
+    await Deno.writeTextFile(file, raw ? String(config) : stringify(config));
+    return file;
+  };
+  try {
+    await t.step("the examples validate and print normalised YAML", async () => {
+      for (const name of ["tiny_brightness.yaml", "custom_reward.yaml"]) {
+        const r = await cli("validate", join("examples", name));
+        assert.equal(r.code, 0, r.stderr);
+        const p = parse(r.stdout);
+        assert.equal(p.model, TINY_SD);
+        assert.equal(p.baseDir, EXAMPLES);
+        assert.ok(p.optimizer.lr > 0 && p.train.clipRange === 1e-4);
+        assert.match(r.stderr, /valid/);
+      }
+      const json = await cli("validate", "--json", "examples/tiny_brightness.yaml");
+      assert.equal(JSON.parse(json.stdout).name, "tiny_brightness");
+      const sd = await cli("validate", "--skip-model-check", "examples/sd15_compressibility.json");
+      assert.equal(sd.code, 0, sd.stderr);
+    });
+
+    await t.step("--set overrides apply", async () => {
+      const r = await cli(
+        "validate",
+        "examples/tiny_brightness.yaml",
+        "--set",
+        "train.epochs=7",
+        "--set",
+        "sampler.guidance=7.5",
+        "-s",
+        "rewards.0.weight=2",
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const p = parse(r.stdout);
+      assert.equal(p.train.epochs, 7);
+      assert.equal(p.sampler.guidance, 7.5);
+      assert.equal(p.rewards[0].weight, 2);
+      assertUsageError(
+        await cli("validate", "examples/tiny_brightness.yaml", "--set", "train.epochs"),
+        /--set train\.epochs: expected key=value/,
+      );
+      assertUsageError(
+        await cli("validate", "examples/tiny_brightness.yaml", "--set", "train.epochs=-1"),
+        /train\.epochs: .*>=1/,
+      );
+    });
+
+    await t.step("an unknown key", async () => {
+      assertUsageError(
+        await cli("validate", await write("k.yaml", tiny({ train: { epochz: 3 } }))),
+        /invalid pipeline/,
+        / {2}train\.epochz: unknown key \(did you mean 'epochs'\?\)/,
+      );
+    });
+
+    await t.step("a wrong type", async () => {
+      assertUsageError(
+        await cli("validate", await write("t.yaml", tiny({ sampler: { steps: "many" } }))),
+        / {2}sampler\.steps: expected number, got "many"/,
+      );
+    });
+
+    await t.step("a missing model folder", async () => {
+      assertUsageError(
+        await cli("validate", await write("m.yaml", tiny({ model: "./no-model" }))),
+        new RegExp(`  model: ${join(dir, "no-model")}: model folder not found`),
+      );
+    });
+
+    await t.step("an unknown plugin", async () => {
+      assertUsageError(
+        await cli("validate", await write("u.yaml", tiny({ rewards: [{ use: "aesthetics" }] }))),
+        / {2}rewards\[0\]\.use: unknown reward plugin 'aesthetics'/,
+      );
+    });
+
+    await t.step("a plugin module without a plugin", async () => {
+      await write("not_a_plugin.ts", "export const x = 1;\n", true);
+      assertUsageError(
+        await cli(
+          "validate",
+          await write("n.yaml", tiny({ rewards: [{ use: "./not_a_plugin.ts" }] })),
+        ),
+        / {2}rewards\[0\]\.use: module '\.\/not_a_plugin\.ts' exports no plugin/,
+      );
+    });
+
+    await t.step("bad plugin options", async () => {
+      assertUsageError(
+        await cli(
+          "validate",
+          await write(
+            "o.yaml",
+            tiny({ rewards: [{ use: "jpeg-compressibility", options: { quality: 0 } }] }),
+          ),
+        ),
+        / {2}rewards\[0\]\.options\.quality: .*>=1/,
+      );
+    });
+
+    await t.step("a bad file", async () => {
+      assertUsageError(await cli("validate", join(dir, "missing.yaml")), /pipeline file not found/);
+      assertUsageError(
+        await cli("validate", await write("y.yaml", "rewards: [\n  a: b: c\n", true)),
+        /invalid YAML/,
+      );
+      assertUsageError(
+        await cli("validate", await write("throws.ts", "throw new Error('boom');\n", true)),
+        /cannot import pipeline module: .*boom/,
+      );
+    });
+
+    await t.step("run refuses an invalid pipeline the same way", async () => {
+      assertUsageError(
+        await cli("run", await write("r.yaml", tiny({ train: { epochs: "x" } }))),
+        / {2}train\.epochs: expected number/,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: inspect", async () => {
+  const r = await cli("inspect", TINY_SD);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /pipeline: StableDiffusionPipeline/);
+  assert.match(r.stdout, /text_encoder\s+transformers\.CLIPTextModel/);
+  assert.match(r.stdout, /hidden_size=32 num_hidden_layers=3/);
+  assert.match(r.stdout, /unet\s+diffusers\.UNet2DConditionModel/);
+  assert.match(r.stdout, /vocab: 713 tokens/);
+  assert.match(r.stdout, /weights: [\d.]+[KM] parameters in \d+ tensors \(F32/);
+  const json = await cli("inspect", "--json", TINY_SD);
+  const s = JSON.parse(json.stdout);
+  assert.equal(s.components.text_encoder.config.hidden_size, 32);
+  assert.equal(s.components.vae.weights.byDtype.F32, s.components.vae.weights.parameters);
+  assert.equal(s.components.tokenizer.weights, undefined);
+  const sum = Object.values(s.components as Record<string, { weights?: { parameters: number } }>)
+    .reduce((a, c) => a + (c.weights?.parameters ?? 0), 0);
+  assert.equal(s.totalParameters, sum);
+  assert.ok(sum > 2_000_000 && sum < 4_000_000, String(sum));
+  assertUsageError(
+    await cli("inspect", "/no/such/model"),
+    /\/no\/such\/model: model folder not found/,
+  );
+});
+
+Deno.test("cli: run, export and generate on the tiny model", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce_cli_run_" });
+  const run = join(dir, "run");
+  try {
+    await t.step("run trains and exports", async () => {
+      const r = await cli(
+        "run",
+        "examples/tiny_brightness.yaml",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batchesPerEpoch=1",
+        "--set",
+        "backend=wasm",
+        "--set",
+        "output.saveImages=false",
+        "--set",
+        `output.dir=${run}`,
+        "--quiet",
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`output: ${run}\\ncheckpoint: ${run}/checkpoints/step-`));
+      await Deno.stat(join(run, "pipeline.json"));
+      await Deno.stat(join(run, "export", "peft", "adapter_model.safetensors"));
+    });
+
+    await t.step("export rebuilds the run's LoRA from its checkpoint", async () => {
+      const r = await cli(
+        "export",
+        run,
+        "--format",
+        "peft,kohya",
+        "--format",
+        "merged",
+        "-o",
+        join(dir, "exp"),
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^peft: .*adapter_model\.safetensors/m);
+      assert.match(r.stdout, /^kohya: .*\.safetensors/m);
+      assert.match(r.stdout, /^merged: .*model\.safetensors/m);
+      assert.deepEqual(
+        await Deno.readFile(join(dir, "exp", "peft", "adapter_model.safetensors")),
+        await Deno.readFile(join(run, "export", "peft", "adapter_model.safetensors")),
+        "the same weights as the trainer's own export",
+      );
+      const [ckpt] = [...Deno.readDirSync(join(run, "checkpoints"))].map((e) => e.name);
+      const one = await cli("export", join(run, "checkpoints", ckpt), "-o", join(dir, "one"));
+      assert.equal(one.code, 0, one.stderr);
+      await Deno.stat(join(dir, "one", "adapter_config.json"));
+      assertUsageError(await cli("export", run, "--format", "onnx"), /--format: expected peft/);
+      assertUsageError(await cli("export", join(dir, "nothing")), /not found/);
+      assertUsageError(await cli("export", dir), /neither a checkpoint folder/);
+    });
+
+    await t.step("generate writes base and LoRA images and a grid", async () => {
+      const out = join(dir, "gen");
+      const r = await cli(
+        "generate",
+        TINY_SD,
+        "--prompt",
+        "a red circle",
+        "-p",
+        "a blue square",
+        "--seeds",
+        "0-1",
+        "--steps",
+        "2",
+        "--backend",
+        "wasm",
+        "--lora",
+        join(run, "export", "peft"),
+        "--out",
+        out,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /images: 8 in /);
+      const index = JSON.parse(await Deno.readTextFile(join(out, "index.json")));
+      assert.equal(index.images.length, 8);
+      for (const img of index.images) await Deno.stat(img.file);
+      const png = await Deno.readFile(join(out, "grid.png"));
+      assert.deepEqual([...png.slice(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+      assertUsageError(await cli("generate", TINY_SD), /at least one --prompt/);
+      assertUsageError(
+        await cli("generate", TINY_SD, "-p", "x", "--lora", join(dir, "missing")),
+        /--lora .*missing: not found/,
+      );
+      assertUsageError(
+        await cli("generate", TINY_SD, "-p", "x", "--steps", "0"),
+        /--steps: expected an integer ≥ 1/,
+      );
+      assertUsageError(
+        await cli("generate", join(dir, "no-model"), "-p", "x"),
+        /model folder not found/,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: Ctrl-C stops a run with exit code 130", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce_cli_sigint_" });
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-webgpu",
+        "cli.ts",
+        "run",
+        "examples/tiny_brightness.yaml",
+        "--set",
+        "train.epochs=1000",
+        "--set",
+        "backend=wasm",
+        "--set",
+        "output.saveImages=false",
+        "--set",
+        `output.dir=${dir}`,
+      ],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stdout = new Response(child.stdout).text();
+    const dec = new TextDecoder();
+    let stderr = "";
+    let sent = false;
+    for await (const chunk of child.stderr) {
+      stderr += dec.decode(chunk);
+      if (!sent && /sampling/.test(stderr)) {
+        child.kill("SIGINT");
+        sent = true;
+      }
+    }
+    const status = await child.status;
+    await stdout;
+    assert.ok(sent, stderr);
+    assert.equal(status.code, 130, stderr);
+    assert.match(stderr, /interrupt: stopping after the current step/);
+    assert.match(stderr, /resume .*with: texforce run examples\/tiny_brightness\.yaml --resume/);
+    assert.ok(!stderr.includes("    at "), stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

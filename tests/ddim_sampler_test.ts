@@ -1,0 +1,323 @@
+import * as tf from "@tensorflow/tfjs";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { useBackend } from "../core/backend.ts";
+import type { Conditioning, Encoder } from "../core/mod.ts";
+import { parsePluginOptions } from "../core/plugin.ts";
+import {
+  DdimSampler,
+  ddimSamplerPlugin,
+  loadStableDiffusion,
+  type StableDiffusion,
+} from "../samplers/mod.ts";
+import {
+  assertClose,
+  availableBackends,
+  fixture,
+  golden,
+  nchwToNhwc,
+  TINY_SD,
+} from "./_helpers.ts";
+
+// Lavapipe's WebGPU: see unet_test.ts; ten guided steps compound to ~1e-5 in practice.
+const TOL: Record<string, number> = { cpu: 1e-4, wasm: 1e-4, webgpu: 1e-3 };
+
+/** The golden run's prompt states, from the CLIP encoder with the PEFT LoRA (another module). */
+async function goldenConditioning(): Promise<Conditioning | string> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import("../adapters/clip_lora_encoder.ts");
+  } catch (e) {
+    return `the CLIP LoRA encoder is not available (${(e as Error).message.split("\n")[0]})`;
+  }
+  const Enc = mod.ClipLoraEncoder as {
+    load(path: string, o: Record<string, unknown>): Promise<Encoder>;
+  };
+  const enc = await Enc.load(TINY_SD, {
+    train: false,
+    adapters: [{ path: fixture("sd-tiny", "lora_peft") }],
+  });
+  const g = await golden("sd-tiny");
+  const ids = (k: string) =>
+    tf.tensor2d(g.get(k)!.data as Int32Array, g.get(k)!.shape as [number, number], "int32");
+  const cond = {
+    prompt: enc.encodeIds(ids("sample.in.prompt_ids")),
+    negative: enc.encodeIds(ids("sample.in.negative_ids")),
+  };
+  enc.dispose();
+  return cond;
+}
+
+async function goldenNoise(): Promise<{ init: tf.Tensor4D; steps: tf.Tensor5D }> {
+  const g = await golden("sd-tiny");
+  const sn = g.get("sample.in.step_noise")!;
+  return {
+    init: nchwToNhwc(g.get("sample.in.init_noise")!),
+    steps: tf.tidy(() =>
+      tf.tensor5d(sn.data as Float32Array, sn.shape as [number, number, number, number, number])
+        .transpose([0, 1, 3, 4, 2]) as tf.Tensor5D
+    ),
+  };
+}
+
+Deno.test("ddim sampler: guided DDIM run matches diffusers/DDPO", async (t) => {
+  const g = await golden("sd-tiny");
+  const wantLatents = g.get("sample.latents")!.data; // [2, 11, 4, 16, 16]
+  const wantLp = g.get("sample.log_probs")!.data; // [2, 10]
+  const wantImages = g.get("sample.images")!.data;
+  for (const backend of await availableBackends()) {
+    await t.step(backend, async () => {
+      await useBackend(backend as "cpu");
+      const cond = await goldenConditioning();
+      if (typeof cond === "string") {
+        console.log(`skipped: ${cond}`);
+        return;
+      }
+      const sd = await loadStableDiffusion(TINY_SD);
+      const sampler = new DdimSampler(sd, { steps: 10, eta: 1, guidance: 5 }, true);
+      assert.deepEqual(sampler.timesteps, Array.from(g.get("scheduler.timesteps")!.data));
+      if (backend === "cpu") {
+        // The plain-JS backend is slow: check two steps through logProb instead of the full run.
+        const lat = tf.tensor5d(wantLatents as Float32Array, [2, 11, 4, 16, 16]).transpose([
+          0,
+          1,
+          3,
+          4,
+          2,
+        ]);
+        for (const j of [0, 9]) {
+          const xj = lat.gather(j, 1) as tf.Tensor4D;
+          const xn = lat.gather(j + 1, 1) as tf.Tensor4D;
+          const lp = await sampler.logProb(cond, xj, xn, j).data();
+          const err = assertClose(
+            lp,
+            [wantLp[j], wantLp[10 + j]],
+            TOL.cpu,
+            `cpu log-prob step ${j}`,
+          );
+          console.log(`cpu: step ${j} log-prob err ${err.toExponential(2)}`);
+        }
+        sampler.dispose();
+        return;
+      }
+      const { init, steps } = await goldenNoise();
+      const t0 = performance.now();
+      const traj = await sampler.sample(cond, { initNoise: init, stepNoise: steps });
+      const ms = performance.now() - t0;
+      assert.deepEqual(traj.latents.shape, [2, 11, 16, 16, 4]);
+      const e1 = assertClose(
+        await traj.latents.transpose([0, 1, 4, 2, 3]).data(),
+        wantLatents,
+        TOL[backend],
+        "latents",
+      );
+      const e2 = assertClose(await traj.logProbs.data(), wantLp, TOL[backend], "log_probs");
+      const e3 = assertClose(
+        await traj.images.transpose([0, 3, 1, 2]).data(),
+        wantImages,
+        TOL[backend],
+        "images",
+      );
+      console.log(
+        `${backend}: latents ${e1.toExponential(2)}, log_probs ${e2.toExponential(2)}, ` +
+          `images ${e3.toExponential(2)} (${ms.toFixed(0)} ms)`,
+      );
+      tf.dispose([
+        init,
+        steps,
+        cond.prompt,
+        cond.negative,
+        traj.latents,
+        traj.logProbs,
+        traj.images,
+      ]);
+      sampler.dispose();
+    });
+  }
+});
+
+/** x_j of a trajectory's latents [B, T+1, H, W, C]. */
+const at = (latents: tf.Tensor5D, j: number) => latents.gather(j, 1) as unknown as tf.Tensor4D;
+
+async function tinyCond(): Promise<Conditioning> {
+  const g = await golden("sd-tiny");
+  const e = g.get("unet.in.encoder_hidden_states")!;
+  const prompt = tf.tensor3d(e.data as Float32Array, e.shape as [number, number, number]);
+  return { prompt, negative: tf.tidy(() => tf.mul(prompt.reverse(1), 0.5) as tf.Tensor3D) };
+}
+
+Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradients", async () => {
+  await useBackend("wasm");
+  const sd = await loadStableDiffusion(TINY_SD);
+  const cond = await tinyCond();
+  const a = new DdimSampler(sd, { steps: 4, batchSize: 2 });
+  const b = new DdimSampler(sd, { steps: 4, batchSize: 1 });
+  let calls = 0;
+  const ta = await a.sample(cond, {
+    seed: 11,
+    onStep: (i, n) => {
+      assert.equal(n, 4, `step ${i}`);
+      calls++;
+    },
+  });
+  assert.equal(calls, 4);
+  const tb = await b.sample(cond, { seed: 11 });
+  assert.deepEqual(ta.timesteps, [751, 501, 251, 1]);
+  assert.deepEqual(ta.images.shape, [2, 32, 32, 3]);
+  assertClose(
+    await tb.latents.data(),
+    await ta.latents.data(),
+    1e-5,
+    "batchSize does not change results",
+  );
+  assertClose(await tb.logProbs.data(), await ta.logProbs.data(), 1e-5, "batchSize log-probs");
+  const tc = await a.sample(cond, { seed: 12 });
+  assert.notDeepEqual(await tc.latents.data(), await ta.latents.data());
+
+  // The recomputed log-prob of each stored transition equals the recorded one.
+  for (let j = 0; j < 4; j++) {
+    const x = at(ta.latents, j);
+    const n = at(ta.latents, j + 1);
+    const lp = await a.logProb(cond, x, n, j).data();
+    assertClose(lp, await ta.logProbs.gather(j, 1).data(), 1e-4, `log-prob step ${j}`);
+    tf.dispose([x, n]);
+  }
+  // Gradient of the log-prob into the prompt states (what TexForce trains through).
+  const x1 = at(ta.latents, 1);
+  const x2 = at(ta.latents, 2);
+  const grad = tf.grad((p: tf.Tensor) =>
+    a.logProb({ prompt: p as tf.Tensor3D, negative: cond.negative }, x1, x2, 1).sum()
+  )(cond.prompt);
+  const [abs, finite] = await Promise.all([
+    grad.abs().sum().data(),
+    tf.all(tf.isFinite(grad)).data(),
+  ]);
+  assert.ok(finite[0] === 1 && abs[0] > 0, `gradient finite and non-zero (${abs[0]})`);
+  tf.dispose([
+    ta.latents,
+    ta.logProbs,
+    ta.images,
+    tb.latents,
+    tb.logProbs,
+    tb.images,
+    tc.latents,
+    tc.logProbs,
+    tc.images,
+    x1,
+    x2,
+    grad,
+  ]);
+
+  // Repeated sampling does not grow the tensor count.
+  const counts: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const tr = await a.sample(cond, { seed: i });
+    tf.dispose([tr.latents, tr.logProbs, tr.images]);
+    counts.push(tf.memory().numTensors);
+  }
+  assert.equal(counts[2], counts[0], `tensors after each run: ${counts}`);
+  // logProb leaves nothing behind either.
+  const before = tf.memory().numTensors;
+  const x = tf.zeros([2, 16, 16, 4]) as tf.Tensor4D;
+  a.logProb(cond, x, x, 0).dispose();
+  x.dispose();
+  assert.equal(tf.memory().numTensors, before);
+
+  // Abort between steps.
+  const ctl = new AbortController();
+  await assert.rejects(
+    () =>
+      a.sample(cond, {
+        seed: 1,
+        onStep: (i) => i === 2 && ctl.abort(new Error("stop")),
+        signal: ctl.signal,
+      }),
+    /stop/,
+  );
+  assert.equal(tf.memory().numTensors, before, "an aborted run frees its tensors");
+  sd.dispose();
+});
+
+Deno.test("ddim sampler: eta 0, guidance 1, input checks", async () => {
+  await useBackend("wasm");
+  const sd = await loadStableDiffusion(TINY_SD);
+  const cond = await tinyCond();
+  const init = tf.randomNormal([2, 16, 16, 4]) as tf.Tensor4D;
+  const det = new DdimSampler(sd, { steps: 3, eta: 0, guidance: 1 });
+  const r1 = await det.sample(cond, { initNoise: init, seed: 1 });
+  const r2 = await det.sample(cond, { initNoise: init, seed: 2 });
+  assert.deepEqual(await r1.latents.data(), await r2.latents.data(), "η = 0 is deterministic");
+  assert.deepEqual(Array.from(await r1.logProbs.data()), [0, 0, 0, 0, 0, 0]);
+  assert.throws(() => det.logProb(cond, init, init, 0), /eta must be > 0/);
+  const s = new DdimSampler(sd, { steps: 3 });
+  await assert.rejects(
+    () => s.sample(cond, { initNoise: tf.zeros([1, 16, 16, 4]) as tf.Tensor4D }),
+    /initNoise has shape/,
+  );
+  await assert.rejects(
+    () =>
+      s.sample(cond, { initNoise: init, stepNoise: tf.zeros([2, 2, 16, 16, 4]) as tf.Tensor5D }),
+    /stepNoise has shape \[2,2,16,16,4\]; expected \[3, 2, 16, 16, 4\]/,
+  );
+  await assert.rejects(
+    () => s.sample({ prompt: tf.zeros([2, 77, 8]), negative: tf.zeros([2, 77, 8]) }),
+    /encoder states are 8 wide, the UNet cross-attends to 32/,
+  );
+  assert.throws(() => s.logProb(cond, init, init, 3), /step index 3/);
+  assert.throws(() => new DdimSampler(sd, { steps: 0 }), /steps 0/);
+  tf.dispose([init, r1.latents, r1.logProbs, r1.images, r2.latents, r2.logProbs, r2.images]);
+  sd.dispose();
+});
+
+Deno.test("ddim sampler: pixel-space model without a VAE", async () => {
+  await useBackend("wasm");
+  const sd = await loadStableDiffusion(TINY_SD);
+  const pixel: StableDiffusion = { ...sd, vae: null };
+  const s = new DdimSampler(pixel, { steps: 2 });
+  const tr = await s.sample(await tinyCond(), { seed: 3 });
+  const last = tr.latents.gather(2, 1);
+  const want = tf.clipByValue(tf.add(tf.mul(last, 0.5), 0.5), 0, 1);
+  assertClose(await tr.images.data(), await want.data(), 1e-6, "images = clamp(x/2 + 0.5)");
+  sd.dispose();
+  // A folder without a VAE needs a 3-channel UNet.
+  const dir = await Deno.makeTempDir({ prefix: "sd_novae_" });
+  const index = JSON.parse(await Deno.readTextFile(join(TINY_SD, "model_index.json")));
+  delete index.vae;
+  await Deno.writeTextFile(join(dir, "model_index.json"), JSON.stringify(index));
+  for (const c of ["unet", "scheduler", "text_encoder", "tokenizer"]) {
+    await Deno.symlink(join(TINY_SD, c), join(dir, c));
+  }
+  await assert.rejects(
+    () => loadStableDiffusion(dir),
+    /model_index\.json: the pipeline has no 'vae', so the UNet must work on RGB pixels/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("ddim sampler: plugin", async () => {
+  await useBackend("wasm");
+  assert.equal(ddimSamplerPlugin.kind, "sampler");
+  assert.equal(ddimSamplerPlugin.name, "ddim");
+  assert.throws(
+    () => parsePluginOptions(ddimSamplerPlugin, { stepz: 3 }, "sampler.options"),
+    /stepz/,
+  );
+  assert.throws(
+    () => parsePluginOptions(ddimSamplerPlugin, { eta: -1 }, "sampler.options"),
+    /sampler\.options\.eta/,
+  );
+  const o = parsePluginOptions(ddimSamplerPlugin, { steps: 3 }, "sampler.options");
+  assert.deepEqual([o.steps, o.eta, o.guidance, o.batchSize], [3, 1, 5, 4]);
+  const s = await ddimSamplerPlugin.create(o, { baseDir: "/", modelPath: TINY_SD });
+  assert.equal(s.numSteps, 3);
+  s.dispose();
+  const encoder = { name: "fake", hiddenSize: 768 } as Encoder;
+  await assert.rejects(
+    async () => await ddimSamplerPlugin.create(o, { baseDir: "/", modelPath: TINY_SD, encoder }),
+    /encoder 'fake' is 768 wide, but the UNet of .* cross-attends to 32/,
+  );
+  await assert.rejects(
+    async () => await ddimSamplerPlugin.create(o, { baseDir: "/" }),
+    /no model folder/,
+  );
+});

@@ -1,0 +1,440 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { useBackend } from "../core/backend.ts";
+import { SafetensorsFile, type WritableTensor, writeSafetensors } from "../core/io/safetensors.ts";
+import { ClipLoraEncoder, saveLora, saveMergedTextEncoder } from "../adapters/clip_lora_encoder.ts";
+import { ClipTextModel } from "../adapters/clip_text_model.ts";
+import type { LoraWeights } from "../adapters/lora.ts";
+import { detectLoraFormat, encodeLora, readLora, writeLora } from "../adapters/lora_formats.ts";
+import { assertClose, fixture, golden, TINY_SD } from "./_helpers.ts";
+
+const PEFT_DIR = fixture("sd-tiny", "lora_peft");
+const DIFFUSERS_FILE = fixture("sd-tiny", "lora_diffusers.safetensors");
+const KOHYA_RAW = fixture("sd-tiny", "lora_kohya_raw.safetensors");
+
+async function keysOf(file: string): Promise<string[]> {
+  const f = await SafetensorsFile.open(file);
+  const keys = f.keys().sort();
+  f.close();
+  return keys;
+}
+
+/** The same matrices, bit for bit, and the same alphas. */
+function assertSameLora(a: LoraWeights, b: LoraWeights, what: string, checkAlpha = true): void {
+  assert.deepEqual([...a.modules.keys()].sort(), [...b.modules.keys()].sort(), what);
+  for (const [module, m] of a.modules) {
+    const n = b.modules.get(module)!;
+    assert.deepEqual(m.down.shape, n.down.shape, `${what}: ${module} A shape`);
+    assert.deepEqual(m.up.shape, n.up.shape, `${what}: ${module} B shape`);
+    assert.deepEqual(Array.from(m.down.data), Array.from(n.down.data), `${what}: ${module} A`);
+    assert.deepEqual(Array.from(m.up.data), Array.from(n.up.data), `${what}: ${module} B`);
+    if (checkAlpha) assert.equal(m.alpha, n.alpha, `${what}: ${module} alpha`);
+  }
+}
+
+/** scale · B A per module (the term merged into W), in float64. */
+function effective(w: LoraWeights): Map<string, Float64Array> {
+  const out = new Map<string, Float64Array>();
+  for (const [module, m] of w.modules) {
+    const [r, inF] = m.down.shape;
+    const outF = m.up.shape[0];
+    const d = new Float64Array(outF * inF);
+    const s = m.alpha / r;
+    for (let o = 0; o < outF; o++) {
+      for (let i = 0; i < inF; i++) {
+        let acc = 0;
+        for (let k = 0; k < r; k++) acc += m.up.data[o * r + k] * m.down.data[k * inF + i];
+        d[o * inF + i] = s * acc;
+      }
+    }
+    out.set(module, d);
+  }
+  return out;
+}
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir();
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("LoRA file formats", async (t) => {
+  const peft = await readLora(PEFT_DIR);
+
+  await t.step("reads the PEFT fixture", () => {
+    assert.equal(peft.rank, 4);
+    assert.equal(peft.alpha, 8);
+    assert.equal(peft.modules.size, 12);
+    assert.equal(peft.textModelPrefix, false);
+    const m = peft.modules.get("encoder.layers.1.self_attn.out_proj")!;
+    assert.deepEqual(m.down.shape, [4, 32]);
+    assert.deepEqual(m.up.shape, [32, 4]);
+    assert.equal(m.alpha, 8);
+  });
+
+  await t.step(
+    "reads the diffusers fixture: same matrices; no alpha in it, so alpha = r",
+    async () => {
+      const d = await readLora(DIFFUSERS_FILE);
+      assertSameLora(peft, d, "diffusers", false);
+      // Like diffusers' loader without metadata or network alphas.
+      assert.ok([...d.modules.values()].every((m) => m.alpha === 4));
+      assertSameLora(peft, await readLora(DIFFUSERS_FILE, { alpha: 8 }), "diffusers alpha 8");
+    },
+  );
+
+  await t.step("reads convert_state_dict_to_kohya output (lora_te1_, int64 alpha)", async () => {
+    assert.equal(detectLoraFormat(await keysOf(KOHYA_RAW), KOHYA_RAW), "kohya");
+    const k = await readLora(KOHYA_RAW);
+    assertSameLora(peft, k, "kohya raw", false);
+    // The converter stores alpha = rank (4), so its scale is 1 where PEFT's is 2: the effective
+    // weights are half of PEFT's. Given the real alpha, they are the same.
+    const effPeft = effective(peft);
+    const effRaw = effective(k);
+    for (const [module, e] of effPeft) {
+      const r = effRaw.get(module)!;
+      for (let i = 0; i < e.length; i++) assert.equal(r[i] * 2, e[i]);
+    }
+    const fixed = effective(await readLora(KOHYA_RAW, { alpha: 8 }));
+    for (const [module, e] of effPeft) assert.deepEqual(fixed.get(module), e, module);
+  });
+
+  await t.step("round trip PEFT → diffusers → kohya → PEFT is bit-exact", async () => {
+    await withTemp(async (dir) => {
+      const [dFile] = await writeLora(join(dir, "d"), peft, "diffusers");
+      assert.ok(dFile.endsWith("pytorch_lora_weights.safetensors"));
+      const d = await readLora(dFile);
+      assertSameLora(peft, d, "diffusers");
+      const [kFile] = await writeLora(join(dir, "lora_a1111.safetensors"), d, "kohya");
+      const k = await readLora(kFile);
+      assertSameLora(peft, k, "kohya");
+      await writeLora(join(dir, "p"), k, "peft", { textModelPrefix: false });
+      const p = await readLora(join(dir, "p"));
+      assertSameLora(peft, p, "peft");
+      assert.equal(p.rank, 4);
+      assert.equal(p.alpha, 8);
+      assert.deepEqual(
+        await keysOf(join(dir, "p", "adapter_model.safetensors")),
+        await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
+      );
+    });
+  });
+
+  await t.step("exported key sets and PEFT config fields equal the fixtures'", async () => {
+    await withTemp(async (dir) => {
+      const [cfgPath, peftFile] = await writeLora(join(dir, "peft"), peft, "peft");
+      assert.deepEqual(
+        await keysOf(peftFile),
+        await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
+      );
+      const cfg = JSON.parse(await Deno.readTextFile(cfgPath));
+      const ref = JSON.parse(await Deno.readTextFile(join(PEFT_DIR, "adapter_config.json")));
+      assert.deepEqual(Object.keys(cfg).sort(), Object.keys(ref).sort());
+      assert.equal(cfg.r, 4);
+      assert.equal(cfg.lora_alpha, 8);
+      assert.deepEqual([...cfg.target_modules].sort(), [...ref.target_modules].sort());
+      const meta = (await SafetensorsFile.open(peftFile)).metadata;
+      assert.deepEqual(meta, { format: "pt" });
+
+      // The fixture's diffusers file was saved from a PEFT-wrapped encoder.
+      const wrapped = await writeLora(join(dir, "wrapped.safetensors"), peft, "diffusers", {
+        diffusersPrefix: "text_encoder.base_model.model.",
+      });
+      assert.deepEqual(await keysOf(wrapped[0]), await keysOf(DIFFUSERS_FILE));
+
+      // Default diffusers keys are what load_lora_weights reads on an SD 1.5 checkpoint.
+      const sd15 = encodeLora(peft, "diffusers", { textModelPrefix: true });
+      assert.ok(
+        "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight" in
+          sd15.tensors,
+      );
+      const newer = encodeLora(peft, "diffusers", { diffusersStyle: "peft" });
+      assert.ok("text_encoder.encoder.layers.2.self_attn.v_proj.lora_B.weight" in newer.tensors);
+      const adapterMeta = JSON.parse(sd15.metadata.lora_adapter_metadata);
+      assert.equal(adapterMeta["text_encoder.lora_alpha"], 8);
+      assert.equal(adapterMeta["text_encoder.r"], 4);
+
+      // kohya for A1111 / ComfyUI: lora_te_text_model_…, float alpha holding the real alpha.
+      const [kFile] = await writeLora(join(dir, "k.safetensors"), peft, "kohya");
+      const kf = await SafetensorsFile.open(kFile);
+      const alphaKey = "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha";
+      assert.equal(kf.info(alphaKey).dtype, "F32");
+      assert.deepEqual(kf.info(alphaKey).shape, []);
+      assert.equal((await kf.read(alphaKey)).data[0], 8);
+      assert.ok(kf.has("lora_te_text_model_encoder_layers_2_self_attn_out_proj.lora_up.weight"));
+      assert.equal(kf.keys().length, 36);
+      kf.close();
+    });
+  });
+
+  await t.step("released TexForce layout (text_model.) reads the same", async () => {
+    await withTemp(async (dir) => {
+      await writeLora(join(dir, "p"), peft, "peft", { textModelPrefix: true });
+      const keys = await keysOf(join(dir, "p", "adapter_model.safetensors"));
+      assert.ok(keys[0].startsWith("base_model.model.text_model.encoder.layers.0."));
+      const back = await readLora(join(dir, "p"));
+      assert.equal(back.textModelPrefix, true);
+      assertSameLora(peft, back, "text_model layout");
+      // fp16 storage is read back as float32.
+      await writeLora(join(dir, "h.safetensors"), peft, "kohya", { dtype: "F16" });
+      const h = await readLora(join(dir, "h.safetensors"));
+      const m = h.modules.get("encoder.layers.0.self_attn.q_proj")!;
+      assertClose(
+        m.down.data,
+        peft.modules.get("encoder.layers.0.self_attn.q_proj")!.down.data,
+        1e-3,
+        "fp16",
+      );
+    });
+  });
+
+  await t.step("UNet keys in a diffusers file are skipped and listed", async () => {
+    await withTemp(async (dir) => {
+      const file = join(dir, "both.safetensors");
+      const tensors: Record<string, WritableTensor> = {};
+      for (const [k, v] of Object.entries(encodeLora(peft, "diffusers").tensors)) tensors[k] = v;
+      tensors["unet.down_blocks.0.attentions.0.proj_in.lora.down.weight"] = {
+        dtype: "F32",
+        shape: [1, 2],
+        data: [0, 0],
+      };
+      await writeSafetensors(file, tensors);
+      const w = await readLora(file);
+      assert.deepEqual(w.ignoredKeys, ["unet.down_blocks.0.attentions.0.proj_in.lora.down.weight"]);
+      assert.equal(w.modules.size, 12);
+    });
+  });
+
+  await t.step("bad files fail naming the file and key", async () => {
+    await withTemp(async (dir) => {
+      const unknown = join(dir, "unknown.safetensors");
+      await writeSafetensors(unknown, {
+        "model.layers.0.q.lora_A.weight": { dtype: "F32", shape: [1, 1], data: [0] },
+      });
+      await assert.rejects(
+        () => readLora(unknown),
+        (e: Error) =>
+          e.message.includes(unknown) && e.message.includes("'model.layers.0.q.lora_A.weight'") &&
+          /unknown LoRA key layout/.test(e.message),
+      );
+
+      const mixed = join(dir, "mixed.safetensors");
+      const t2: Record<string, WritableTensor> = { ...encodeLora(peft, "kohya").tensors };
+      t2["lora_te_text_model_encoder_layers_0_self_attn_qq_proj.lora_up.weight"] = {
+        dtype: "F32",
+        shape: [1, 1],
+        data: [0],
+      };
+      await writeSafetensors(mixed, t2);
+      await assert.rejects(
+        () => readLora(mixed),
+        /mixed\.safetensors: unknown LoRA key layout: 'lora_te_text_model_encoder_layers_0_self_attn_qq_proj\.lora_up\.weight'/,
+      );
+
+      const half = join(dir, "half.safetensors");
+      const t3 = { ...encodeLora(peft, "kohya").tensors };
+      delete t3["lora_te_text_model_encoder_layers_1_mlp_fc1.lora_up.weight"];
+      t3["lora_te_text_model_encoder_layers_1_mlp_fc1.lora_down.weight"] = {
+        dtype: "F32",
+        shape: [4, 32],
+        data: new Float32Array(128),
+      };
+      await writeSafetensors(half, t3);
+      await assert.rejects(
+        () => readLora(half),
+        /half\.safetensors: 'lora_te_text_model_encoder_layers_1_mlp_fc1\.lora_down\.weight' has no matching up \(B\) matrix/,
+      );
+
+      const noConfig = join(dir, "noconfig");
+      await Deno.mkdir(noConfig);
+      await Deno.copyFile(
+        join(PEFT_DIR, "adapter_model.safetensors"),
+        join(noConfig, "adapter_model.safetensors"),
+      );
+      await assert.rejects(() => readLora(noConfig), /needs adapter_config\.json next to it/);
+      await assert.rejects(() => readLora(join(dir, "nothing")), /expected a PEFT adapter folder/);
+    });
+  });
+
+  await t.step("a LoRA that does not fit the model fails naming file, key and shapes", async () => {
+    await useBackend("wasm");
+    await withTemp(async (dir) => {
+      const wrong: LoraWeights = { ...peft, modules: new Map(peft.modules) };
+      const m = peft.modules.get("encoder.layers.1.self_attn.k_proj")!;
+      wrong.modules.set("encoder.layers.1.self_attn.k_proj", {
+        alpha: 8,
+        down: { dtype: "float32", shape: [4, 64], data: new Float32Array(256) },
+        up: m.up,
+      });
+      const file = join(dir, "wide.safetensors");
+      await writeLora(file, wrong, "kohya");
+      const enc = await ClipLoraEncoder.load(TINY_SD, { train: false });
+      await assert.rejects(
+        () => enc.loadAdapter(file),
+        (e: Error) =>
+          e.message.startsWith(file) &&
+          e.message.includes(
+            "'lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_down.weight'",
+          ) &&
+          e.message.includes("shape [4,64]") && e.message.includes("expected [rank, 32]"),
+      );
+      const deep: LoraWeights = { ...peft, modules: new Map(peft.modules) };
+      deep.modules.set("encoder.layers.7.self_attn.q_proj", m);
+      const file2 = join(dir, "deep.safetensors");
+      await writeLora(file2, deep, "kohya");
+      await assert.rejects(
+        () => enc.loadAdapter(file2),
+        /deep\.safetensors: 'lora_te_text_model_encoder_layers_7_self_attn_q_proj\.lora_down\.weight': the model has no linear layer 'encoder\.layers\.7\.self_attn\.q_proj'/,
+      );
+      assert.equal(enc.lora.adapters.size, 0);
+      enc.dispose();
+    });
+  });
+});
+
+Deno.test("saving from the encoder", async (t) => {
+  await useBackend("wasm");
+  const expected = (await golden("sd-tiny")).get("lora.last_hidden_state")!.data;
+  const prompts: string[] = JSON.parse(
+    await Deno.readTextFile(fixture("sd-tiny", "golden.json")),
+  ).tokenizer_prompts;
+
+  await t.step("saveLora writes every format, and each reloads to the same output", async () => {
+    await withTemp(async (dir) => {
+      const enc = await ClipLoraEncoder.load(TINY_SD, {
+        adapters: [{ path: PEFT_DIR, trainable: true }],
+      });
+      const peftFiles = await saveLora(enc, join(dir, "peft"), "peft");
+      const cfg = JSON.parse(await Deno.readTextFile(peftFiles[0]));
+      assert.equal(cfg.base_model_name_or_path, TINY_SD);
+      assert.deepEqual(
+        await keysOf(peftFiles[1]),
+        await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
+      );
+      const [dFile] = await saveLora(enc, join(dir, "diffusers"), "diffusers");
+      const [kFile] = await saveLora(enc, join(dir, "a1111.safetensors"), "kohya");
+      enc.dispose();
+      for (const path of [join(dir, "peft"), dFile, kFile]) {
+        const e2 = await ClipLoraEncoder.load(TINY_SD, { train: false, adapters: [{ path }] });
+        const h = e2.encode(prompts);
+        assertClose(await h.data(), expected, 1e-4, path);
+        h.dispose();
+        e2.dispose();
+      }
+    });
+  });
+
+  await t.step(
+    "exportWeights (the trainer's hook) writes each format under its folder",
+    async () => {
+      await withTemp(async (dir) => {
+        const enc = await ClipLoraEncoder.load(TINY_SD, {
+          adapters: [{ path: PEFT_DIR, trainable: true }],
+        });
+        const written: Record<string, string[]> = {};
+        for (const f of ["peft", "diffusers", "kohya", "merged"] as const) {
+          written[f] = (await enc.exportWeights(join(dir, f), f)).map((p) =>
+            p.slice(dir.length + 1)
+          );
+        }
+        assert.deepEqual(written, {
+          peft: ["peft/adapter_config.json", "peft/adapter_model.safetensors"],
+          diffusers: ["diffusers/pytorch_lora_weights.safetensors"],
+          kohya: ["kohya/texforce_lora.safetensors"],
+          merged: ["merged/model.safetensors", "merged/config.json"],
+        });
+        await assert.rejects(
+          () => enc.exportWeights(join(dir, "x"), "onnx" as "peft"),
+          /unknown export format 'onnx'/,
+        );
+        enc.dispose();
+      });
+    },
+  );
+
+  await t.step("merged text encoder equals base + LoRA, in the input's key layout", async () => {
+    await withTemp(async (dir) => {
+      const enc = await ClipLoraEncoder.load(TINY_SD, {
+        train: false,
+        adapters: [{ path: PEFT_DIR }],
+      });
+      const ids = enc.tokenize(prompts);
+      const [file, cfg] = await saveMergedTextEncoder(enc, join(dir, "text_encoder"));
+      enc.dispose();
+      assert.deepEqual(
+        await keysOf(file),
+        await keysOf(join(TINY_SD, "text_encoder", "model.safetensors")),
+      );
+      assert.equal(
+        await Deno.readTextFile(cfg),
+        await Deno.readTextFile(join(TINY_SD, "text_encoder", "config.json")),
+      );
+      const merged = await ClipTextModel.load(join(dir, "text_encoder"));
+      const h = merged.forward(ids).lastHiddenState;
+      const err = assertClose(await h.data(), expected, 1e-4, "merged");
+      console.log(
+        `  merged text encoder vs lora.last_hidden_state: rel err ${err.toExponential(2)}`,
+      );
+      tf.dispose([ids, h]);
+      merged.dispose();
+    });
+  });
+
+  await t.step("merging keeps the text_model. prefix of a real checkpoint", async () => {
+    await withTemp(async (dir) => {
+      // A model folder whose text encoder has SD-style keys.
+      const model = join(dir, "sd");
+      await Deno.mkdir(join(model, "text_encoder"), { recursive: true });
+      await Deno.mkdir(join(model, "tokenizer"));
+      await Deno.copyFile(join(TINY_SD, "model_index.json"), join(model, "model_index.json"));
+      for (const c of ["unet", "vae", "scheduler"]) await Deno.mkdir(join(model, c));
+      for await (const e of Deno.readDir(join(TINY_SD, "tokenizer"))) {
+        await Deno.copyFile(join(TINY_SD, "tokenizer", e.name), join(model, "tokenizer", e.name));
+      }
+      await Deno.copyFile(
+        join(TINY_SD, "text_encoder", "config.json"),
+        join(model, "text_encoder", "config.json"),
+      );
+      const src = await SafetensorsFile.open(join(TINY_SD, "text_encoder", "model.safetensors"));
+      const tensors: Record<string, WritableTensor> = {};
+      for (const k of src.keys()) {
+        const h = await src.read(k);
+        tensors[`text_model.${k}`] = { dtype: "F32", shape: h.shape, data: h.data };
+      }
+      src.close();
+      await writeSafetensors(join(model, "text_encoder", "model.safetensors"), tensors);
+
+      const enc = await ClipLoraEncoder.load(model, {
+        adapters: [{ path: PEFT_DIR, trainable: true }],
+      });
+      // Variable names follow the checkpoint: PEFT's names on an SD 1.5 model.
+      assert.ok(
+        enc.trainableVariables().has(
+          "base_model.model.text_model.encoder.layers.0.self_attn.q_proj.lora_A.default.weight",
+        ),
+      );
+      const [peftCfg, peftFile] = await saveLora(enc, join(dir, "peft"), "peft");
+      assert.ok(peftCfg.endsWith("adapter_config.json"));
+      assert.ok((await keysOf(peftFile))[0].startsWith("base_model.model.text_model."));
+      const [file] = await saveMergedTextEncoder(enc, join(dir, "merged"));
+      enc.dispose();
+      const keys = await keysOf(file);
+      assert.ok(keys.every((k) => k.startsWith("text_model.")));
+      const merged = await ClipTextModel.load(join(dir, "merged"));
+      assert.equal(merged.keyPrefix, "text_model.");
+      const ids = tf.tensor2d(
+        (await golden("sd-tiny")).get("tokenizer.input_ids")!.data as Int32Array,
+        [7, 77],
+        "int32",
+      );
+      const h = merged.forward(ids).lastHiddenState;
+      assertClose(await h.data(), expected, 1e-4, "merged, text_model. layout");
+      tf.dispose([ids, h]);
+      merged.dispose();
+    });
+  });
+});
