@@ -8,6 +8,7 @@ import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet_2d_condi
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../samplers/seeded_noise.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
+import { type SegmentTiming, timeSegments } from "./_unet_streamed.ts";
 
 /** SD 1.5's `unet/config.json` (the fields that differ from diffusers' defaults, and a few that don't). */
 export const SD15_UNET: Record<string, unknown> = {
@@ -65,8 +66,10 @@ export interface UNetBenchResult {
   buildMs: number;
   /** Query slice used in attention (0 = none). */
   attentionSlice: number;
-  /** Phases. */
+  /** Phases (in streamed mode, sums over the segments). */
   phases: PhaseResult[];
+  /** Per-segment timings, in streamed mode. */
+  segments?: SegmentTiming[];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -88,6 +91,7 @@ export async function runUNetBench(
       runs: { type: "string", default: "2" },
       slice: { type: "string" },
       "forward-only": { type: "boolean", default: false },
+      stream: { type: "boolean" },
       out: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -95,7 +99,10 @@ export async function runUNetBench(
   if (values.help) {
     console.log(
       "unet bench: [--backend wasm|webgpu|cpu] [--tiny] [--latent 64] [--backward-latent N] " +
-        "[--batch 2] [--warmup 1] [--runs 2] [--slice N] [--forward-only] [--out DIR]",
+        "[--batch 2] [--warmup 1] [--runs 2] [--slice N] [--forward-only] [--stream] [--out DIR]\n" +
+        "  --stream: time block by block, one block's weights resident at a time (default on " +
+        "wasm for SD 1.5, whose weights do not fit the 4 GiB wasm heap next to XNNPACK's packed " +
+        "conv filters)",
     );
     Deno.exit(0);
   }
@@ -106,83 +113,125 @@ export async function runUNetBench(
   const raw = values.tiny ? TINY_UNET : SD15_UNET;
   const config = parseUNetConfig(raw, values.tiny ? "<tiny config>" : "<SD 1.5 config>");
   const latent = Number(values.latent ?? config.sampleSize);
-  // wasm32 has a 4 GiB heap and SD 1.5's fp32 weights take 3.4 GiB: slice the attention, and
-  // back-propagate at a smaller latent, since the tape would hold every attention matrix.
+  // wasm32 has a 4 GiB heap: slice the attention, and back-propagate at a smaller latent, since
+  // the tape holds every attention matrix (5 × 1 GiB at 64×64, batch 2).
   const slice = Number(values.slice ?? (isWasm && !values.tiny ? 256 : 0));
-  const bwdLatent = Number(values["backward-latent"] ?? (isWasm && !values.tiny ? 16 : latent));
+  const bwdLatent = Number(values["backward-latent"] ?? (isWasm && !values.tiny ? 32 : latent));
   const batch = Number(values.batch);
   const warmup = Number(values.warmup);
   const runs = Number(values.runs);
 
-  const t0 = performance.now();
-  const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
-  const buildMs = performance.now() - t0;
-  unet.attentionSlice = slice;
   const result: UNetBenchResult = {
     backend: info.name,
     device: info.device,
     model: values.tiny ? "tiny" : "sd15",
-    parameters: unet.numParameters(),
-    buildMs,
+    parameters: 0,
+    buildMs: 0,
     attentionSlice: slice,
     phases: [],
   };
-  console.log(
-    `${result.model} UNet: ${(result.parameters / 1e6).toFixed(1)}M parameters, built in ` +
-      `${(buildMs / 1000).toFixed(1)} s on ${info.name} (${info.device}); attention slice ${
-        slice || "off"
-      }`,
-  );
-  const gen = new SeededNoise(7);
-  const timesteps = Array.from(
-    { length: batch },
-    (_, i) => 999 - Math.round((i * 998) / Math.max(1, batch - 1)),
-  );
-  const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
+  const wholeModel = async (): Promise<void> => {
+    const t0 = performance.now();
+    const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
+    const buildMs = performance.now() - t0;
+    unet.attentionSlice = slice;
+    result.parameters = unet.numParameters();
+    result.buildMs = buildMs;
+    console.log(
+      `${result.model} UNet: ${(result.parameters / 1e6).toFixed(1)}M parameters, built in ` +
+        `${(buildMs / 1000).toFixed(1)} s on ${info.name} (${info.device}); attention slice ${
+          slice || "off"
+        }`,
+    );
+    const gen = new SeededNoise(7);
+    const timesteps = Array.from(
+      { length: batch },
+      (_, i) => 999 - Math.round((i * 998) / Math.max(1, batch - 1)),
+    );
+    const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
 
-  const phase = async (
-    name: PhaseResult["phase"],
-    side: number,
-    run: (x: tf.Tensor4D) => tf.Tensor,
-  ): Promise<void> => {
-    const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
-    const ms: number[] = [];
-    for (let i = 0; i < warmup + runs; i++) {
-      const s = performance.now();
-      const y = run(x);
-      await y.data();
-      y.dispose();
-      const dt = performance.now() - s;
-      if (i >= warmup) ms.push(dt);
-      console.log(
-        `  ${name} ${side}×${side} ${i < warmup ? "warm-up" : `run ${i - warmup + 1}`}: ${
-          dt.toFixed(0)
-        } ms`,
-      );
+    const phase = async (
+      name: PhaseResult["phase"],
+      side: number,
+      run: (x: tf.Tensor4D) => tf.Tensor,
+    ): Promise<void> => {
+      const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
+      const ms: number[] = [];
+      for (let i = 0; i < warmup + runs; i++) {
+        const s = performance.now();
+        const y = run(x);
+        await y.data();
+        y.dispose();
+        const dt = performance.now() - s;
+        if (i >= warmup) ms.push(dt);
+        console.log(
+          `  ${name} ${side}×${side} ${i < warmup ? "warm-up" : `run ${i - warmup + 1}`}: ${
+            dt.toFixed(0)
+          } ms`,
+        );
+      }
+      x.dispose();
+      result.phases.push({
+        phase: name,
+        latent: side,
+        batch,
+        ms,
+        medianMs: median(ms),
+        peakRssBytes: peakRss(),
+        tensorBytes: tf.memory().numBytes,
+      });
+    };
+
+    await phase("forward", latent, (x) => unet.forward(x, timesteps, states));
+    if (!values["forward-only"]) {
+      const grad = (x: tf.Tensor4D) =>
+        tf.grad((e: tf.Tensor) => unet.forward(x, timesteps, e as tf.Tensor3D).square().mean())(
+          states,
+        );
+      await phase("forward+backward", bwdLatent, grad);
     }
-    x.dispose();
-    result.phases.push({
-      phase: name,
-      latent: side,
-      batch,
-      ms,
-      medianMs: median(ms),
-      peakRssBytes: peakRss(),
-      tensorBytes: tf.memory().numBytes,
-    });
+    states.dispose();
+    unet.dispose();
   };
-
-  await phase("forward", latent, (x) => unet.forward(x, timesteps, states));
-  if (!values["forward-only"]) {
-    const grad = (x: tf.Tensor4D) =>
-      tf.grad((e: tf.Tensor) => unet.forward(x, timesteps, e as tf.Tensor3D).square().mean())(
-        states,
-      );
-    await phase("forward+backward", bwdLatent, grad);
+  const stream = values.stream ?? (isWasm && !values.tiny);
+  if (stream) {
+    console.log(
+      `${
+        values.tiny ? "tiny" : "sd15"
+      } UNet streamed block by block on ${info.name} (${info.device}); ` +
+        `attention slice ${slice || "off"}; forward ${latent}×${latent}, forward+backward ` +
+        `${values["forward-only"] ? "skipped" : `${bwdLatent}×${bwdLatent}`}, batch ${batch}`,
+    );
+    const segs = await timeSegments(
+      config,
+      { batch, latent, bwdLatent: values["forward-only"] ? 0 : bwdLatent, warmup, runs, slice },
+      (s) => console.log(s),
+    );
+    result.segments = segs;
+    result.parameters = segs.reduce((a, s) => a + s.parameters, 0);
+    const sum = (pick: (s: SegmentTiming) => number[], run: number) =>
+      segs.reduce((a, s) => a + pick(s)[run], 0);
+    for (
+      const [name, side, pick] of [
+        ["forward", latent, (s: SegmentTiming) => s.forwardMs],
+        ["forward+backward", bwdLatent, (s: SegmentTiming) => s.backwardMs],
+      ] as const
+    ) {
+      if (!pick(segs[0]).length) continue;
+      const ms = Array.from({ length: runs }, (_, i) => sum(pick, i));
+      result.phases.push({
+        phase: name,
+        latent: side,
+        batch,
+        ms,
+        medianMs: median(ms),
+        peakRssBytes: peakRss(),
+        tensorBytes: tf.memory().numBytes,
+      });
+    }
+  } else {
+    await wholeModel();
   }
-  states.dispose();
-  unet.dispose();
-
   const rows = result.phases.map((p) =>
     `| ${p.phase} | ${p.latent}×${p.latent} | ${p.batch} | ${p.medianMs.toFixed(0)} | ` +
     `${p.ms.map((m) => m.toFixed(0)).join(", ")} | ${formatBytes(p.peakRssBytes)} |`

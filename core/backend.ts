@@ -53,7 +53,19 @@ interface AdapterSummary {
   software: boolean;
 }
 
+// wgpu's Vulkan loader complains on every probe when XDG_RUNTIME_DIR is unset (containers, CI);
+// give it a private one.
+function ensureRuntimeDir(): void {
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    const dir = Deno.makeTempDirSync({ prefix: "texforce-xdg-" });
+    Deno.chmodSync(dir, 0o700);
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch { /* no env or fs permission: the warning is harmless */ }
+}
+
 async function webgpuAdapter(): Promise<AdapterSummary | null> {
+  ensureRuntimeDir();
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) return null;
   try {
@@ -158,6 +170,8 @@ export async function useBackend(name: BackendName = "auto"): Promise<BackendInf
   } else {
     await import("@tensorflow/tfjs-backend-cpu");
     if (!(await activate("cpu"))) throw new Error("backend 'cpu' failed to initialise");
+    // The cpu backend prints a "use tfjs-node" banner on first use under Node compatibility.
+    (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     lastDevice = "JavaScript (cpu)";
   }
   return currentBackend();

@@ -5,7 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
 import { useBackend } from "./backend.ts";
 import { writeFileAtomic } from "./io/safetensors.ts";
@@ -32,7 +32,7 @@ import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
 import { learningRate } from "./lr_schedule.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Pipeline } from "./pipeline_schema.ts";
-import { ppoLoss } from "./ppo_loss.ts";
+import { type PpoGradients, ppoGradients } from "./ppo_step.ts";
 import { createProgress, type ProgressSink } from "./progress.ts";
 import type { Reward } from "./reward.ts";
 import { Rng } from "./rng.ts";
@@ -257,12 +257,30 @@ export class Trainer {
     return path;
   }
 
+  async #hasPreviousRun(): Promise<boolean> {
+    if ((await latestCheckpoint(this.#checkpointDir())) !== null) return true;
+    try {
+      await Deno.stat(this.#metricsPath);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Run the remaining epochs. */
   async run(): Promise<TrainResult> {
     const cfg = this.config;
     await Deno.mkdir(cfg.output.dir, { recursive: true });
     let checkpoint = "";
-    if (this.#opts.resume || cfg.checkpoint.resume) {
+    const resume = this.#opts.resume || cfg.checkpoint.resume;
+    if (!resume && await this.#hasPreviousRun()) {
+      // Never overwrite another run's checkpoints or metrics.
+      throw new TrainingError(
+        `${cfg.output.dir} already holds a run (checkpoints or metrics.jsonl): resume it ` +
+          "(--resume, or checkpoint.resume: true), or choose another output.dir",
+      );
+    }
+    if (resume) {
       const p = await this.restoreLatest();
       if (p) {
         checkpoint = p;
@@ -530,10 +548,7 @@ export class Trainer {
     return true;
   }
 
-  /**
-   * Loss and gradients of one PPO pass: re-encode prompts and negative prompts with gradients,
-   * recompute the log-prob of x_{j+1} at step j through the frozen UNet.
-   */
+  /** Loss and gradients of one PPO pass over minibatch `indices` at step index `j`. */
   async ppoGradients(
     prompts: string[],
     latents: tf.Tensor5D,
@@ -541,52 +556,30 @@ export class Trainer {
     indices: tf.Tensor1D,
     advantages: tf.Tensor1D,
     j: number,
-  ): Promise<{ loss: number; approxKl: number; clipFraction: number; grads: tf.NamedTensorMap }> {
-    const cfg = this.config;
-    const negative = prompts.map(() => cfg.sampler.negativePrompt);
+  ): Promise<PpoGradients> {
     const [x, next, old] = tf.tidy(() => {
       const sel = tf.gather(latents, indices);
-      const [, , h, w, c] = sel.shape;
-      const b = sel.shape[0];
+      const [b, , h, w, c] = sel.shape;
       return [
         sel.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
         sel.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
         tf.gather(logProbs, indices).slice([0, j], [b, 1]).reshape([b]) as tf.Tensor1D,
       ];
     });
-    let kl: tf.Scalar | null = null;
-    let clip: tf.Scalar | null = null;
     try {
-      const vars = [...this.#variables.values()];
-      const { value, grads } = tf.variableGrads(() => {
-        const cond: Conditioning = {
-          prompt: this.parts.encoder.encode(prompts),
-          negative: this.parts.encoder.encode(negative),
-        };
-        const lp = this.parts.sampler.logProb(cond, x, next, j);
-        const r = ppoLoss(lp, old, advantages, cfg.train);
-        kl = tf.keep(r.approxKl);
-        clip = tf.keep(r.clipFraction);
-        return r.loss;
-      }, vars);
-      // variableGrads names gradients by variable name; map back to our names.
-      const byName: tf.NamedTensorMap = {};
-      for (const [name, v] of this.#variables) byName[name] = grads[v.name];
-      // Async reads: tfjs-webgpu cannot read synchronously in Deno.
-      const out = {
-        loss: (await value.data())[0],
-        approxKl: (await (kl as tf.Scalar | null)?.data())?.[0] ?? 0,
-        clipFraction: (await (clip as tf.Scalar | null)?.data())?.[0] ?? 0,
-        grads: byName,
-      };
-      value.dispose();
-      return out;
+      return await ppoGradients(this.parts.encoder, this.parts.sampler, this.#variables, {
+        prompt: prompts,
+        negative: prompts.map(() => this.config.sampler.negativePrompt),
+        latent: x,
+        next,
+        oldLogProb: old,
+        advantages,
+        stepIndex: j,
+      }, this.config.train);
     } finally {
       x.dispose();
       next.dispose();
       old.dispose();
-      (kl as tf.Scalar | null)?.dispose();
-      (clip as tf.Scalar | null)?.dispose();
     }
   }
 
@@ -788,6 +781,8 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
 async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
   const spec = "./image_output.ts";
   const mod = await import(spec);
-  return (path: string, images: tf.Tensor4D, captions: string[]) =>
-    mod.saveImageGrid(path, images, captions);
+  return async (path: string, images: tf.Tensor4D, captions: string[]) => {
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await mod.writeImageGrid(path, images, { captions });
+  };
 }

@@ -15,6 +15,8 @@ const file = fileURLToPath(new URL("./tiny_brightness.yaml", import.meta.url));
 const pipeline = await loadPipeline(file, {
   set: ["output.dir=../runs/demo", ...Deno.args.flatMap((a) => (a.includes("=") ? [a] : []))],
 });
+// The demo's run folder is scratch: start afresh each time (real runs refuse to overwrite).
+await Deno.remove(pipeline.output.dir, { recursive: true }).catch(() => {});
 const controller = new AbortController();
 Deno.addSignalListener("SIGINT", () => controller.abort());
 console.log(`texforce demo: ${pipeline.model}`);

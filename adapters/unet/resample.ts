@@ -78,8 +78,15 @@ export function upsample(
   size?: [number, number],
 ): tf.Tensor4D {
   return tf.tidy(() => {
-    const [, h, wd] = x.shape;
-    const up = tf.image.resizeNearestNeighbor(x, size ?? [2 * h, 2 * wd], false, false);
+    const [b, h, wd, c] = x.shape;
+    const [oh, ow] = size ?? [2 * h, 2 * wd];
+    // tfjs-backend-cpu's ResizeNearestNeighborGrad (4.22) reads dy at the input's batch stride,
+    // so for a batch > 1 every sample's gradient but the first is wrong. Resizing one image whose
+    // channels hold the whole batch gives the same values and a correct gradient everywhere.
+    if (b === 1) return conv2d(tf.image.resizeNearestNeighbor(x, [oh, ow], false, false), w);
+    const folded = x.transpose([1, 2, 0, 3]).reshape([1, h, wd, b * c]) as tf.Tensor4D;
+    const up = tf.image.resizeNearestNeighbor(folded, [oh, ow], false, false)
+      .reshape([oh, ow, b, c]).transpose([2, 0, 1, 3]) as tf.Tensor4D;
     return conv2d(up, w);
   });
 }
