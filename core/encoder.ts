@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
+import type { Tensor2D, Tensor3D, Variable } from "./tensor_types.ts";
 
 /**
  * A text encoder whose output conditions the diffusion model.
@@ -28,13 +28,13 @@ export interface Encoder {
   /** Sequence length L of the hidden states (77 for CLIP). */
   readonly maxLength: number;
   /** Token ids [B, L] of prompts (padded and truncated). */
-  tokenize(prompts: string[]): tf.Tensor2D;
+  tokenize(prompts: string[]): Tensor2D;
   /** Conditioning hidden states [B, L, D] for token ids. */
-  encodeIds(ids: tf.Tensor2D): tf.Tensor3D;
+  encodeIds(ids: Tensor2D): Tensor3D;
   /** Conditioning hidden states [B, L, D] for prompts (tokenize + encodeIds). */
-  encode(prompts: string[]): tf.Tensor3D;
+  encode(prompts: string[]): Tensor3D;
   /** The trainable variables by stable name (PEFT names for the CLIP LoRA encoder). */
-  trainableVariables(): Map<string, tf.Variable>;
+  trainableVariables(): Map<string, Variable>;
   /**
    * Write the trained weights in a format other tools load (`peft`, `diffusers`, `kohya`, or
    * `merged` for a full text encoder) under `dir`; returns the files written. Optional: an

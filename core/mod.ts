@@ -11,3 +11,4 @@ export * from "./reward.ts";
 export * from "./optimizer.ts";
 export * from "./plugin.ts";
 export * from "./io/mod.ts";
+export * from "./tensor_types.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
+import type { Tensor } from "./tensor_types.ts";
 
 /** A saved optimizer state: step count plus named host tensors (moments, …). */
 export interface OptimizerState {
@@ -29,7 +29,7 @@ export interface Optimizer {
   /** Name used in logs. */
   readonly name: string;
   /** Apply one update with learning rate `lr`; `grads` keys are variable names. */
-  step(grads: Map<string, tf.Tensor>, lr: number): void;
+  step(grads: Map<string, Tensor>, lr: number): void;
   /** Steps taken so far. */
   readonly stepCount: number;
   /** Snapshot of the state (for checkpoints). */

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
 import { isAbsolute, resolve } from "node:path";
 import { toFileUrl } from "./_file_url.ts";
 import type { z } from "zod";
@@ -14,6 +13,7 @@ import type { Encoder } from "./encoder.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Reward } from "./reward.ts";
 import type { Sampler } from "./sampler.ts";
+import type { Schema, Variable } from "./tensor_types.ts";
 
 /**
  * The kinds of plugin and the object each one creates.
@@ -74,7 +74,7 @@ export interface PluginContext {
   /** The encoder of the run (samplers need its hidden size). */
   encoder?: Encoder;
   /** Variables an optimizer updates. */
-  variables?: Map<string, tf.Variable>;
+  variables?: Map<string, Variable>;
 }
 
 /**
@@ -106,7 +106,7 @@ export interface Plugin<K extends PluginKind = PluginKind, O = unknown> {
   /** One line for `--help` and reports. */
   description?: string;
   /** Schema of the options; unknown keys should be rejected (`z.strictObject`). */
-  options: z.ZodType<O>;
+  options: Schema<O>;
   /** Build the object from validated options. */
   create(options: O, context: PluginContext): PluginKinds[K] | Promise<PluginKinds[K]>;
 }
@@ -332,9 +332,11 @@ export function parsePluginOptions<O>(
   options: unknown,
   where: string,
 ): O {
-  const r = plugin.options.safeParse(options ?? {}, { error: errorMap });
+  // Plugin schemas are zod schemas; the public type is structural (see Schema).
+  const schema = plugin.options as unknown as z.ZodType<O>;
+  const r = schema.safeParse(options ?? {}, { error: errorMap });
   if (r.success) return r.data;
-  const issues = zodIssues(r.error, where, plugin.options as z.core.$ZodType);
+  const issues = zodIssues(r.error, where, schema as unknown as z.core.$ZodType);
   throw new PluginError(
     `invalid options for ${plugin.kind} plugin '${plugin.name}':\n${issueLines(issues)}`,
     issues,

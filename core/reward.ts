@@ -3,12 +3,12 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
+import type { Tensor4D } from "./tensor_types.ts";
 
 /** What a reward sees of a batch. */
 export interface RewardInput {
   /** Images [B, H, W, 3] (NHWC), float32 in [0, 1]. Owned by the caller: do not dispose. */
-  images: tf.Tensor4D;
+  images: Tensor4D;
   /** The prompt of each image. */
   prompts: string[];
 }

@@ -7,26 +7,26 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
+import type { Tensor1D, Tensor2D, Tensor3D, Tensor4D, Tensor5D } from "./tensor_types.ts";
 
 /** The conditioning of one batch: prompt and negative (unconditional) hidden states. */
 export interface Conditioning {
   /** Prompt hidden states [B, L, D]. */
-  prompt: tf.Tensor3D;
+  prompt: Tensor3D;
   /** Negative-prompt hidden states [B, L, D] (the empty prompt for plain CFG). */
-  negative: tf.Tensor3D;
+  negative: Tensor3D;
 }
 
 /** A sampled batch: every latent, the log-prob of every step, and the decoded images. */
 export interface Trajectory {
   /** Latents x_T … x_0 as [B, T+1, H, W, C]. */
-  latents: tf.Tensor5D;
+  latents: Tensor5D;
   /** Log-prob of each DDIM step's sample, [B, T]. */
-  logProbs: tf.Tensor2D;
+  logProbs: Tensor2D;
   /** The scheduler timesteps used, length T. */
   timesteps: number[];
   /** Decoded images [B, H', W', 3] in [0, 1]. */
-  images: tf.Tensor4D;
+  images: Tensor4D;
 }
 
 /** Per-call sampling options. */
@@ -34,9 +34,9 @@ export interface SampleOptions {
   /** Seed for the noise generator (ignored when noise is injected). */
   seed?: number;
   /** Initial noise [B, H, W, C] (tests inject the fixtures' noise). */
-  initNoise?: tf.Tensor4D;
+  initNoise?: Tensor4D;
   /** Per-step noise, [T, B, H, W, C]. */
-  stepNoise?: tf.Tensor5D;
+  stepNoise?: Tensor5D;
   /** Called after each denoising step. */
   onStep?: (step: number, total: number) => void;
   /** Stops sampling between steps. */
@@ -69,10 +69,10 @@ export interface Sampler {
    */
   logProb(
     cond: Conditioning,
-    latent: tf.Tensor4D,
-    next: tf.Tensor4D,
+    latent: Tensor4D,
+    next: Tensor4D,
     stepIndex: number,
-  ): tf.Tensor1D;
+  ): Tensor1D;
   /** Release model weights. */
   dispose(): void;
 }

@@ -23,7 +23,9 @@ console.log(`texforce demo: ${pipeline.model}`);
 const result = await train(pipeline, { registry: builtinRegistry(), signal: controller.signal });
 const epochs = (await readMetrics(result.outputDir)).filter((r) => r.type === "epoch");
 console.log("\nepoch  mean brightness reward");
-for (const r of epochs) console.log(`${String(r.epoch).padStart(5)}  ${Number(r.reward_mean).toFixed(4)}`);
+for (const r of epochs) {
+  console.log(`${String(r.epoch).padStart(5)}  ${Number(r.reward_mean).toFixed(4)}`);
+}
 console.log(`\nrun folder: ${result.outputDir}`);
 console.log(`report:     ${result.outputDir}/report.html`);
 console.log(`checkpoint: ${result.checkpoint}`);

@@ -32,12 +32,16 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
         const p = get(`ppo.param.${name.replace(".default.", ".")}`);
         v.assign(tf.tensor(p.data, p.shape));
       }
-      const ids = (k: string) => tf.tensor2d(get(k).data as Int32Array, get(k).shape as [number, number], "int32");
+      const ids = (k: string) =>
+        tf.tensor2d(get(k).data as Int32Array, get(k).shape as [number, number], "int32");
       const promptIds = ids("sample.in.prompt_ids");
       const negativeIds = ids("sample.in.negative_ids");
       const lat = get("sample.latents");
       // [B, T+1, C, H, W] → [B, T+1, H, W, C]
-      const latents = tf.tensor5d(lat.data as Float32Array, lat.shape as [number, number, number, number, number])
+      const latents = tf.tensor5d(
+        lat.data as Float32Array,
+        lat.shape as [number, number, number, number, number],
+      )
         .transpose([0, 1, 3, 4, 2]) as tf.Tensor5D;
       const lps = get("sample.log_probs");
       const adv = tf.tensor1d(get("ppo.in.advantages").data as Float32Array);
@@ -48,8 +52,18 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
       let worstLp = 0;
       for (const [k, j] of js.entries()) {
         const [b, , h, w, c] = latents.shape;
-        const x = latents.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D;
-        const next = latents.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D;
+        const x = latents.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([
+          b,
+          h,
+          w,
+          c,
+        ]) as tf.Tensor4D;
+        const next = latents.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([
+          b,
+          h,
+          w,
+          c,
+        ]) as tf.Tensor4D;
         const old = tf.tensor1d([lps.data[j], lps.data[lps.shape[1] + j]]);
         const r = await ppoGradients(encoder, sampler, vars, {
           prompt: promptIds,
@@ -60,8 +74,16 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
           advantages: adv,
           stepIndex: j,
         }, { clipRange: 0.2, advClipMax: 5 });
-        worstLp = Math.max(worstLp, assertClose(r.newLogProb, get(`ppo.new_log_prob.${j}`).data, 1e-3, `new_log_prob.${j}`));
-        assertClose([r.loss, r.approxKl, r.clipFraction], perStep.slice(3 * k, 3 * k + 3), 1e-3, `per-step ${j}`);
+        worstLp = Math.max(
+          worstLp,
+          assertClose(r.newLogProb, get(`ppo.new_log_prob.${j}`).data, 1e-3, `new_log_prob.${j}`),
+        );
+        assertClose(
+          [r.loss, r.approxKl, r.clipFraction],
+          perStep.slice(3 * k, 3 * k + 3),
+          1e-3,
+          `per-step ${j}`,
+        );
         lossSum += r.loss;
         acc.add(r.grads);
         x.dispose();
@@ -72,22 +94,38 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
       const grads = acc.take();
       let worstGrad = 0;
       for (const [name, gr] of grads) {
-        worstGrad = Math.max(worstGrad, assertClose(await gr.data(), get(`ppo.grad.${name}`).data, 1e-3, `grad ${name}`));
+        worstGrad = Math.max(
+          worstGrad,
+          assertClose(await gr.data(), get(`ppo.grad.${name}`).data, 1e-3, `grad ${name}`),
+        );
       }
       const norm = await clipGlobalNorm(grads, 1.0);
       const expectedNorm = get("ppo.grad_norm_before_clip").data[0];
-      assert.ok(Math.abs(norm - expectedNorm) / expectedNorm < 1e-3, `norm ${norm} vs ${expectedNorm}`);
+      assert.ok(
+        Math.abs(norm - expectedNorm) / expectedNorm < 1e-3,
+        `norm ${norm} vs ${expectedNorm}`,
+      );
       const opt = adamw(vars, { betas: [0.9, 0.999], weightDecay: 1e-4, eps: 1e-8 });
       let worstAdam = 0;
       for (const step of [1, 2]) {
         opt.step(grads, 3e-4);
         for (const [name, v] of vars) {
-          worstAdam = Math.max(worstAdam, assertClose(await v.data(), get(`adamw.step${step}.${name}`).data, 1e-5, `adamw.step${step} ${name}`));
+          worstAdam = Math.max(
+            worstAdam,
+            assertClose(
+              await v.data(),
+              get(`adamw.step${step}.${name}`).data,
+              1e-5,
+              `adamw.step${step} ${name}`,
+            ),
+          );
         }
       }
       console.log(
         `  ${backend}: worst relative error: new log-prob ${worstLp.toExponential(2)}, ` +
-          `gradients ${worstGrad.toExponential(2)}, norm ${(Math.abs(norm - expectedNorm) / expectedNorm).toExponential(2)}, ` +
+          `gradients ${worstGrad.toExponential(2)}, norm ${
+            (Math.abs(norm - expectedNorm) / expectedNorm).toExponential(2)
+          }, ` +
           `AdamW ${worstAdam.toExponential(2)}`,
       );
       for (const x of grads.values()) x.dispose();

@@ -11,11 +11,20 @@ Deno.test("upsample: gradient of a batch > 1 is the sum over each 2×2 block", a
     await t.step(backend, async () => {
       await useBackend(backend);
       const [b, h, w, c] = [3, 4, 5, 2];
-      const x = tf.tensor4d(Array.from({ length: b * h * w * c }, (_, i) => Math.sin(i)), [b, h, w, c]);
+      const x = tf.tensor4d(Array.from({ length: b * h * w * c }, (_, i) => Math.sin(i)), [
+        b,
+        h,
+        w,
+        c,
+      ]);
       const dyData = Array.from({ length: b * 2 * h * 2 * w * c }, (_, i) => Math.cos(i * 0.7));
       const dy = tf.tensor4d(dyData, [b, 2 * h, 2 * w, c]);
       // A 1×1 identity conv isolates the resize.
-      const identity = { weight: tf.eye(c).reshape([1, 1, c, c]) as tf.Tensor4D, stride: 1, padding: 0 };
+      const identity = {
+        weight: tf.eye(c).reshape([1, 1, c, c]) as tf.Tensor4D,
+        stride: 1,
+        padding: 0,
+      };
       const g = tf.grad((v: tf.Tensor) => upsample(identity, v as tf.Tensor4D).mul(dy).sum())(x);
       const expected = new Float32Array(b * h * w * c);
       for (let n = 0; n < b; n++) {

@@ -6,9 +6,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
+import type { GraphModel, IOHandler } from "../tensor_types.ts";
 
 /**
- * A `tf.io.IOHandler` that reads `model.json` and its weight shards from disk.
+ * A `IOHandler` that reads `model.json` and its weight shards from disk.
  *
  * @example
  * ```ts
@@ -17,7 +18,7 @@ import { dirname, join } from "node:path";
  * const model = await tf.loadGraphModel(fileIOHandler("models/blazeface.json"));
  * ```
  */
-export function fileIOHandler(modelJsonPath: string): tf.io.IOHandler {
+export function fileIOHandler(modelJsonPath: string): IOHandler {
   return {
     async load(): Promise<tf.io.ModelArtifacts> {
       let json: tf.io.ModelJSON;
@@ -71,6 +72,6 @@ export function fileIOHandler(modelJsonPath: string): tf.io.IOHandler {
  * const m = await loadGraphModelFromFile("models/handtrack.json");
  * ```
  */
-export function loadGraphModelFromFile(modelJsonPath: string): Promise<tf.GraphModel> {
+export function loadGraphModelFromFile(modelJsonPath: string): Promise<GraphModel> {
   return tf.loadGraphModel(fileIOHandler(modelJsonPath));
 }

@@ -15,6 +15,7 @@ import {
   isFloatDtype,
   type SafetensorsDtype,
 } from "./_dtype.ts";
+import type { Tensor } from "../tensor_types.ts";
 
 export type { SafetensorsDtype } from "./_dtype.ts";
 
@@ -512,7 +513,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
  * const t = toTensor({ dtype: "float32", shape: [2], data: new Float32Array([1, 2]) });
  * ```
  */
-export function toTensor(host: HostTensor): tf.Tensor {
+export function toTensor(host: HostTensor): Tensor {
   return tf.tensor(host.data, host.shape, host.dtype);
 }
 
@@ -528,7 +529,7 @@ export function toTensor(host: HostTensor): tf.Tensor {
  * ```
  */
 export async function fromTensor(
-  t: tf.Tensor,
+  t: Tensor,
   dtype?: SafetensorsDtype,
 ): Promise<WritableTensor> {
   const data = await t.data();
@@ -538,3 +539,4 @@ export async function fromTensor(
     data: data as Float32Array | Int32Array,
   };
 }
+export type { HostArray } from "./_dtype.ts";
