@@ -5,6 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
+import { constLinear } from "../_fast_matmul.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
 export interface LinearWeights {
@@ -28,8 +29,9 @@ export function linear(x: tf.Tensor, w: LinearWeights): tf.Tensor {
   const inDim = w.weight.shape[0];
   const outDim = w.weight.shape[1];
   const lead = x.shape.slice(0, -1);
-  let y: tf.Tensor = tf.matMul(x.reshape([-1, inDim]), w.weight);
-  if (w.bias) y = tf.add(y, w.bias);
+  // The weights are frozen: constLinear's gradient reaches x only, through untransposed products
+  // (tfjs-wasm's fast path), instead of the stock dy·Wᵀ.
+  const y = constLinear(w.weight, w.bias)(x.reshape([-1, inDim]) as tf.Tensor2D);
   return y.reshape([...lead, outDim]);
 }
 
