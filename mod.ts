@@ -17,3 +17,5 @@ export * from "./core/pipeline_error.ts";
 export * from "./core/prompt_sets.ts";
 export * from "./core/prompts.ts";
 export * from "./builtin_plugins.ts";
+export * from "./adapters/mod.ts";
+export * from "./samplers/mod.ts";

@@ -8,6 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
 import type { Optimizer, OptimizerState } from "../core/optimizer.ts";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
+import type { Tensor, Variable } from "../core/tensor_types.ts";
 
 /** AdamW settings. */
 export interface Options {
@@ -35,13 +36,13 @@ const defaults = { betas: [0.9, 0.999], weightDecay: 1e-4, eps: 1e-8 } satisfies
  * ```
  */
 export function adamw(
-  variables: Map<string, tf.Variable>,
+  variables: Map<string, Variable>,
   options: Partial<Options> = {},
 ): Optimizer {
   const o: Options = { ...defaults, ...options } as Options;
   const [b1, b2] = o.betas;
-  const m = new Map<string, tf.Variable>();
-  const v = new Map<string, tf.Variable>();
+  const m = new Map<string, Variable>();
+  const v = new Map<string, Variable>();
   for (const [name, p] of variables) {
     m.set(name, tf.variable(tf.zerosLike(p), false));
     v.set(name, tf.variable(tf.zerosLike(p), false));
@@ -52,7 +53,7 @@ export function adamw(
     get stepCount(): number {
       return t;
     },
-    step(grads: Map<string, tf.Tensor>, lr: number): void {
+    step(grads: Map<string, Tensor>, lr: number): void {
       t++;
       const bc1 = 1 - b1 ** t;
       const bc2Sqrt = Math.sqrt(1 - b2 ** t);

@@ -37,6 +37,7 @@ import {
   type WriteLoraOptions,
   writeMergedTextEncoder,
 } from "./lora_formats.ts";
+import type { Tensor2D, Tensor3D, Variable } from "../core/tensor_types.ts";
 
 /** A pre-trained adapter to load next to (or instead of) the fresh trainable one. */
 export interface AdapterSpec {
@@ -259,18 +260,18 @@ export class ClipLoraEncoder implements Encoder {
   }
 
   /** Token ids [B, 77] (int32). */
-  tokenize(prompts: string[]): tf.Tensor2D {
+  tokenize(prompts: string[]): Tensor2D {
     const { inputIds } = this.tokenizer.encodeBatch(prompts);
     return tf.tensor2d(inputIds, [inputIds.length, this.maxLength], "int32");
   }
 
   /** Hidden states [B, L, D] of token ids, with the enabled adapters. */
-  encodeIds(ids: tf.Tensor2D): tf.Tensor3D {
+  encodeIds(ids: Tensor2D): Tensor3D {
     return this.model.forward(ids, { clipSkip: this.clipSkip, lora: this.lora }).lastHiddenState;
   }
 
   /** Hidden states [B, 77, D] of prompts. */
-  encode(prompts: string[]): tf.Tensor3D {
+  encode(prompts: string[]): Tensor3D {
     const ids = this.tokenize(prompts);
     try {
       return this.encodeIds(ids);
@@ -290,12 +291,12 @@ export class ClipLoraEncoder implements Encoder {
    * const { lastHiddenState, pooledOutput } = enc.forward(ids);
    * ```
    */
-  forward(ids: tf.Tensor2D): ClipTextOutput {
+  forward(ids: Tensor2D): ClipTextOutput {
     return this.model.forward(ids, { clipSkip: this.clipSkip, lora: this.lora, pooled: true });
   }
 
   /** Trainable LoRA variables by PEFT runtime name (`…q_proj.lora_A.default.weight`). */
-  trainableVariables(): Map<string, tf.Variable> {
+  trainableVariables(): Map<string, Variable> {
     return this.lora.trainableVariables();
   }
 

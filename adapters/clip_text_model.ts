@@ -21,6 +21,7 @@ import { disposeLinear, type LinearWeights, loadLinear } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
 import { constLinear } from "./_fast_matmul.ts";
+import type { Tensor, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
 
 /** Activation functions of CLIP text configs. */
 export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
@@ -50,9 +51,9 @@ export interface ClipTextConfig {
 /** Output of {@linkcode ClipTextModel.forward}. */
 export interface ClipTextOutput {
   /** [B, L, D]: the final LayerNorm of the last layer run (see `clipSkip`). */
-  lastHiddenState: tf.Tensor3D;
+  lastHiddenState: Tensor3D;
   /** [B, D]: `lastHiddenState` at the first end-of-text token, when asked for. */
-  pooledOutput?: tf.Tensor2D;
+  pooledOutput?: Tensor2D;
 }
 
 /** Options of {@linkcode ClipTextModel.forward}. */
@@ -139,7 +140,7 @@ interface ClipLayer {
   fc2: LinearWeights;
 }
 
-function activate(x: tf.Tensor, act: ClipActivation): tf.Tensor {
+function activate(x: Tensor, act: ClipActivation): Tensor {
   switch (act) {
     case "quick_gelu":
       return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
@@ -195,20 +196,20 @@ export class ClipTextModel {
   readonly keyPrefix: "" | "text_model.";
   /** Where the weights came from. */
   readonly source: string;
-  #tokenEmbedding: tf.Tensor2D;
-  #positionEmbedding: tf.Tensor2D;
+  #tokenEmbedding: Tensor2D;
+  #positionEmbedding: Tensor2D;
   #layers: ClipLayer[];
   #finalNorm: LayerNormWeights;
   #linears = new Map<string, LinearWeights>();
-  #apply = new Map<string, (x: tf.Tensor2D) => tf.Tensor2D>();
+  #apply = new Map<string, (x: Tensor2D) => Tensor2D>();
 
   private constructor(
     config: ClipTextConfig,
     keyPrefix: "" | "text_model.",
     source: string,
     parts: {
-      tokenEmbedding: tf.Tensor2D;
-      positionEmbedding: tf.Tensor2D;
+      tokenEmbedding: Tensor2D;
+      positionEmbedding: Tensor2D;
       layers: ClipLayer[];
       finalNorm: LayerNormWeights;
     },
@@ -269,18 +270,18 @@ export class ClipTextModel {
     const prefix = clipTextKeyPrefix(source);
     const r = new WeightReader(source, prefix);
     const { hiddenSize: d, intermediateSize: m, layerNormEps: eps } = config;
-    const created: tf.Tensor[] = [];
-    const keep = <T extends tf.Tensor>(t: T): T => {
+    const created: Tensor[] = [];
+    const keep = <T extends Tensor>(t: T): T => {
       created.push(t);
       return t;
     };
     try {
       const tokenEmbedding = keep(
         await r.tensor("embeddings.token_embedding.weight", [config.vocabSize, d]),
-      ) as tf.Tensor2D;
+      ) as Tensor2D;
       const positionEmbedding = keep(
         await r.tensor("embeddings.position_embedding.weight", [config.maxPositionEmbeddings, d]),
-      ) as tf.Tensor2D;
+      ) as Tensor2D;
       const lin = async (p: string, i: number, o: number) => {
         const w = await loadLinear(r, p, i, o);
         keep(w.weight);
@@ -356,7 +357,7 @@ export class ClipTextModel {
     return `${this.keyPrefix}${module}.weight`;
   }
 
-  #linear(module: string, x: tf.Tensor2D, lora: LinearDelta | null | undefined): tf.Tensor2D {
+  #linear(module: string, x: Tensor2D, lora: LinearDelta | null | undefined): Tensor2D {
     const y = this.#apply.get(module)!(x);
     const d = lora?.delta(module, x);
     return d ? tf.add(y, d) : y;
@@ -374,7 +375,7 @@ export class ClipTextModel {
    * const { lastHiddenState, pooledOutput } = model.forward(ids, { pooled: true, clipSkip: 1 });
    * ```
    */
-  forward(ids: tf.Tensor2D, options: ClipForwardOptions = {}): ClipTextOutput {
+  forward(ids: Tensor2D, options: ClipForwardOptions = {}): ClipTextOutput {
     const [b, l] = ids.shape;
     const cfg = this.config;
     if (ids.rank !== 2) throw new Error(`ClipTextModel: ids must be [B, L], got ${ids.shape}`);
@@ -414,28 +415,28 @@ export class ClipTextModel {
       let h = tf.add(
         tf.gather(this.#tokenEmbedding, idsI.reshape([-1])).reshape([b, l, d]),
         this.#positionEmbedding.slice([0, 0], [l, d]),
-      ).reshape([b * l, d]) as tf.Tensor2D;
+      ).reshape([b * l, d]) as Tensor2D;
       const causal = tf.tensor4d(mask, [1, 1, l, l]);
       const layersRun = cfg.numHiddenLayers - skip;
       for (let i = 0; i < layersRun; i++) {
         const layer = this.#layers[i];
         const p = `encoder.layers.${i}`;
-        const x = layerNorm(h, layer.ln1) as tf.Tensor2D;
+        const x = layerNorm(h, layer.ln1) as Tensor2D;
         const q = this.#linear(`${p}.self_attn.q_proj`, x, lora).reshape([b, l, d]);
         const k = this.#linear(`${p}.self_attn.k_proj`, x, lora).reshape([b, l, d]);
         const v = this.#linear(`${p}.self_attn.v_proj`, x, lora).reshape([b, l, d]);
         const att = multiHeadAttention(q, k, v, cfg.numAttentionHeads, causal)
-          .reshape([b * l, d]) as tf.Tensor2D;
+          .reshape([b * l, d]) as Tensor2D;
         h = tf.add(h, this.#linear(`${p}.self_attn.out_proj`, att, lora));
-        const y = layerNorm(h, layer.ln2) as tf.Tensor2D;
-        const f = activate(this.#linear(`${p}.mlp.fc1`, y, lora), cfg.hiddenAct) as tf.Tensor2D;
+        const y = layerNorm(h, layer.ln2) as Tensor2D;
+        const f = activate(this.#linear(`${p}.mlp.fc1`, y, lora), cfg.hiddenAct) as Tensor2D;
         h = tf.add(h, this.#linear(`${p}.mlp.fc2`, f, lora));
       }
       const last = layerNorm(h, this.#finalNorm);
       const out: ClipTextOutput = { lastHiddenState: last.reshape([b, l, d]) };
       if (poolIndex) {
         const flat = poolIndex.map((j, row) => row * l + j);
-        out.pooledOutput = tf.gather(last, tf.tensor1d(flat, "int32")) as tf.Tensor2D;
+        out.pooledOutput = tf.gather(last, tf.tensor1d(flat, "int32")) as Tensor2D;
       }
       return out as unknown as tf.TensorContainer;
     }) as unknown as ClipTextOutput;

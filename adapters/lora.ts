@@ -19,6 +19,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { HostTensor } from "../core/io/safetensors.ts";
 import { matMul2d } from "./_fast_matmul.ts";
+import type { Tensor2D, Variable } from "../core/tensor_types.ts";
 
 /** How A is initialised (B always starts at zero, so a fresh adapter changes nothing). */
 export type LoraInit = "kaiming" | "gaussian";
@@ -66,15 +67,15 @@ export interface LinearShape {
  */
 export interface LinearDelta {
   /** The term to add to `module`'s output for input `x` [N, in], or null. */
-  delta(module: string, x: tf.Tensor2D): tf.Tensor2D | null;
+  delta(module: string, x: Tensor2D): Tensor2D | null;
 }
 
 /** One adapted linear layer. */
 export interface LoraModule {
   /** lora_A, [rank, in]. */
-  a: tf.Variable;
+  a: Variable;
   /** lora_B, [out, rank]. */
-  b: tf.Variable;
+  b: Variable;
   /** Rank of this module. */
   rank: number;
   /** Alpha of this module. */
@@ -404,8 +405,8 @@ export class LoraAdapter {
    * for (const [name, v] of lora.variables()) console.log(name, v.shape);
    * ```
    */
-  variables(): Map<string, tf.Variable> {
-    const out = new Map<string, tf.Variable>();
+  variables(): Map<string, Variable> {
+    const out = new Map<string, Variable>();
     for (const [module, m] of this.modules) {
       out.set(loraVariableName(module, "A", this.name, this.textModelPrefix), m.a);
       out.set(loraVariableName(module, "B", this.name, this.textModelPrefix), m.b);
@@ -532,8 +533,8 @@ export class LoraStack implements LinearDelta {
   }
 
   /** Sum of the enabled adapters' terms for `module`, or null when none adapts it. */
-  delta(module: string, x: tf.Tensor2D): tf.Tensor2D | null {
-    let out: tf.Tensor2D | null = null;
+  delta(module: string, x: Tensor2D): Tensor2D | null {
+    let out: Tensor2D | null = null;
     for (const adapter of this.#adapters.values()) {
       if (!adapter.enabled || adapter.weight === 0) continue;
       const m = adapter.modules.get(module);
@@ -541,18 +542,18 @@ export class LoraStack implements LinearDelta {
       // (x Aᵀ)·s then Bᵀ: scaling the rank-wide product is cheapest. Explicit transposes keep
       // the products on wasm's fast path (see _fast_matmul.ts).
       const h = tf.mul(
-        matMul2d(x, tf.transpose(m.a as tf.Tensor2D)),
+        matMul2d(x, tf.transpose(m.a as Tensor2D)),
         m.scale * adapter.weight,
-      ) as tf.Tensor2D;
-      const y = matMul2d(h, tf.transpose(m.b as tf.Tensor2D));
+      ) as Tensor2D;
+      const y = matMul2d(h, tf.transpose(m.b as Tensor2D));
       out = out ? tf.add(out, y) : y;
     }
     return out;
   }
 
   /** The trainable variables of all adapters, by name. */
-  trainableVariables(): Map<string, tf.Variable> {
-    const out = new Map<string, tf.Variable>();
+  trainableVariables(): Map<string, Variable> {
+    const out = new Map<string, Variable>();
     for (const a of this.#adapters.values()) {
       if (!a.trainable) continue;
       for (const [k, v] of a.variables()) out.set(k, v);

@@ -17,3 +17,14 @@ export {
   saveLora,
   saveMergedTextEncoder,
 } from "./clip_lora_encoder.ts";
+export * from "./unet_2d_condition.ts";
+export * from "./vae_decoder.ts";
+export { adamw, adamwPlugin, type Options as AdamwOptions } from "./adamw.ts";
+export * from "./unet/unet_config.ts";
+export * from "./unet/timestep_embedding.ts";
+export * from "./unet/resnet_block.ts";
+export * from "./unet/resample.ts";
+export * from "./unet/attention.ts";
+export * from "./unet/transformer_2d.ts";
+export * from "./unet/unet_blocks.ts";
+export type { LinearRegistry } from "./unet/_linear_registry.ts";

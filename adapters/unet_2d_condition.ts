@@ -35,6 +35,7 @@ import {
 } from "./unet/unet_blocks.ts";
 import { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
 import { mergeUNetLora, type UNetLora } from "./unet/unet_lora.ts";
+import type { Tensor, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
 export { loadUNetLora, type LoraPair, type UNetLora } from "./unet/unet_lora.ts";
@@ -278,10 +279,10 @@ export class UNet2DConditionModel {
    * ```
    */
   forward(
-    sample: tf.Tensor4D,
-    timesteps: number | number[] | tf.Tensor,
-    encoderHiddenStates: tf.Tensor3D,
-  ): tf.Tensor4D {
+    sample: Tensor4D,
+    timesteps: number | number[] | Tensor,
+    encoderHiddenStates: Tensor3D,
+  ): Tensor4D {
     const w = this.#w;
     const c = this.config;
     const b = sample.shape[0];
@@ -312,9 +313,9 @@ export class UNet2DConditionModel {
         c.freqShift,
       );
       const emb = timestepEmbedding(w.timeEmbedding, tEmb);
-      let x: tf.Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
+      let x: Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
       x = conv2d(x, w.convIn);
-      const skips: tf.Tensor4D[] = [x];
+      const skips: Tensor4D[] = [x];
       for (const d of w.down) {
         const r = downBlock(d, x, emb, encoderHiddenStates, slice);
         x = r.hidden;
@@ -329,7 +330,7 @@ export class UNet2DConditionModel {
           : undefined;
         x = upBlock(u, x, mine, emb, encoderHiddenStates, slice, size);
       }
-      x = silu(groupNorm(x, w.convNormOut)) as tf.Tensor4D;
+      x = silu(groupNorm(x, w.convNormOut)) as Tensor4D;
       return conv2d(x, w.convOut);
     });
   }

@@ -16,6 +16,7 @@ import { silu } from "./unet/_activations.ts";
 import { attention, type AttentionWeights, loadAttention } from "./unet/attention.ts";
 import { loadUpsample, upsample } from "./unet/resample.ts";
 import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "./unet/resnet_block.ts";
+import type { Tensor4D } from "../core/tensor_types.ts";
 
 /**
  * The validated fields of a VAE `config.json` that the decoder uses.
@@ -262,11 +263,11 @@ export class VaeDecoder {
    * const raw = vae.decodeRaw(tf.randomNormal([1, 64, 64, 4]));
    * ```
    */
-  decodeRaw(latents: tf.Tensor4D): tf.Tensor4D {
+  decodeRaw(latents: Tensor4D): Tensor4D {
     const w = this.#w;
     const c = this.config;
     return tf.tidy(() => {
-      let z: tf.Tensor4D = tf.div(latents, c.scalingFactor);
+      let z: Tensor4D = tf.div(latents, c.scalingFactor);
       if (c.shiftFactor) z = tf.add(z, c.shiftFactor);
       if (w.postQuantConv) z = conv2d(z, w.postQuantConv);
       let h = conv2d(z, w.convIn);
@@ -277,17 +278,17 @@ export class VaeDecoder {
         for (const rb of u.resnets) h = resnetBlock(rb, h);
         if (u.upsampler) h = upsample(u.upsampler, h);
       }
-      h = silu(groupNorm(h, w.convNormOut)) as tf.Tensor4D;
+      h = silu(groupNorm(h, w.convNormOut)) as Tensor4D;
       return conv2d(h, w.convOut);
     });
   }
 
-  #midAttention(x: tf.Tensor4D): tf.Tensor4D {
+  #midAttention(x: Tensor4D): Tensor4D {
     const a = this.#w.midAttn!;
     return tf.tidy(() => {
       const [b, h, wd, c] = x.shape;
       const seq = groupNorm(x, a.norm).reshape([b, h * wd, c]);
-      return tf.add(x, attention(a.attn, seq).reshape([b, h, wd, c])) as tf.Tensor4D;
+      return tf.add(x, attention(a.attn, seq).reshape([b, h, wd, c])) as Tensor4D;
     });
   }
 
@@ -303,7 +304,7 @@ export class VaeDecoder {
    * const images = vae.decode(tf.randomNormal([1, 64, 64, 4]));
    * ```
    */
-  decode(latents: tf.Tensor4D): tf.Tensor4D {
+  decode(latents: Tensor4D): Tensor4D {
     return tf.tidy(() => tf.clipByValue(tf.add(tf.mul(this.decodeRaw(latents), 0.5), 0.5), 0, 1));
   }
 

@@ -8,7 +8,7 @@ import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet_2d_condi
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../samplers/seeded_noise.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
-import { type SegmentTiming, timeSegments } from "./_unet_streamed.ts";
+import { segmentCount, type SegmentTiming, timeSegments } from "./_unet_streamed.ts";
 
 /** SD 1.5's `unet/config.json` (the fields that differ from diffusers' defaults, and a few that don't). */
 export const SD15_UNET: Record<string, unknown> = {
@@ -44,9 +44,9 @@ export interface PhaseResult {
   ms: number[];
   /** Median of those. */
   medianMs: number;
-  /** Peak RSS of the process after the phase (bytes). */
+  /** Peak RSS of the process after the phase (bytes; streamed: the largest segment process). */
   peakRssBytes: number;
-  /** tfjs' tensor bytes after the phase. */
+  /** tfjs' tensor bytes after the phase (0 when streamed). */
   tensorBytes: number;
   /** Why it did not run, when skipped. */
   skipped?: string;
@@ -72,6 +72,8 @@ export interface UNetBenchResult {
   segments?: SegmentTiming[];
 }
 
+const SEGMENT_MARK = "@@segment ";
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Parse the arguments, run, print a table, and write `unet_<backend>.json` under `outDir`. */
@@ -92,6 +94,7 @@ export async function runUNetBench(
       slice: { type: "string" },
       "forward-only": { type: "boolean", default: false },
       stream: { type: "boolean" },
+      segment: { type: "string" },
       out: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -202,11 +205,52 @@ export async function runUNetBench(
         `attention slice ${slice || "off"}; forward ${latent}×${latent}, forward+backward ` +
         `${values["forward-only"] ? "skipped" : `${bwdLatent}×${bwdLatent}`}, batch ${batch}`,
     );
-    const segs = await timeSegments(
-      config,
-      { batch, latent, bwdLatent: values["forward-only"] ? 0 : bwdLatent, warmup, runs, slice },
-      (s) => console.log(s),
-    );
+    const opts = {
+      batch,
+      latent,
+      bwdLatent: values["forward-only"] ? 0 : bwdLatent,
+      warmup,
+      runs,
+      slice,
+    };
+    if (values.segment !== undefined) {
+      // Child mode: one segment in this (fresh) process; the parent reads the marked line.
+      const [seg] = await timeSegments(
+        config,
+        { ...opts, only: Number(values.segment) },
+        (s) => console.log(s),
+      );
+      console.log(`${SEGMENT_MARK}${JSON.stringify({ ...seg, peakRssBytes: peakRss() })}`);
+      return result;
+    }
+    // Each segment runs in its own process: the wasm heap never shrinks and fragments, so a
+    // later large segment could fail to allocate after an earlier one.
+    const segs: SegmentTiming[] = [];
+    let peak = 0;
+    for (let k = 0; k < segmentCount(config); k++) {
+      const child = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--unstable-webgpu",
+          new URL("./unet.ts", import.meta.url).href,
+          ...args,
+          "--stream",
+          "--segment",
+          String(k),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      const text = new TextDecoder().decode(child.stdout);
+      const line = text.split("\n").find((l) => l.startsWith(SEGMENT_MARK));
+      for (const l of text.split("\n")) if (l.startsWith("  ")) console.log(l);
+      if (!child.success || !line) throw new Error(`segment ${k} failed (exit code ${child.code})`);
+      const seg = JSON.parse(line.slice(SEGMENT_MARK.length));
+      peak = Math.max(peak, seg.peakRssBytes);
+      delete seg.peakRssBytes;
+      segs.push(seg);
+    }
     result.segments = segs;
     result.parameters = segs.reduce((a, s) => a + s.parameters, 0);
     const sum = (pick: (s: SegmentTiming) => number[], run: number) =>
@@ -225,8 +269,8 @@ export async function runUNetBench(
         batch,
         ms,
         medianMs: median(ms),
-        peakRssBytes: peakRss(),
-        tensorBytes: tf.memory().numBytes,
+        peakRssBytes: peak,
+        tensorBytes: 0,
       });
     }
   } else {

@@ -185,6 +185,13 @@ export function unetSegments(
   return { segments: segs, dispose: () => emb.dispose() };
 }
 
+/**
+ * Number of segments of a UNet config (stem, down blocks, mid, up blocks, head).
+ */
+export function segmentCount(c: UNetConfig): number {
+  return 2 * c.blockOutChannels.length + 3;
+}
+
 /** Timings of one segment. */
 export interface SegmentTiming {
   /** Segment name. */
@@ -214,6 +221,8 @@ export async function timeSegments(
     warmup: number;
     runs: number;
     slice: number;
+    /** Time only this segment (index), e.g. in a child process. */
+    only?: number;
   },
   log: (s: string) => void,
 ): Promise<SegmentTiming[]> {
@@ -235,6 +244,7 @@ export async function timeSegments(
     return ms;
   };
   for (let k = 0; k < fwdSegs.length; k++) {
+    if (opts.only !== undefined && k !== opts.only) continue;
     const seg = fwdSegs[k];
     const w = await seg.build(new RandomWeightReader(k + 1));
     const xs = seg.inputs.map((s) => gen.normal(s));

@@ -13,6 +13,7 @@ import type { AdvantageTrackerState } from "./advantages.ts";
 import type { OptimizerState } from "./optimizer.ts";
 import type { RngState } from "./rng.ts";
 import { SafetensorsFile, writeFileAtomic, writeSafetensors } from "./io/safetensors.ts";
+import type { Variable } from "./tensor_types.ts";
 
 /** Format version written into `state.json`. */
 export const CHECKPOINT_VERSION = 1;
@@ -81,7 +82,7 @@ export async function hashConfig(value: unknown): Promise<string> {
  * ```
  */
 export async function snapshotVariables(
-  variables: Map<string, tf.Variable>,
+  variables: Map<string, Variable>,
 ): Promise<Checkpoint["weights"]> {
   const out: Checkpoint["weights"] = {};
   for (const [name, v] of variables) {
@@ -101,7 +102,7 @@ export async function snapshotVariables(
  * ```
  */
 export function restoreVariables(
-  variables: Map<string, tf.Variable>,
+  variables: Map<string, Variable>,
   weights: Checkpoint["weights"],
   where: string,
 ): void {

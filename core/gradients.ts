@@ -5,6 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { NamedTensorMap, Scalar, Tensor } from "./tensor_types.ts";
 
 /**
  * Sums gradients over several backward passes and averages them on `take()`.
@@ -19,7 +20,7 @@ import * as tf from "@tensorflow/tfjs";
  * ```
  */
 export class GradientAccumulator {
-  #sum = new Map<string, tf.Tensor>();
+  #sum = new Map<string, Tensor>();
   #count = 0;
 
   /** Number of passes added since the last take. */
@@ -28,7 +29,7 @@ export class GradientAccumulator {
   }
 
   /** Add one pass's gradients (disposes them). */
-  add(grads: tf.NamedTensorMap): void {
+  add(grads: NamedTensorMap): void {
     for (const [name, g] of Object.entries(grads)) {
       const prev = this.#sum.get(name);
       if (prev) {
@@ -43,9 +44,9 @@ export class GradientAccumulator {
   }
 
   /** The mean gradients; resets the accumulator. The caller owns the result. */
-  take(): Map<string, tf.Tensor> {
+  take(): Map<string, Tensor> {
     const n = this.#count;
-    const out = new Map<string, tf.Tensor>();
+    const out = new Map<string, Tensor>();
     for (const [name, g] of this.#sum) {
       out.set(name, n === 1 ? g : tf.tidy(() => g.div(n)));
       if (n !== 1) g.dispose();
@@ -73,8 +74,8 @@ export class GradientAccumulator {
  * await globalNorm(new Map([["a", tf.tensor([3, 4])]])); // 5
  * ```
  */
-export async function globalNorm(grads: Map<string, tf.Tensor>): Promise<number> {
-  const sq = tf.tidy(() => tf.addN([...grads.values()].map((g) => g.square().sum())) as tf.Scalar);
+export async function globalNorm(grads: Map<string, Tensor>): Promise<number> {
+  const sq = tf.tidy(() => tf.addN([...grads.values()].map((g) => g.square().sum())) as Scalar);
   const v = (await sq.data())[0];
   sq.dispose();
   return Math.sqrt(v);
@@ -93,7 +94,7 @@ export async function globalNorm(grads: Map<string, tf.Tensor>): Promise<number>
  * ```
  */
 export async function clipGlobalNorm(
-  grads: Map<string, tf.Tensor>,
+  grads: Map<string, Tensor>,
   maxNorm: number,
 ): Promise<number> {
   const norm = await globalNorm(grads);

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import type * as tf from "@tensorflow/tfjs";
 import { writeFileAtomic } from "./io/safetensors.ts";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
+import type { Tensor4D } from "./tensor_types.ts";
 
 /**
  * An 8-bit RGB image, rows top to bottom, `width · height · 3` bytes.
@@ -54,7 +54,7 @@ function sharp(): Promise<Sharp> {
  * console.log(img.data[0]); // 128
  * ```
  */
-export async function tensorToImages(images: tf.Tensor4D): Promise<RgbImage[]> {
+export async function tensorToImages(images: Tensor4D): Promise<RgbImage[]> {
   const [b, h, w, c] = images.shape;
   if (c !== 3) {
     throw new Error(
@@ -129,7 +129,7 @@ export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
  * ```
  */
 export async function saveImages(
-  images: tf.Tensor4D,
+  images: Tensor4D,
   dir: string,
   options: { prefix?: string; names?: string[] } = {},
 ): Promise<string[]> {
@@ -214,7 +214,7 @@ function wrap(text: string, width: number, fontSize: number, maxLines: number): 
  * ```
  */
 export async function imageGrid(
-  images: RgbImage[] | tf.Tensor4D,
+  images: RgbImage[] | Tensor4D,
   options: GridOptions = {},
 ): Promise<Uint8Array> {
   const imgs = Array.isArray(images) ? images : await tensorToImages(images);
@@ -288,7 +288,7 @@ export async function imageGrid(
  */
 export async function writeImageGrid(
   path: string,
-  images: RgbImage[] | tf.Tensor4D,
+  images: RgbImage[] | Tensor4D,
   options: GridOptions = {},
 ): Promise<void> {
   await writeFileAtomic(path, await imageGrid(images, options));

@@ -4,6 +4,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { Scalar, Tensor1D } from "./tensor_types.ts";
 
 /** PPO settings. */
 export interface PpoLossOptions {
@@ -16,11 +17,11 @@ export interface PpoLossOptions {
 /** The loss and its diagnostics (scalars owned by the caller). */
 export interface PpoLoss {
   /** mean(max(−A·r, −A·clip(r, 1−ε, 1+ε))). */
-  loss: tf.Scalar;
+  loss: Scalar;
   /** 0.5 · mean((new − old)²). */
-  approxKl: tf.Scalar;
+  approxKl: Scalar;
   /** Fraction of samples with |r − 1| > ε. */
-  clipFraction: tf.Scalar;
+  clipFraction: Scalar;
 }
 
 /**
@@ -37,9 +38,9 @@ export interface PpoLoss {
  * ```
  */
 export function ppoLoss(
-  newLogProb: tf.Tensor1D,
-  oldLogProb: tf.Tensor1D,
-  advantages: tf.Tensor1D,
+  newLogProb: Tensor1D,
+  oldLogProb: Tensor1D,
+  advantages: Tensor1D,
   o: PpoLossOptions,
 ): PpoLoss {
   return tf.tidy(() => {
@@ -48,11 +49,11 @@ export function ppoLoss(
     const ratio = tf.exp(diff);
     const unclipped = tf.mul(tf.neg(adv), ratio);
     const clipped = tf.mul(tf.neg(adv), tf.clipByValue(ratio, 1 - o.clipRange, 1 + o.clipRange));
-    const loss = tf.mean(tf.maximum(unclipped, clipped)) as tf.Scalar;
-    const approxKl = tf.mul(0.5, tf.mean(tf.square(diff))) as tf.Scalar;
+    const loss = tf.mean(tf.maximum(unclipped, clipped)) as Scalar;
+    const approxKl = tf.mul(0.5, tf.mean(tf.square(diff))) as Scalar;
     const clipFraction = tf.mean(
       tf.cast(tf.greater(tf.abs(tf.sub(ratio, 1)), o.clipRange), "float32"),
-    ) as tf.Scalar;
+    ) as Scalar;
     return { loss, approxKl, clipFraction };
   });
 }

@@ -10,21 +10,29 @@ import * as tf from "@tensorflow/tfjs";
 import type { Encoder } from "./encoder.ts";
 import { ppoLoss, type PpoLossOptions } from "./ppo_loss.ts";
 import type { Sampler } from "./sampler.ts";
+import type {
+  NamedTensorMap,
+  Tensor,
+  Tensor1D,
+  Tensor2D,
+  Tensor4D,
+  Variable,
+} from "./tensor_types.ts";
 
 /** Inputs of one pass (tensors owned by the caller). */
 export interface PpoInput {
   /** Prompts, or their token ids [B, L]. */
-  prompt: string[] | tf.Tensor2D;
+  prompt: string[] | Tensor2D;
   /** Negative prompts, or their token ids [B, L]. */
-  negative: string[] | tf.Tensor2D;
+  negative: string[] | Tensor2D;
   /** x_j [B, H, W, C]. */
-  latent: tf.Tensor4D;
+  latent: Tensor4D;
   /** The stored x_{j+1} [B, H, W, C]. */
-  next: tf.Tensor4D;
+  next: Tensor4D;
   /** Log-prob of x_{j+1} recorded while sampling [B]. */
-  oldLogProb: tf.Tensor1D;
+  oldLogProb: Tensor1D;
   /** Advantages [B] (clipped inside the loss). */
-  advantages: tf.Tensor1D;
+  advantages: Tensor1D;
   /** Step index j. */
   stepIndex: number;
 }
@@ -40,7 +48,7 @@ export interface PpoGradients {
   /** The new log-probs [B]. */
   newLogProb: number[];
   /** d loss / d variable, keyed like `variables` (owned by the caller). */
-  grads: tf.NamedTensorMap;
+  grads: NamedTensorMap;
 }
 
 /**
@@ -61,13 +69,13 @@ export interface PpoGradients {
 export async function ppoGradients(
   encoder: Encoder,
   sampler: Sampler,
-  variables: Map<string, tf.Variable>,
+  variables: Map<string, Variable>,
   input: PpoInput,
   options: PpoLossOptions,
 ): Promise<PpoGradients> {
-  const enc = (x: string[] | tf.Tensor2D) =>
+  const enc = (x: string[] | Tensor2D) =>
     Array.isArray(x) ? encoder.encode(x) : encoder.encodeIds(x);
-  const kept: tf.Tensor[] = [];
+  const kept: Tensor[] = [];
   try {
     const { value, grads } = tf.variableGrads(() => {
       const cond = { prompt: enc(input.prompt), negative: enc(input.negative) };
@@ -79,7 +87,7 @@ export async function ppoGradients(
     kept.push(value);
     // tfjs names gradients by variable name; map back to our names. Reads are async because
     // tfjs-webgpu cannot read synchronously in Deno.
-    const byName: tf.NamedTensorMap = {};
+    const byName: NamedTensorMap = {};
     for (const [name, v] of variables) byName[name] = grads[v.name];
     const [kl, clip, lp] = kept;
     return {

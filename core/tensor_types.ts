@@ -42,3 +42,7 @@ export interface Schema<T> {
   /** Validate and normalise `data`. */
   safeParse(data: unknown): SchemaResult<T>;
 }
+/** A rank-0 tfjs tensor. */
+export type Scalar = tf.Scalar;
+/** Tensors by name (gradients). */
+export type NamedTensorMap = tf.NamedTensorMap;

@@ -37,6 +37,7 @@ import { createProgress, type ProgressSink } from "./progress.ts";
 import type { Reward } from "./reward.ts";
 import { Rng } from "./rng.ts";
 import type { Conditioning, Sampler } from "./sampler.ts";
+import type { Tensor1D, Tensor2D, Tensor4D, Tensor5D, Variable } from "./tensor_types.ts";
 
 /** A weighted reward term. */
 export interface RewardTerm {
@@ -85,7 +86,7 @@ export interface TrainerOptions {
   /** Plain log lines (default: a progress bar on a terminal, lines on stderr otherwise). */
   log?: (line: string) => void;
   /** Writes an image grid (NHWC [0,1]) with one caption per image; images are skipped without. */
-  saveImages?: (path: string, images: tf.Tensor4D, captions: string[]) => Promise<void>;
+  saveImages?: (path: string, images: Tensor4D, captions: string[]) => Promise<void>;
 }
 
 /** What a run produced. */
@@ -115,8 +116,8 @@ export class TrainingError extends Error {
 
 interface Samples {
   prompts: string[];
-  latents: tf.Tensor5D;
-  logProbs: tf.Tensor2D;
+  latents: Tensor5D;
+  logProbs: Tensor2D;
   rewards: number[];
   components: Record<string, number[]>;
 }
@@ -151,7 +152,7 @@ export class Trainer {
   #lastLr = 0;
   #progress: ProgressSink;
   #metricsPath: string;
-  #variables: Map<string, tf.Variable>;
+  #variables: Map<string, Variable>;
 
   /** Prepare a run (nothing is sampled until `run`). */
   constructor(config: Pipeline, parts: TrainerParts, options: TrainerOptions = {}) {
@@ -334,9 +335,9 @@ export class Trainer {
 
   /** Sample a batch of prompts with the current encoder (no gradients). */
   async #sampleBatch(prompts: string[], seed: number): Promise<{
-    latents: tf.Tensor5D;
-    logProbs: tf.Tensor2D;
-    images: tf.Tensor4D;
+    latents: Tensor5D;
+    logProbs: Tensor2D;
+    images: Tensor4D;
   }> {
     const negative = prompts.map(() => this.config.sampler.negativePrompt);
     const cond: Conditioning = tf.tidy(() => ({
@@ -352,7 +353,7 @@ export class Trainer {
     }
   }
 
-  async #score(images: tf.Tensor4D, prompts: string[]): Promise<{
+  async #score(images: Tensor4D, prompts: string[]): Promise<{
     total: number[];
     components: Record<string, number[]>;
   }> {
@@ -458,8 +459,8 @@ export class Trainer {
       }
       // Training.
       const t0 = performance.now();
-      const latents = tf.concat(batches.map((b) => b.latents)) as tf.Tensor5D;
-      const logProbs = tf.concat(batches.map((b) => b.logProbs)) as tf.Tensor2D;
+      const latents = tf.concat(batches.map((b) => b.latents)) as Tensor5D;
+      const logProbs = tf.concat(batches.map((b) => b.logProbs)) as Tensor2D;
       try {
         const ok = await this.#trainOnSamples(prompts, latents, logProbs, advantages);
         times.training = performance.now() - t0;
@@ -490,8 +491,8 @@ export class Trainer {
   /** PPO passes over one epoch's samples; false when interrupted. */
   async #trainOnSamples(
     prompts: string[],
-    latents: tf.Tensor5D,
-    logProbs: tf.Tensor2D,
+    latents: Tensor5D,
+    logProbs: Tensor2D,
     advantages: number[],
   ): Promise<boolean> {
     const cfg = this.config;
@@ -551,19 +552,19 @@ export class Trainer {
   /** Loss and gradients of one PPO pass over minibatch `indices` at step index `j`. */
   async ppoGradients(
     prompts: string[],
-    latents: tf.Tensor5D,
-    logProbs: tf.Tensor2D,
-    indices: tf.Tensor1D,
-    advantages: tf.Tensor1D,
+    latents: Tensor5D,
+    logProbs: Tensor2D,
+    indices: Tensor1D,
+    advantages: Tensor1D,
     j: number,
   ): Promise<PpoGradients> {
     const [x, next, old] = tf.tidy(() => {
       const sel = tf.gather(latents, indices);
       const [b, , h, w, c] = sel.shape;
       return [
-        sel.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
-        sel.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as tf.Tensor4D,
-        tf.gather(logProbs, indices).slice([0, j], [b, 1]).reshape([b]) as tf.Tensor1D,
+        sel.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as Tensor4D,
+        sel.slice([0, j + 1, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]) as Tensor4D,
+        tf.gather(logProbs, indices).slice([0, j], [b, 1]).reshape([b]) as Tensor1D,
       ];
     });
     try {
@@ -628,7 +629,7 @@ export class Trainer {
     this.#emit("eval", `evaluating (${label})`);
     const scores: number[] = [];
     const captions: string[] = [];
-    const images: tf.Tensor4D[] = [];
+    const images: Tensor4D[] = [];
     try {
       for (const seed of ev.seeds) {
         const s = await this.#sampleBatch(ev.prompts, seed);
@@ -642,7 +643,7 @@ export class Trainer {
         images.push(s.images);
       }
       if (this.config.output.saveImages && this.#opts.saveImages) {
-        const all = tf.concat(images) as tf.Tensor4D;
+        const all = tf.concat(images) as Tensor4D;
         await this.#opts.saveImages(
           join(this.config.output.dir, "eval", `${label}.png`),
           all,
@@ -781,7 +782,7 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
 async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
   const spec = "./image_output.ts";
   const mod = await import(spec);
-  return async (path: string, images: tf.Tensor4D, captions: string[]) => {
+  return async (path: string, images: Tensor4D, captions: string[]) => {
     await Deno.mkdir(dirname(path), { recursive: true });
     await mod.writeImageGrid(path, images, { captions });
   };

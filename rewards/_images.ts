@@ -1,8 +1,8 @@
 // Shared checks and conversions for rewards that read image batches.
-import type * as tf from "@tensorflow/tfjs";
+import type { Tensor } from "../core/tensor_types.ts";
 
 /** Throw unless `images` is [B, H, W, 3]; names the reward. */
-export function checkImages(reward: string, images: tf.Tensor): [number, number, number, number] {
+export function checkImages(reward: string, images: Tensor): [number, number, number, number] {
   if (images.rank !== 4 || images.shape[3] !== 3) {
     throw new Error(
       `${reward}: expected images [B, H, W, 3] in [0, 1], got shape [${images.shape.join(", ")}]`,

@@ -13,6 +13,14 @@ import type { Conditioning, SampleOptions, Sampler, Trajectory } from "../core/s
 import { DdimScheduler } from "./ddim_scheduler.ts";
 import { SeededNoise } from "./seeded_noise.ts";
 import { loadStableDiffusion, type StableDiffusion } from "./stable_diffusion.ts";
+import type {
+  Tensor,
+  Tensor1D,
+  Tensor2D,
+  Tensor3D,
+  Tensor4D,
+  Tensor5D,
+} from "../core/tensor_types.ts";
 
 /**
  * Options of the `ddim` sampler.
@@ -121,17 +129,17 @@ export class DdimSampler implements Sampler {
    * const eps = sampler.guidedNoise(cond, tf.randomNormal([1, 64, 64, 4]), sampler.timesteps[0]);
    * ```
    */
-  guidedNoise(cond: Conditioning, latent: tf.Tensor4D, t: number): tf.Tensor4D {
+  guidedNoise(cond: Conditioning, latent: Tensor4D, t: number): Tensor4D {
     const unet = this.model.unet;
     const g = this.options.guidance;
     return tf.tidy(() => {
       if (g === 1) return unet.forward(latent, t, cond.prompt);
       const b = latent.shape[0];
-      const x = tf.concat([latent, latent], 0) as tf.Tensor4D;
-      const ctx = tf.concat([cond.negative, cond.prompt], 0) as tf.Tensor3D;
+      const x = tf.concat([latent, latent], 0) as Tensor4D;
+      const ctx = tf.concat([cond.negative, cond.prompt], 0) as Tensor3D;
       const out = unet.forward(x, t, ctx);
       const [u, c] = tf.split(out, [b, b], 0);
-      return tf.add(u, tf.mul(tf.sub(c, u), g)) as tf.Tensor4D;
+      return tf.add(u, tf.mul(tf.sub(c, u), g)) as Tensor4D;
     });
   }
 
@@ -146,18 +154,18 @@ export class DdimSampler implements Sampler {
    * const images = sampler.decode(tf.randomNormal([1, 64, 64, 4]));
    * ```
    */
-  decode(latents: tf.Tensor4D): tf.Tensor4D {
+  decode(latents: Tensor4D): Tensor4D {
     const vae = this.model.vae;
     return tf.tidy(() => {
-      if (!vae) return tf.clipByValue(tf.add(tf.mul(latents, 0.5), 0.5), 0, 1) as tf.Tensor4D;
+      if (!vae) return tf.clipByValue(tf.add(tf.mul(latents, 0.5), 0.5), 0, 1) as Tensor4D;
       const b = latents.shape[0];
       const bs = this.options.batchSize;
       if (b <= bs) return vae.decode(latents);
-      const parts: tf.Tensor4D[] = [];
+      const parts: Tensor4D[] = [];
       for (let i = 0; i < b; i += bs) {
         parts.push(vae.decode(latents.slice([i, 0, 0, 0], [Math.min(bs, b - i), -1, -1, -1])));
       }
-      return tf.concat(parts, 0) as tf.Tensor4D;
+      return tf.concat(parts, 0) as Tensor4D;
     });
   }
 
@@ -219,19 +227,17 @@ export class DdimSampler implements Sampler {
         options.seed ?? this.options.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
       )
       : null;
-    const init = options.initNoise
-      ? tf.clone(options.initNoise)
-      : gen!.normal(shape) as tf.Tensor4D;
-    const stepNoise: tf.Tensor4D[] = [];
-    const latents: tf.Tensor4D[] = [init];
-    const logProbs: tf.Tensor1D[] = [];
+    const init = options.initNoise ? tf.clone(options.initNoise) : gen!.normal(shape) as Tensor4D;
+    const stepNoise: Tensor4D[] = [];
+    const latents: Tensor4D[] = [init];
+    const logProbs: Tensor1D[] = [];
     try {
       for (let j = 0; j < T; j++) {
         if (options.stepNoise) {
-          stepNoise.push(tf.tidy(() => options.stepNoise!.slice(j, 1).squeeze([0]) as tf.Tensor4D));
+          stepNoise.push(tf.tidy(() => options.stepNoise!.slice(j, 1).squeeze([0]) as Tensor4D));
         } else {
           stepNoise.push(
-            this.options.eta > 0 ? gen!.normal(shape) as tf.Tensor4D : tf.zeros(shape),
+            this.options.eta > 0 ? gen!.normal(shape) as Tensor4D : tf.zeros(shape),
           );
         }
       }
@@ -243,8 +249,8 @@ export class DdimSampler implements Sampler {
         const t = this.timesteps[j];
         const x = latents[j];
         const [next, lp] = tf.tidy(() => {
-          const nexts: tf.Tensor[] = [];
-          const lps: tf.Tensor[] = [];
+          const nexts: Tensor[] = [];
+          const lps: Tensor[] = [];
           for (let i = 0; i < b; i += bs) {
             const n = Math.min(bs, b - i);
             const sl = <R extends tf.Rank>(v: tf.Tensor<R>) =>
@@ -259,7 +265,7 @@ export class DdimSampler implements Sampler {
           return [
             nexts.length === 1 ? nexts[0] : tf.concat(nexts, 0),
             lps.length === 1 ? lps[0] : tf.concat(lps, 0),
-          ] as [tf.Tensor4D, tf.Tensor1D];
+          ] as [Tensor4D, Tensor1D];
         });
         latents.push(next);
         logProbs.push(lp);
@@ -268,8 +274,8 @@ export class DdimSampler implements Sampler {
         await new Promise((r) => setTimeout(r, 0));
       }
       const out = tf.tidy(() => ({
-        latents: tf.stack(latents, 1) as tf.Tensor5D,
-        logProbs: tf.stack(logProbs, 1) as tf.Tensor2D,
+        latents: tf.stack(latents, 1) as Tensor5D,
+        logProbs: tf.stack(logProbs, 1) as Tensor2D,
         images: this.decode(latents[T]),
       }));
       return { ...out, timesteps: [...this.timesteps] };
@@ -279,21 +285,21 @@ export class DdimSampler implements Sampler {
   }
 
   #step(
-    eps: tf.Tensor4D,
+    eps: Tensor4D,
     t: number,
-    x: tf.Tensor4D,
-    noise: tf.Tensor4D,
-  ): { prevSample: tf.Tensor4D; logProb: tf.Tensor1D } {
+    x: Tensor4D,
+    noise: Tensor4D,
+  ): { prevSample: Tensor4D; logProb: Tensor1D } {
     const eta = this.options.eta;
     if (eta > 0) {
       const r = this.scheduler.stepWithLogProb(eps, t, x, { eta, noise });
       r.mean.dispose();
-      return { prevSample: r.prevSample as tf.Tensor4D, logProb: r.logProb };
+      return { prevSample: r.prevSample as Tensor4D, logProb: r.logProb };
     }
     // η = 0 is deterministic: there is no density, so the log-probs are recorded as 0.
     const r = this.scheduler.step(eps, t, x, { eta: 0 });
     r.predOriginalSample.dispose();
-    return { prevSample: r.prevSample as tf.Tensor4D, logProb: tf.zeros([x.shape[0]]) };
+    return { prevSample: r.prevSample as Tensor4D, logProb: tf.zeros([x.shape[0]]) };
   }
 
   /**
@@ -315,10 +321,10 @@ export class DdimSampler implements Sampler {
    */
   logProb(
     cond: Conditioning,
-    latent: tf.Tensor4D,
-    next: tf.Tensor4D,
+    latent: Tensor4D,
+    next: Tensor4D,
     stepIndex: number,
-  ): tf.Tensor1D {
+  ): Tensor1D {
     this.#check(cond);
     if (!Number.isInteger(stepIndex) || stepIndex < 0 || stepIndex >= this.numSteps) {
       throw new RangeError(

@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { readJsonFile } from "../core/io/model_folder.ts";
+import type { Tensor, Tensor1D } from "../core/tensor_types.ts";
 
 /**
  * How the model's output is read.
@@ -239,7 +240,7 @@ export interface DdimStepOptions {
   /** η: 0 is deterministic DDIM, 1 is DDPM-like ancestral sampling. */
   eta?: number;
   /** Variance noise [B, H, W, C] (needed when eta > 0). */
-  noise?: tf.Tensor;
+  noise?: Tensor;
 }
 
 /**
@@ -254,9 +255,9 @@ export interface DdimStepOptions {
  */
 export interface DdimStepResult {
   /** x_{t-1}. */
-  prevSample: tf.Tensor;
+  prevSample: Tensor;
   /** The predicted x₀. */
-  predOriginalSample: tf.Tensor;
+  predOriginalSample: Tensor;
 }
 
 /**
@@ -271,7 +272,7 @@ export interface DdimStepResult {
  */
 export interface DdimLogProbStepOptions extends DdimStepOptions {
   /** A given x_{t-1} (its log-prob is computed instead of drawing one). */
-  prevSample?: tf.Tensor;
+  prevSample?: Tensor;
 }
 
 /**
@@ -286,11 +287,11 @@ export interface DdimLogProbStepOptions extends DdimStepOptions {
  */
 export interface DdimLogProbStepResult {
   /** x_{t-1} (the given one, or mean + std · noise). */
-  prevSample: tf.Tensor;
+  prevSample: Tensor;
   /** Log-density of x_{t-1}, averaged over H, W, C: [B]. */
-  logProb: tf.Tensor1D;
+  logProb: Tensor1D;
   /** Mean of x_{t-1}. */
-  mean: tf.Tensor;
+  mean: Tensor;
   /** Standard deviation η·σ_t (a number: it depends only on t). */
   std: number;
 }
@@ -462,12 +463,12 @@ export class DdimScheduler {
   }
 
   /** Predicted x₀ and ε from the model output (tensors; caller's tidy owns them). */
-  #predict(modelOutput: tf.Tensor, sample: tf.Tensor, alphaT: number): [tf.Tensor, tf.Tensor] {
+  #predict(modelOutput: Tensor, sample: Tensor, alphaT: number): [Tensor, Tensor] {
     const betaT = 1 - alphaT;
     const sa = Math.sqrt(alphaT);
     const sb = Math.sqrt(betaT);
-    let x0: tf.Tensor;
-    let eps: tf.Tensor;
+    let x0: Tensor;
+    let eps: Tensor;
     switch (this.config.predictionType) {
       case "epsilon":
         x0 = tf.div(tf.sub(sample, tf.mul(modelOutput, sb)), sa);
@@ -490,12 +491,12 @@ export class DdimScheduler {
   }
 
   #stdAndMean(
-    modelOutput: tf.Tensor,
+    modelOutput: Tensor,
     t: number,
-    sample: tf.Tensor,
+    sample: Tensor,
     eta: number,
     clampPrev: boolean,
-  ): { x0: tf.Tensor; mean: tf.Tensor; std: number } {
+  ): { x0: Tensor; mean: Tensor; std: number } {
     const alphaT = this.#alpha(t);
     const alphaPrev = this.#alpha(this.prevTimestep(t, clampPrev));
     const [x0, eps] = this.#predict(modelOutput, sample, alphaT);
@@ -520,9 +521,9 @@ export class DdimScheduler {
    * ```
    */
   step(
-    modelOutput: tf.Tensor,
+    modelOutput: Tensor,
     timestep: number,
-    sample: tf.Tensor,
+    sample: Tensor,
     options: DdimStepOptions = {},
   ): DdimStepResult {
     const eta = options.eta ?? 0;
@@ -553,9 +554,9 @@ export class DdimScheduler {
    * ```
    */
   stepWithLogProb(
-    modelOutput: tf.Tensor,
+    modelOutput: Tensor,
     timestep: number,
-    sample: tf.Tensor,
+    sample: Tensor,
     options: DdimLogProbStepOptions = {},
   ): DdimLogProbStepResult {
     const eta = options.eta ?? 1;
@@ -594,12 +595,12 @@ export class DdimScheduler {
    * ```
    */
   logProb(
-    modelOutput: tf.Tensor,
-    sample: tf.Tensor,
+    modelOutput: Tensor,
+    sample: Tensor,
     timestep: number,
-    prevSample: tf.Tensor,
+    prevSample: Tensor,
     eta = 1,
-  ): tf.Tensor1D {
+  ): Tensor1D {
     if (!(eta > 0)) throw new RangeError("DdimScheduler.logProb: eta must be > 0");
     return tf.tidy(() => {
       const { mean, std } = this.#stdAndMean(modelOutput, timestep, sample, eta, true);
@@ -609,11 +610,11 @@ export class DdimScheduler {
 }
 
 /** mean over non-batch axes of log N(x; mean, std²). */
-function gaussianLogProb(x: tf.Tensor, mean: tf.Tensor, std: number): tf.Tensor1D {
+function gaussianLogProb(x: Tensor, mean: Tensor, std: number): Tensor1D {
   const axes = Array.from({ length: x.rank - 1 }, (_, i) => i + 1);
   const sq = tf.square(tf.sub(x, mean));
   const lp = tf.sub(tf.div(sq, -2 * std * std), Math.log(std) + LOG_SQRT_2PI);
-  return tf.mean(lp, axes) as tf.Tensor1D;
+  return tf.mean(lp, axes) as Tensor1D;
 }
 
 /** numpy's round (half to even), as used for `trailing` spacing. */

@@ -19,3 +19,4 @@ export {
   ddimSamplerPlugin,
   type Options as DdimSamplerOptions,
 } from "./ddim_sampler.ts";
+export * from "./text_to_image.ts";

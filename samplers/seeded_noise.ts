@@ -8,6 +8,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { Tensor } from "../core/tensor_types.ts";
 
 /**
  * The serialisable state of a {@linkcode SeededNoise}.
@@ -128,7 +129,7 @@ export class SeededNoise {
   }
 
   /** A tensor of standard-normal numbers. */
-  normal(shape: number[]): tf.Tensor {
+  normal(shape: number[]): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
     return tf.tensor(this.fill(new Float32Array(n)), shape, "float32");
   }

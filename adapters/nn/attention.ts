@@ -4,6 +4,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { Tensor } from "../../core/tensor_types.ts";
 
 /**
  * softmax(q kᵀ · scale + mask) v with `heads` heads. q [B, Lq, D], k and v [B, Lk, D];
@@ -19,18 +20,18 @@ import * as tf from "@tensorflow/tfjs";
  * ```
  */
 export function multiHeadAttention(
-  q: tf.Tensor,
-  k: tf.Tensor,
-  v: tf.Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
   heads: number,
-  mask?: tf.Tensor,
+  mask?: Tensor,
   scale?: number,
-): tf.Tensor {
+): Tensor {
   return tf.tidy(() => {
     const [b, lq, d] = q.shape as [number, number, number];
     const lk = k.shape[1] as number;
     const dh = d / heads;
-    const split = (t: tf.Tensor, l: number) => t.reshape([b, l, heads, dh]).transpose([0, 2, 1, 3]);
+    const split = (t: Tensor, l: number) => t.reshape([b, l, heads, dh]).transpose([0, 2, 1, 3]);
     const qh = split(q, lq);
     const kh = split(k, lk);
     const vh = split(v, lk);

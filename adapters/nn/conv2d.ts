@@ -5,13 +5,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
+import type { Tensor1D, Tensor4D } from "../../core/tensor_types.ts";
 
 /** Conv2d parameters. */
 export interface Conv2dWeights {
   /** [kh, kw, in, out]. */
-  weight: tf.Tensor4D;
+  weight: Tensor4D;
   /** [out]. */
-  bias?: tf.Tensor1D;
+  bias?: Tensor1D;
   /** Stride. */
   stride: number;
   /** Symmetric zero padding (PyTorch `padding`). */
@@ -30,7 +31,7 @@ export interface Conv2dWeights {
  * });
  * ```
  */
-export function conv2d(x: tf.Tensor4D, w: Conv2dWeights): tf.Tensor4D {
+export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
   return tf.tidy(() => {
     const p = w.padding;
     const pad: [[number, number], [number, number], [number, number], [number, number]] | "valid" =
@@ -61,9 +62,9 @@ export async function loadConv2d(
   padding = 0,
 ): Promise<Conv2dWeights> {
   const w = await r.tensor(`${prefix}.weight`, [outC, inC, kernel, kernel]);
-  const weight = tf.tidy(() => w.transpose([2, 3, 1, 0]) as tf.Tensor4D);
+  const weight = tf.tidy(() => w.transpose([2, 3, 1, 0]) as Tensor4D);
   w.dispose();
   const out: Conv2dWeights = { weight, stride, padding };
-  if (r.has(`${prefix}.bias`)) out.bias = (await r.tensor(`${prefix}.bias`, [outC])) as tf.Tensor1D;
+  if (r.has(`${prefix}.bias`)) out.bias = (await r.tensor(`${prefix}.bias`, [outC])) as Tensor1D;
   return out;
 }

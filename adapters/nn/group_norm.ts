@@ -5,13 +5,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
+import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 
 /** GroupNorm parameters. */
 export interface GroupNormWeights {
   /** [C]. */
-  weight: tf.Tensor1D;
+  weight: Tensor1D;
   /** [C]. */
-  bias: tf.Tensor1D;
+  bias: Tensor1D;
   /** Number of groups. */
   groups: number;
   /** Epsilon. */
@@ -30,7 +31,7 @@ export interface GroupNormWeights {
  * });
  * ```
  */
-export function groupNorm(x: tf.Tensor, w: GroupNormWeights): tf.Tensor {
+export function groupNorm(x: Tensor, w: GroupNormWeights): Tensor {
   return tf.tidy(() => {
     const shape = x.shape;
     const b = shape[0];
@@ -66,8 +67,8 @@ export async function loadGroupNorm(
     );
   }
   return {
-    weight: (await r.tensor(`${prefix}.weight`, [channels])) as tf.Tensor1D,
-    bias: (await r.tensor(`${prefix}.bias`, [channels])) as tf.Tensor1D,
+    weight: (await r.tensor(`${prefix}.weight`, [channels])) as Tensor1D,
+    bias: (await r.tensor(`${prefix}.bias`, [channels])) as Tensor1D,
     groups,
     eps,
   };

@@ -5,13 +5,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
+import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 
 /** LayerNorm parameters. */
 export interface LayerNormWeights {
   /** [D]. */
-  weight: tf.Tensor1D;
+  weight: Tensor1D;
   /** [D]. */
-  bias: tf.Tensor1D;
+  bias: Tensor1D;
   /** Epsilon. */
   eps: number;
 }
@@ -26,7 +27,7 @@ export interface LayerNormWeights {
  * const y = layerNorm(tf.ones([2, 4]), { weight: tf.ones([4]), bias: tf.zeros([4]), eps: 1e-5 });
  * ```
  */
-export function layerNorm(x: tf.Tensor, w: LayerNormWeights): tf.Tensor {
+export function layerNorm(x: Tensor, w: LayerNormWeights): Tensor {
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, -1, true);
     const y = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, w.eps)));
@@ -51,8 +52,8 @@ export async function loadLayerNorm(
   eps: number,
 ): Promise<LayerNormWeights> {
   return {
-    weight: (await r.tensor(`${prefix}.weight`, [dim])) as tf.Tensor1D,
-    bias: (await r.tensor(`${prefix}.bias`, [dim])) as tf.Tensor1D,
+    weight: (await r.tensor(`${prefix}.weight`, [dim])) as Tensor1D,
+    bias: (await r.tensor(`${prefix}.bias`, [dim])) as Tensor1D,
     eps,
   };
 }

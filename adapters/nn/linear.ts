@@ -6,13 +6,14 @@
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
 import { constLinear } from "../_fast_matmul.ts";
+import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
 export interface LinearWeights {
   /** [in, out]. */
-  weight: tf.Tensor2D;
+  weight: Tensor2D;
   /** [out] or absent. */
-  bias?: tf.Tensor1D;
+  bias?: Tensor1D;
 }
 
 /**
@@ -25,13 +26,13 @@ export interface LinearWeights {
  * const y = linear(tf.ones([2, 3]), { weight: tf.ones([3, 4]) as tf.Tensor2D });
  * ```
  */
-export function linear(x: tf.Tensor, w: LinearWeights): tf.Tensor {
+export function linear(x: Tensor, w: LinearWeights): Tensor {
   const inDim = w.weight.shape[0];
   const outDim = w.weight.shape[1];
   const lead = x.shape.slice(0, -1);
   // The weights are frozen: constLinear's gradient reaches x only, through untransposed products
   // (tfjs-wasm's fast path), instead of the stock dy·Wᵀ.
-  const y = constLinear(w.weight, w.bias)(x.reshape([-1, inDim]) as tf.Tensor2D);
+  const y = constLinear(w.weight, w.bias)(x.reshape([-1, inDim]) as Tensor2D);
   return y.reshape([...lead, outDim]);
 }
 
@@ -53,11 +54,11 @@ export async function loadLinear(
   bias = true,
 ): Promise<LinearWeights> {
   const w = await r.tensor(`${prefix}.weight`, [outDim, inDim]);
-  const weight = tf.tidy(() => w.transpose() as tf.Tensor2D);
+  const weight = tf.tidy(() => w.transpose() as Tensor2D);
   w.dispose();
   const out: LinearWeights = { weight };
   if (bias && r.has(`${prefix}.bias`)) {
-    out.bias = (await r.tensor(`${prefix}.bias`, [outDim])) as tf.Tensor1D;
+    out.bias = (await r.tensor(`${prefix}.bias`, [outDim])) as Tensor1D;
   }
   return out;
 }

@@ -6,6 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightSource } from "../../core/io/safetensors.ts";
+import type { Tensor } from "../../core/tensor_types.ts";
 
 /**
  * A shape-checking reader over a weight source, with an optional key prefix.
@@ -44,7 +45,7 @@ export class WeightReader {
   }
 
   /** Read a float tensor, checking its shape when `shape` is given (PyTorch layout). */
-  async tensor(key: string, shape?: number[]): Promise<tf.Tensor> {
+  async tensor(key: string, shape?: number[]): Promise<Tensor> {
     const full = this.prefix + key;
     if (!this.source.has(full)) {
       throw new Error(`${this.source.path}: missing weight '${full}'`);

@@ -2,6 +2,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
+import type { Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Linear (and 1×1 convolution) layers by module path, e.g. `mid_block.attentions.0.proj_in`. */
 export type LinearRegistry = Map<string, LinearWeights>;
@@ -22,11 +23,11 @@ export async function loadRegisteredLinear(
   const full = r.prefix + key;
   const rank = r.source.has(full) ? r.source.info(full).shape.length : 2;
   const w = await r.tensor(key, rank === 4 ? [outDim, inDim, 1, 1] : [outDim, inDim]);
-  const weight = tf.tidy(() => w.reshape([outDim, inDim]).transpose() as tf.Tensor2D);
+  const weight = tf.tidy(() => w.reshape([outDim, inDim]).transpose() as Tensor2D);
   w.dispose();
   const out: LinearWeights = { weight };
   if (bias && r.has(`${name}.bias`)) {
-    out.bias = (await r.tensor(`${name}.bias`, [outDim])) as tf.Tensor1D;
+    out.bias = (await r.tensor(`${name}.bias`, [outDim])) as Tensor1D;
   }
   registry?.set(r.prefix + name, out);
   return out;

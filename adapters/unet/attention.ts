@@ -9,6 +9,7 @@ import { multiHeadAttention } from "../nn/attention.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
+import type { Tensor } from "../../core/tensor_types.ts";
 
 /**
  * Weights of one attention module.
@@ -102,19 +103,19 @@ export async function loadAttention(
  */
 export function attention(
   w: AttentionWeights,
-  x: tf.Tensor,
-  context?: tf.Tensor,
+  x: Tensor,
+  context?: Tensor,
   slice = 0,
-): tf.Tensor {
+): Tensor {
   return tf.tidy(() => {
     const ctx = context ?? x;
     const q = linear(x, w.toQ);
     const k = linear(ctx, w.toK);
     const v = linear(ctx, w.toV);
     const lq = q.shape[1] as number;
-    let h: tf.Tensor;
+    let h: Tensor;
     if (slice > 0 && lq > slice) {
-      const parts: tf.Tensor[] = [];
+      const parts: Tensor[] = [];
       for (let s = 0; s < lq; s += slice) {
         const qs = q.slice([0, s, 0], [-1, Math.min(slice, lq - s), -1]);
         parts.push(multiHeadAttention(qs, k, v, w.heads));

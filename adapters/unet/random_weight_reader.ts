@@ -9,6 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { HostTensor, TensorInfo, WeightSource } from "../../core/io/safetensors.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
 import { SeededNoise } from "../../samplers/seeded_noise.ts";
+import type { Tensor } from "../../core/tensor_types.ts";
 
 class NoWeights implements WeightSource {
   readonly path = "<random weights>";
@@ -60,7 +61,7 @@ export class RandomWeightReader extends WeightReader {
   }
 
   /** A random tensor of `shape` (required: there is no header to read it from). */
-  override tensor(key: string, shape?: number[]): Promise<tf.Tensor> {
+  override tensor(key: string, shape?: number[]): Promise<Tensor> {
     if (!shape) throw new Error(`RandomWeightReader: '${this.prefix}${key}' needs a shape`);
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);

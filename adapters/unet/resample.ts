@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
+import type { Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * Read `conv` under `r` (e.g. `r.child("downsamplers.0")`) as a stride-2 conv with `padding`
@@ -38,7 +39,7 @@ export function loadDownsample(
  * const y = downsample(w, tf.ones([1, 16, 16, 320]) as tf.Tensor4D); // [1, 8, 8, 320]
  * ```
  */
-export function downsample(w: Conv2dWeights, x: tf.Tensor4D): tf.Tensor4D {
+export function downsample(w: Conv2dWeights, x: Tensor4D): Tensor4D {
   return tf.tidy(() => {
     if (w.padding !== 0) return conv2d(x, w);
     return conv2d(tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]), w);
@@ -74,9 +75,9 @@ export function loadUpsample(r: WeightReader, channels: number): Promise<Conv2dW
  */
 export function upsample(
   w: Conv2dWeights,
-  x: tf.Tensor4D,
+  x: Tensor4D,
   size?: [number, number],
-): tf.Tensor4D {
+): Tensor4D {
   return tf.tidy(() => {
     const [b, h, wd, c] = x.shape;
     const [oh, ow] = size ?? [2 * h, 2 * wd];
@@ -84,9 +85,9 @@ export function upsample(
     // so for a batch > 1 every sample's gradient but the first is wrong. Resizing one image whose
     // channels hold the whole batch gives the same values and a correct gradient everywhere.
     if (b === 1) return conv2d(tf.image.resizeNearestNeighbor(x, [oh, ow], false, false), w);
-    const folded = x.transpose([1, 2, 0, 3]).reshape([1, h, wd, b * c]) as tf.Tensor4D;
+    const folded = x.transpose([1, 2, 0, 3]).reshape([1, h, wd, b * c]) as Tensor4D;
     const up = tf.image.resizeNearestNeighbor(folded, [oh, ow], false, false)
-      .reshape([oh, ow, b, c]).transpose([2, 0, 1, 3]) as tf.Tensor4D;
+      .reshape([oh, ow, b, c]).transpose([2, 0, 1, 3]) as Tensor4D;
     return conv2d(up, w);
   });
 }

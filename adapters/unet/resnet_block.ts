@@ -12,6 +12,7 @@ import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { silu } from "./_activations.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
+import type { Tensor2D, Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * Shape and settings of a resnet block.
@@ -120,19 +121,19 @@ export async function loadResnetBlock(
  */
 export function resnetBlock(
   w: ResnetBlockWeights,
-  x: tf.Tensor4D,
-  temb?: tf.Tensor2D,
-): tf.Tensor4D {
+  x: Tensor4D,
+  temb?: Tensor2D,
+): Tensor4D {
   return tf.tidy(() => {
-    let h = conv2d(silu(groupNorm(x, w.norm1)) as tf.Tensor4D, w.conv1);
+    let h = conv2d(silu(groupNorm(x, w.norm1)) as Tensor4D, w.conv1);
     if (w.timeEmbProj) {
       if (!temb) throw new Error("resnetBlock: this block needs a time embedding");
       const t = linear(silu(temb), w.timeEmbProj);
       h = tf.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1] as number]));
     }
-    h = conv2d(silu(groupNorm(h, w.norm2)) as tf.Tensor4D, w.conv2);
+    h = conv2d(silu(groupNorm(h, w.norm2)) as Tensor4D, w.conv2);
     const skip = w.convShortcut ? conv2d(x, w.convShortcut) : x;
     const out = tf.add(skip, h);
-    return (w.outputScaleFactor === 1 ? out : tf.div(out, w.outputScaleFactor)) as tf.Tensor4D;
+    return (w.outputScaleFactor === 1 ? out : tf.div(out, w.outputScaleFactor)) as Tensor4D;
   });
 }

@@ -9,6 +9,7 @@ import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { silu } from "./_activations.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
+import type { Tensor2D } from "../../core/tensor_types.ts";
 
 const f32 = Math.fround;
 
@@ -28,7 +29,7 @@ export function sinusoidalTimestepEmbedding(
   flipSinToCos: boolean,
   freqShift: number,
   maxPeriod = 10000,
-): tf.Tensor2D {
+): Tensor2D {
   const half = Math.floor(dim / 2);
   const c = f32(-Math.log(maxPeriod));
   const denom = f32(half - freqShift);
@@ -95,6 +96,6 @@ export async function loadTimestepEmbedding(
  * const emb = timestepEmbedding(w, sinusoidalTimestepEmbedding([999], 320, true, 0));
  * ```
  */
-export function timestepEmbedding(w: TimestepEmbeddingWeights, x: tf.Tensor2D): tf.Tensor2D {
-  return tf.tidy(() => linear(silu(linear(x, w.linear1)), w.linear2) as tf.Tensor2D);
+export function timestepEmbedding(w: TimestepEmbeddingWeights, x: Tensor2D): Tensor2D {
+  return tf.tidy(() => linear(silu(linear(x, w.linear1)), w.linear2) as Tensor2D);
 }

@@ -13,6 +13,7 @@ import type { WeightReader } from "../nn/weight_reader.ts";
 import { gelu } from "./_activations.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
 import { attention, type AttentionWeights, loadAttention } from "./attention.ts";
+import type { Tensor, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * Weights of a `BasicTransformerBlock`.
@@ -152,10 +153,10 @@ export async function loadTransformer2D(
  */
 export function transformerBlock(
   w: TransformerBlockWeights,
-  x: tf.Tensor,
-  context: tf.Tensor,
+  x: Tensor,
+  context: Tensor,
   slice = 0,
-): tf.Tensor {
+): Tensor {
   return tf.tidy(() => {
     let h = tf.add(x, attention(w.attn1, layerNorm(x, w.norm1), undefined, slice));
     h = tf.add(h, attention(w.attn2, layerNorm(h, w.norm2), context, slice));
@@ -180,14 +181,14 @@ export function transformerBlock(
  */
 export function transformer2D(
   w: Transformer2DWeights,
-  x: tf.Tensor4D,
-  context: tf.Tensor3D,
+  x: Tensor4D,
+  context: Tensor3D,
   slice = 0,
-): tf.Tensor4D {
+): Tensor4D {
   return tf.tidy(() => {
     const [b, hh, ww, c] = x.shape;
     let h = linear(groupNorm(x, w.norm).reshape([b, hh * ww, c]), w.projIn);
     for (const blk of w.blocks) h = transformerBlock(blk, h, context, slice);
-    return tf.add(linear(h, w.projOut).reshape([b, hh, ww, c]), x) as tf.Tensor4D;
+    return tf.add(linear(h, w.projOut).reshape([b, hh, ww, c]), x) as Tensor4D;
   });
 }

@@ -12,6 +12,7 @@ import type { LinearRegistry } from "./_linear_registry.ts";
 import { downsample, loadDownsample, loadUpsample, upsample } from "./resample.ts";
 import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "./resnet_block.ts";
 import { loadTransformer2D, transformer2D, type Transformer2DWeights } from "./transformer_2d.ts";
+import type { Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * Weights of a down block.
@@ -171,13 +172,13 @@ export async function loadDownBlock(
  */
 export function downBlock(
   w: DownBlockWeights,
-  x: tf.Tensor4D,
-  temb: tf.Tensor2D,
-  context: tf.Tensor3D,
+  x: Tensor4D,
+  temb: Tensor2D,
+  context: Tensor3D,
   slice = 0,
-): { hidden: tf.Tensor4D; skips: tf.Tensor4D[] } {
+): { hidden: Tensor4D; skips: Tensor4D[] } {
   return tf.tidy(() => {
-    const skips: tf.Tensor4D[] = [];
+    const skips: Tensor4D[] = [];
     let h = x;
     w.resnets.forEach((rb, i) => {
       h = resnetBlock(rb, h, temb);
@@ -247,11 +248,11 @@ export async function loadMidBlock(
  */
 export function midBlock(
   w: MidBlockWeights,
-  x: tf.Tensor4D,
-  temb: tf.Tensor2D,
-  context: tf.Tensor3D,
+  x: Tensor4D,
+  temb: Tensor2D,
+  context: Tensor3D,
   slice = 0,
-): tf.Tensor4D {
+): Tensor4D {
   return tf.tidy(() => {
     let h = resnetBlock(w.resnets[0], x, temb);
     w.attentions.forEach((a, i) => {
@@ -330,13 +331,13 @@ export async function loadUpBlock(
  */
 export function upBlock(
   w: UpBlockWeights,
-  x: tf.Tensor4D,
-  skips: tf.Tensor4D[],
-  temb: tf.Tensor2D,
-  context: tf.Tensor3D,
+  x: Tensor4D,
+  skips: Tensor4D[],
+  temb: Tensor2D,
+  context: Tensor3D,
   slice = 0,
   upsampleSize?: [number, number],
-): tf.Tensor4D {
+): Tensor4D {
   if (skips.length !== w.resnets.length) {
     throw new Error(`upBlock: ${skips.length} skip connections for ${w.resnets.length} resnets`);
   }
@@ -344,7 +345,7 @@ export function upBlock(
     let h = x;
     w.resnets.forEach((rb, i) => {
       const skip = skips[skips.length - 1 - i];
-      h = resnetBlock(rb, tf.concat([h, skip], 3) as tf.Tensor4D, temb);
+      h = resnetBlock(rb, tf.concat([h, skip], 3) as Tensor4D, temb);
       if (w.attentions[i]) h = transformer2D(w.attentions[i], h, context, slice);
     });
     if (w.upsampler) h = upsample(w.upsampler, h, upsampleSize);

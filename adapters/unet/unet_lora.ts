@@ -16,6 +16,7 @@ import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { type HostTensor, SafetensorsFile } from "../../core/io/safetensors.ts";
 import type { LinearRegistry } from "./_linear_registry.ts";
+import type { Tensor2D } from "../../core/tensor_types.ts";
 
 /**
  * One LoRA pair for a linear layer.
@@ -207,7 +208,7 @@ export function mergeUNetLora(registry: LinearRegistry, lora: UNetLora, scale = 
     layer.weight = tf.tidy(() => {
       const d = tf.tensor2d(down.data as Float32Array, [r, inDim]);
       const u = tf.tensor2d(up.data as Float32Array, [outDim, r]);
-      return tf.add(old, tf.mul(tf.matMul(d, u, true, true), s)) as tf.Tensor2D;
+      return tf.add(old, tf.mul(tf.matMul(d, u, true, true), s)) as Tensor2D;
     });
     old.dispose();
     n++;
