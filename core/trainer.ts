@@ -294,29 +294,40 @@ export class Trainer {
     const signal = this.#opts.signal;
     let interrupted = false;
     try {
-      if (cfg.eval && this.#epoch === 0) await this.evaluate("before");
-      while (this.#epoch < cfg.train.epochs) {
-        if (signal?.aborted) {
-          interrupted = true;
-          break;
+      try {
+        if (cfg.eval && this.#epoch === 0) await this.evaluate("before");
+        while (this.#epoch < cfg.train.epochs) {
+          if (signal?.aborted) {
+            interrupted = true;
+            break;
+          }
+          const stats = await this.#runEpoch();
+          if (stats === null) {
+            interrupted = true;
+            break;
+          }
+          rewardMeans.push(stats);
+          this.#epoch++;
+          if (cfg.eval && this.#epoch % cfg.eval.every === 0) {
+            await this.evaluate(`epoch-${this.#epoch}`);
+          }
+          if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
+            this.#emit("checkpoint", `checkpoint at step ${this.#step}`);
+            checkpoint = await this.saveCheckpoint();
+          }
         }
-        const stats = await this.#runEpoch();
-        if (stats === null) {
-          interrupted = true;
-          break;
-        }
-        rewardMeans.push(stats);
-        this.#epoch++;
-        if (cfg.eval && this.#epoch % cfg.eval.every === 0) {
-          await this.evaluate(`epoch-${this.#epoch}`);
-        }
-        if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
-          this.#emit("checkpoint", `checkpoint at step ${this.#step}`);
-          checkpoint = await this.saveCheckpoint();
-        }
+      } catch (e) {
+        // The sampler (or a reward) may stop with the signal's reason mid-batch.
+        if (!signal?.aborted) throw e;
+        interrupted = true;
       }
       if (interrupted) {
-        checkpoint = await this.saveCheckpoint(true);
+        // Epochs count only completed ones, so a resumed run repeats the interrupted epoch. When
+        // no optimizer step was taken since the last checkpoint, that one already says it all
+        // (and is never replaced in place).
+        const last = await latestCheckpoint(this.#checkpointDir());
+        const lastStep = last ? (await loadCheckpoint(last)).state.step : -1;
+        checkpoint = last && lastStep === this.#step ? last : await this.saveCheckpoint(true);
         this.#progress.log(`interrupted: checkpoint written to ${checkpoint}`);
       }
     } finally {
