@@ -103,7 +103,9 @@ export class UNet2DConditionModel {
   readonly unusedWeights: string[];
   /**
    * Queries per attention chunk (0: all at once). Bounds the [B, heads, Lq, Lk] score matrix,
-   * e.g. 1024 at 64×64 latents; the result does not change.
+   * e.g. 1024 at 64×64 latents, and makes the backward pass recompute the attention
+   * probabilities instead of keeping them (about 1 GiB per self-attention layer at 64×64,
+   * batch 2); results and gradients do not change.
    */
   attentionSlice = 0;
   #w: UNetWeights;

@@ -74,6 +74,8 @@ export function unetSegments(
   for (let k = 0; k < n; k++) {
     const inC = ch;
     ch = boc[k];
+    // Copied: `build` runs later, after the loops below have moved `ch` on.
+    const outC = ch;
     const cross = c.downBlockTypes[k] === "CrossAttnDownBlock2D";
     const s = side;
     segs.push({
@@ -83,7 +85,7 @@ export function unetSegments(
         loadDownBlock(
           r.child(`down_blocks.${k}`),
           inC,
-          ch,
+          outC,
           c.layersPerBlock[k],
           cross ? attnOf(k) : null,
           k < n - 1,

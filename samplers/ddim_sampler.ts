@@ -47,7 +47,10 @@ export interface Options {
   seed?: number;
   /** Latent side (default: the UNet's `sample_size`). */
   latentSize?: number;
-  /** Queries per attention chunk, 0 = all at once (bounds memory at large latents). */
+  /**
+   * Queries per attention chunk, 0 = all at once. Bounds the attention memory at large latents,
+   * in sampling and, more so, in `logProb`'s backward pass (the probabilities are recomputed).
+   */
   attentionSlice: number;
   /** A UNet LoRA (file or PEFT folder) merged into the UNet at load. */
   unetLora?: string;

@@ -9,7 +9,7 @@ import { useBackend } from "../core/backend.ts";
 import { clipGlobalNorm, GradientAccumulator } from "../core/gradients.ts";
 import { ppoGradients } from "../core/ppo_step.ts";
 import { ddimSampler } from "../samplers/ddim_sampler.ts";
-import { assertClose, golden, TINY_SD } from "./_helpers.ts";
+import { assertClose, availableBackends, golden, TINY_SD } from "./_helpers.ts";
 
 Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
   const g = await golden("sd-tiny");
@@ -18,9 +18,13 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
     if (!v) throw new Error(`golden has no ${k}`);
     return v;
   };
-  for (const backend of ["cpu", "wasm"] as const) {
+  for (const backend of await availableBackends()) {
+    // lavapipe's WebGPU sums in another order and uses approximate transcendentals: looser bounds.
+    const gpu = backend === "webgpu";
+    const tolFwd = gpu ? 1e-2 : 1e-3;
+    const tolAdam = gpu ? 1e-4 : 1e-5;
     await t.step(backend, async () => {
-      await useBackend(backend);
+      await useBackend(backend as "cpu" | "wasm" | "webgpu");
       const encoder = await ClipLoraEncoder.load(TINY_SD, {
         rank: 4,
         alpha: 8,
@@ -76,12 +80,12 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
         }, { clipRange: 0.2, advClipMax: 5 });
         worstLp = Math.max(
           worstLp,
-          assertClose(r.newLogProb, get(`ppo.new_log_prob.${j}`).data, 1e-3, `new_log_prob.${j}`),
+          assertClose(r.newLogProb, get(`ppo.new_log_prob.${j}`).data, tolFwd, `new_log_prob.${j}`),
         );
         assertClose(
           [r.loss, r.approxKl, r.clipFraction],
           perStep.slice(3 * k, 3 * k + 3),
-          1e-3,
+          tolFwd,
           `per-step ${j}`,
         );
         lossSum += r.loss;
@@ -90,19 +94,19 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
         next.dispose();
         old.dispose();
       }
-      assertClose([lossSum / js.length], get("ppo.loss").data, 1e-3, "ppo.loss");
+      assertClose([lossSum / js.length], get("ppo.loss").data, tolFwd, "ppo.loss");
       const grads = acc.take();
       let worstGrad = 0;
       for (const [name, gr] of grads) {
         worstGrad = Math.max(
           worstGrad,
-          assertClose(await gr.data(), get(`ppo.grad.${name}`).data, 1e-3, `grad ${name}`),
+          assertClose(await gr.data(), get(`ppo.grad.${name}`).data, tolFwd, `grad ${name}`),
         );
       }
       const norm = await clipGlobalNorm(grads, 1.0);
       const expectedNorm = get("ppo.grad_norm_before_clip").data[0];
       assert.ok(
-        Math.abs(norm - expectedNorm) / expectedNorm < 1e-3,
+        Math.abs(norm - expectedNorm) / expectedNorm < tolFwd,
         `norm ${norm} vs ${expectedNorm}`,
       );
       const opt = adamw(vars, { betas: [0.9, 0.999], weightDecay: 1e-4, eps: 1e-8 });
@@ -115,7 +119,7 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
             assertClose(
               await v.data(),
               get(`adamw.step${step}.${name}`).data,
-              1e-5,
+              tolAdam,
               `adamw.step${step} ${name}`,
             ),
           );

@@ -74,6 +74,20 @@ Deno.test("unet: gradient into the encoder states, no leaks", async () => {
     f(tf.sub(states, tf.mul(dir, h)) as tf.Tensor3D)) / (2 * h);
   const analytic = tf.sum(tf.mul(grad, dir)).dataSync()[0];
   assert.ok(Math.abs(fd - analytic) <= 2e-2 * Math.abs(analytic), `fd ${fd} vs ${analytic}`);
+  // Sliced attention recomputes its probabilities in the backward pass: same gradient, and
+  // gradients into the sample too (the self-attention path).
+  const loss = (s: tf.Tensor, x: tf.Tensor) =>
+    unet.forward(x as tf.Tensor4D, timesteps, s as tf.Tensor3D).square().mean();
+  const [gs0, gx0] = tf.grads(loss)([states, sample]);
+  unet.attentionSlice = 100;
+  const [gs1, gx1] = tf.grads(loss)([states, sample]);
+  assertClose(await gs1.data(), await gs0.data(), 1e-5, "sliced attention: d/d states");
+  assertClose(await gx1.data(), await gx0.data(), 1e-5, "sliced attention: d/d sample");
+  assertClose(await gs1.data(), await grad.data(), 1e-5, "sliced vs first gradient");
+  const n0 = tf.memory().numTensors;
+  tf.grad((s: tf.Tensor) => loss(s, sample))(states).dispose();
+  assert.equal(tf.memory().numTensors, n0, "the sliced backward pass leaves no tensors");
+  tf.dispose([gs0, gx0, gs1, gx1]);
   unet.dispose();
 });
 

@@ -9,7 +9,7 @@ import { multiHeadAttention } from "../nn/attention.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
-import type { Tensor } from "../../core/tensor_types.ts";
+import type { Tensor, Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * Weights of one attention module.
@@ -91,7 +91,9 @@ export async function loadAttention(
 /**
  * Attention of `x` [B, Lq, D] over `context` [B, Lk, Dc] (self-attention when omitted).
  * `slice` > 0 processes that many queries at a time, so the [B, heads, slice, Lk] score matrix
- * stays small (the result is the same).
+ * stays small, and its gradient recomputes the attention probabilities slice by slice instead
+ * of keeping them for the backward pass (which at 64×64 latents would hold gigabytes per layer).
+ * The result and the gradients are the same as without slicing.
  *
  * @example
  * ```ts
@@ -112,18 +114,72 @@ export function attention(
     const q = linear(x, w.toQ);
     const k = linear(ctx, w.toK);
     const v = linear(ctx, w.toV);
-    const lq = q.shape[1] as number;
+    const [b, lq, d] = q.shape as [number, number, number];
+    const lk = k.shape[1] as number;
     let h: Tensor;
     if (slice > 0 && lq > slice) {
-      const parts: Tensor[] = [];
-      for (let s = 0; s < lq; s += slice) {
-        const qs = q.slice([0, s, 0], [-1, Math.min(slice, lq - s), -1]);
-        parts.push(multiHeadAttention(qs, k, v, w.heads));
-      }
-      h = tf.concat(parts, 1);
+      const dh = d / w.heads;
+      const heads = (t: Tensor, l: number) =>
+        t.reshape([b, l, w.heads, dh]).transpose([0, 2, 1, 3]) as Tensor4D;
+      const o = slicedAttention(heads(q, lq), heads(k, lk), heads(v, lk), slice);
+      h = o.transpose([0, 2, 1, 3]).reshape([b, lq, d]);
     } else {
       h = multiHeadAttention(q, k, v, w.heads);
     }
     return linear(h, w.toOut);
   });
+}
+
+/**
+ * softmax(q kᵀ / √d) v for q [B, h, Lq, d], k and v [B, h, Lk, d], `slice` queries at a time,
+ * with a custom gradient that recomputes each slice's probabilities (saving only q, k, v).
+ */
+function slicedAttention(q: Tensor4D, k: Tensor4D, v: Tensor4D, slice: number): Tensor4D {
+  const lq = q.shape[2];
+  const scale = 1 / Math.sqrt(q.shape[3]);
+  const chunks: [number, number][] = [];
+  for (let s = 0; s < lq; s += slice) chunks.push([s, Math.min(slice, lq - s)]);
+  const probs = (qc: Tensor, kk: Tensor) =>
+    tf.softmax(tf.mul(tf.matMul(qc, kk, false, true), scale));
+  const rows = (t: Tensor, [s, n]: [number, number]) => t.slice([0, 0, s, 0], [-1, -1, n, -1]);
+  const f = tf.customGrad((qq, kk, vv, save) => {
+    const [qt, kt, vt] = [qq, kk, vv] as Tensor4D[];
+    (save as tf.GradSaveFunc)([qt, kt, vt]);
+    const value = tf.concat(
+      chunks.map((c) => tf.tidy(() => tf.matMul(probs(rows(qt, c), kt), vt))),
+      2,
+    ) as Tensor4D;
+    const gradFunc = (dy: Tensor | Tensor[], saved: Tensor[]): Tensor[] => {
+      const [sq, sk, sv] = saved;
+      const g = dy as Tensor;
+      let dk: Tensor = tf.zerosLike(sk);
+      let dv: Tensor = tf.zerosLike(sv);
+      const dq: Tensor[] = [];
+      for (const c of chunks) {
+        const [dqc, dkN, dvN] = tf.tidy(() => {
+          const qc = rows(sq, c);
+          const gc = rows(g, c);
+          const p = probs(qc, sk);
+          const dp = tf.matMul(gc, sv, false, true);
+          // Softmax backward: ds = p ⊙ (dp − Σ_j dp ⊙ p).
+          const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)));
+          return [
+            tf.mul(tf.matMul(ds, sk), scale),
+            tf.add(dk, tf.mul(tf.matMul(ds, qc, true, false), scale)),
+            tf.add(dv, tf.matMul(p, gc, true, false)),
+          ];
+        });
+        dk.dispose();
+        dv.dispose();
+        dk = dkN;
+        dv = dvN;
+        dq.push(dqc);
+      }
+      const dqAll = tf.concat(dq, 2);
+      tf.dispose(dq);
+      return [dqAll, dk, dv];
+    };
+    return { value, gradFunc };
+  });
+  return f(q, k, v) as Tensor4D;
 }
