@@ -259,7 +259,7 @@ export async function timeSegments(
       // Random output gradients: Σ out·r has ∂/∂out = r.
       const rs = tf.tidy(() => bseg.run(w, bx).map((y) => gen.normal(y.shape)));
       const grads = tf.grads((...inputs: tf.Tensor[]) =>
-        tf.addN(bseg.run(w, inputs).map((y, i) => tf.sum(tf.mul(y, rs[i]))))
+        tf.stack(bseg.run(w, inputs).map((y, i) => tf.sum(tf.mul(y, rs[i])))).sum()
       );
       backwardMs = await time(() => grads(bx));
       tf.dispose([...bx, ...rs]);

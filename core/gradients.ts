@@ -75,7 +75,10 @@ export class GradientAccumulator {
  * ```
  */
 export async function globalNorm(grads: Map<string, Tensor>): Promise<number> {
-  const sq = tf.tidy(() => tf.addN([...grads.values()].map((g) => g.square().sum())) as Scalar);
+  // Not tf.addN: tfjs-webgpu 4.22's AddN sums only its first four inputs.
+  const sq = tf.tidy(() =>
+    tf.stack([...grads.values()].map((g) => g.square().sum())).sum() as Scalar
+  );
   const v = (await sq.data())[0];
   sq.dispose();
   return Math.sqrt(v);

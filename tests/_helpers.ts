@@ -47,6 +47,16 @@ export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<num
   return maxErr / Math.max(1, maxAbs);
 }
 
+/** Max |a - b| / max|b|: strict relative error, for small tensors such as gradients. */
+export function strictRelativeError(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+): number {
+  let maxAbs = 0;
+  for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
+  return relativeError(actual, expected) * Math.max(1, maxAbs) / Math.max(maxAbs, 1e-30);
+}
+
 /** Throw unless relativeError(actual, expected) <= tol; returns the error. */
 export function assertClose(
   actual: ArrayLike<number>,
@@ -74,6 +84,12 @@ export function nchwToNhwc(t: HostTensor): tf.Tensor4D {
 /** Backends to run parity tests on: cpu and wasm always, webgpu when an adapter exists. */
 export async function availableBackends(): Promise<string[]> {
   const out = ["cpu", "wasm"];
+  // Quiet wgpu's Vulkan loader (it wants XDG_RUNTIME_DIR) as useBackend does.
+  if (!Deno.env.get("XDG_RUNTIME_DIR")) {
+    const dir = await Deno.makeTempDir({ prefix: "texforce-xdg-" });
+    await Deno.chmod(dir, 0o700);
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  }
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
   if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
   return out;

@@ -72,3 +72,19 @@ Deno.test("backends: auto picks a working backend; unknown and tensorflow fail c
   });
   await useBackend("wasm");
 });
+
+Deno.test("backends: a global gradient norm over many tensors is right on every backend", async () => {
+  // tfjs-webgpu 4.22's AddN sums only its first four inputs; globalNorm must not depend on it.
+  const { globalNorm } = await import("../core/gradients.ts");
+  for (const name of await availableBackends()) {
+    await useBackend(name as "cpu" | "wasm" | "webgpu");
+    const grads = new Map(Array.from({ length: 9 }, (_, i) => [`g${i}`, tf.fill([2], i + 1)]));
+    const expected = Math.sqrt(
+      2 * Array.from({ length: 9 }, (_, i) => (i + 1) ** 2).reduce((a, b) => a + b),
+    );
+    const norm = await globalNorm(grads);
+    assert.ok(Math.abs(norm - expected) < 1e-4 * expected, `${name}: ${norm} vs ${expected}`);
+    for (const g of grads.values()) g.dispose();
+  }
+  await useBackend("wasm");
+});

@@ -9,7 +9,13 @@ import { useBackend } from "../core/backend.ts";
 import { clipGlobalNorm, GradientAccumulator } from "../core/gradients.ts";
 import { ppoGradients } from "../core/ppo_step.ts";
 import { ddimSampler } from "../samplers/ddim_sampler.ts";
-import { assertClose, availableBackends, golden, TINY_SD } from "./_helpers.ts";
+import {
+  assertClose,
+  availableBackends,
+  golden,
+  strictRelativeError,
+  TINY_SD,
+} from "./_helpers.ts";
 
 Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
   const g = await golden("sd-tiny");
@@ -19,9 +25,10 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
     return v;
   };
   for (const backend of await availableBackends()) {
-    // lavapipe's WebGPU sums in another order and uses approximate transcendentals: looser bounds.
+    // WebGPU (lavapipe here, a real GPU elsewhere) may sum in another order and use approximate
+    // transcendentals: AdamW gets a 10× looser bound there. Measured errors are printed.
     const gpu = backend === "webgpu";
-    const tolFwd = gpu ? 1e-2 : 1e-3;
+    const tolFwd = 1e-3;
     const tolAdam = gpu ? 1e-4 : 1e-5;
     await t.step(backend, async () => {
       await useBackend(backend as "cpu" | "wasm" | "webgpu");
@@ -98,9 +105,15 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
       const grads = acc.take();
       let worstGrad = 0;
       for (const [name, gr] of grads) {
+        const actual = await gr.data();
         worstGrad = Math.max(
           worstGrad,
-          assertClose(await gr.data(), get(`ppo.grad.${name}`).data, tolFwd, `grad ${name}`),
+          // Gradients are small: compare relative to their own largest magnitude.
+          (() => {
+            const e = strictRelativeError(actual, get(`ppo.grad.${name}`).data);
+            if (!(e <= tolFwd)) throw new Error(`grad ${name}: relative error ${e} > ${tolFwd}`);
+            return e;
+          })(),
         );
       }
       const norm = await clipGlobalNorm(grads, 1.0);
