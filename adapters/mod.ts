@@ -20,11 +20,5 @@ export {
 export * from "./unet_2d_condition.ts";
 export * from "./vae_decoder.ts";
 export { adamw, adamwPlugin, type Options as AdamwOptions } from "./adamw.ts";
-export * from "./unet/unet_config.ts";
-export * from "./unet/timestep_embedding.ts";
-export * from "./unet/resnet_block.ts";
-export * from "./unet/resample.ts";
-export * from "./unet/attention.ts";
-export * from "./unet/transformer_2d.ts";
-export * from "./unet/unet_blocks.ts";
+export * from "./unet/mod.ts";
 export type { LinearRegistry } from "./unet/_linear_registry.ts";

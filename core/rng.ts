@@ -9,6 +9,7 @@
 /** Serialisable generator state. */
 export type RngState = [number, number, number, number];
 
+/** A splitmix32 stream: spreads a 32-bit seed over the generator's state words. */
 function splitmix32(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
@@ -19,6 +20,8 @@ function splitmix32(seed: number): () => number {
     return (z ^ (z >>> 16)) >>> 0;
   };
 }
+
+const TWO_32 = 4294967296;
 
 /**
  * Deterministic generator.
@@ -35,15 +38,20 @@ function splitmix32(seed: number): () => number {
 export class Rng {
   #s: Uint32Array;
 
-  /** Seed the generator (any integer). */
+  /** Seed the generator (any safe integer; both 32-bit halves count). */
   constructor(seed = 0) {
-    const sm = splitmix32(seed);
-    this.#s = new Uint32Array([sm(), sm(), sm(), sm()]);
-    if (this.#s.every((v) => v === 0)) this.#s[0] = 1;
+    if (!Number.isSafeInteger(seed)) throw new RangeError(`seed ${seed} is not a safe integer`);
+    const lo = splitmix32(seed >>> 0);
+    const hi = splitmix32(Math.floor(seed / TWO_32) >>> 0 ^ 0x5bd1e995);
+    this.#s = new Uint32Array([lo(), hi(), lo(), hi()]);
+    if (this.#s.every((v) => v === 0)) this.#s[0] = 1; // the all-zero state is a fixed point
   }
 
   /** Restore a saved generator. */
   static fromState(state: RngState): Rng {
+    const ok = Array.isArray(state) && state.length === 4 &&
+      state.every((w) => Number.isInteger(w) && w >= 0 && w < TWO_32);
+    if (!ok) throw new Error(`invalid generator state: ${JSON.stringify(state)}`);
     const r = new Rng(0);
     r.#s.set(state);
     return r;

@@ -9,6 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor } from "../core/tensor_types.ts";
+import { Rng } from "../core/rng.ts";
 
 /**
  * The serialisable state of a {@linkcode SeededNoise}.
@@ -27,17 +28,6 @@ export interface SeededNoiseState {
   spare: number | null;
 }
 
-function splitmix32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x9e3779b9) >>> 0;
-    let z = a;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
-
 const TWO_32 = 4294967296;
 
 /**
@@ -53,16 +43,12 @@ const TWO_32 = 4294967296;
  * ```
  */
 export class SeededNoise {
-  #s: Uint32Array;
+  #rng: Rng;
   #spare: number | null = null;
 
   /** Start a generator from an integer seed (any safe integer; negative values are allowed). */
   constructor(seed: number) {
-    if (!Number.isSafeInteger(seed)) throw new RangeError(`seed ${seed} is not a safe integer`);
-    const lo = splitmix32(seed >>> 0);
-    const hi = splitmix32(Math.floor(seed / TWO_32) >>> 0 ^ 0x5bd1e995);
-    this.#s = new Uint32Array([lo(), hi(), lo(), hi()]);
-    if (this.#s.every((w) => w === 0)) this.#s[0] = 1; // the all-zero state is a fixed point
+    this.#rng = new Rng(seed);
   }
 
   /**
@@ -80,28 +66,19 @@ export class SeededNoise {
       (state.spare === null || typeof state.spare === "number");
     if (!ok) throw new Error(`invalid SeededNoise state: ${JSON.stringify(state)}`);
     const g = new SeededNoise(0);
-    g.#s.set(state.s);
+    g.#rng = Rng.fromState(state.s);
     g.#spare = state.spare;
     return g;
   }
 
   /** The state as JSON-safe data. */
   state(): SeededNoiseState {
-    return { s: [this.#s[0], this.#s[1], this.#s[2], this.#s[3]], spare: this.#spare };
+    return { s: this.#rng.state(), spare: this.#spare };
   }
 
   /** The next 32-bit unsigned integer. */
   nextUint32(): number {
-    const s = this.#s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return r;
+    return this.#rng.nextU32();
   }
 
   /** A uniform number in (0, 1) (never 0, so its log is finite). */
@@ -133,8 +110,4 @@ export class SeededNoise {
     const n = shape.reduce((a, b) => a * b, 1);
     return tf.tensor(this.fill(new Float32Array(n)), shape, "float32");
   }
-}
-
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
 }
