@@ -135,6 +135,11 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px;text-
 </head><body><h1>texforce run: ${esc(name)}</h1>
 <p>${epochs.length} epochs, ${steps.length} optimizer steps.</p>
 ${chart("Reward per epoch (mean)", rewardSeries)}
+${
+    chart("Held-out reward at fixed seeds (before training, then per evaluation)", {
+      eval: evals.map((r) => Number(r.reward_mean)),
+    })
+  }
 ${chart("PPO diagnostics per optimizer step", trainSeries)}
 <h2>Held-out prompts at fixed seeds</h2><div class="row">${
     gallery.join("") || "<p>No evaluation configured.</p>"

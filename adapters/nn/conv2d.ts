@@ -33,12 +33,80 @@ export interface Conv2dWeights {
  */
 export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
   return tf.tidy(() => {
-    const p = w.padding;
-    const pad: [[number, number], [number, number], [number, number], [number, number]] | "valid" =
-      p === 0 ? "valid" : [[0, 0], [p, p], [p, p], [0, 0]];
-    let y = tf.conv2d(x, w.weight, w.stride, pad);
+    let y = constConv(w.weight, w.stride, w.padding)(x);
     if (w.bias) y = tf.add(y, w.bias);
     return y;
+  });
+}
+
+type CustomGradFunc = Parameters<typeof tf.customGrad>[0];
+type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
+
+/**
+ * `conv2d(x, weight)` for a frozen weight, differentiable w.r.t. `x` only. The stock input
+ * gradient (Conv2DBackpropInput) runs a scalar loop on tfjs-wasm, ten times slower than the
+ * forward convolution, which XNNPACK runs; so the input gradient is written as a forward
+ * convolution of the (zero-dilated, for stride 2) output gradient with the flipped kernel.
+ */
+function constConv(weight: Tensor4D, stride: number, padding: number): (x: Tensor4D) => Tensor4D {
+  const p = padding;
+  const pad: Pad4 | "valid" = p === 0 ? "valid" : [[0, 0], [p, p], [p, p], [0, 0]];
+  return tf.customGrad(
+    ((x: Tensor4D) => ({
+      value: tf.conv2d(x, weight, stride, pad),
+      gradFunc: (dy: Tensor4D) => convInputGrad(dy, weight, stride, p, x.shape[1], x.shape[2]),
+    })) as unknown as CustomGradFunc,
+  ) as unknown as (x: Tensor4D) => Tensor4D;
+}
+
+/**
+ * d conv2d(x, weight, stride, pad p) / dx for an input of height `h` and width `w`, as a stride-1
+ * forward convolution. With y[o] = Σ_k x[s·o + k − p]·W[k], dx[i] = Σ_j z[i − (K−1−p) + j]·W[K−1−j]
+ * where z is dy spread out by s (z[s·o] = dy[o], zeros between): a correlation of z, padded by
+ * K−1−p before and h + p − s·oh after (z holding s·oh entries; cropped when that is negative),
+ * with the spatially flipped kernel whose in/out channels are swapped.
+ */
+function convInputGrad(
+  dy: Tensor4D,
+  weight: Tensor4D,
+  s: number,
+  p: number,
+  h: number,
+  w: number,
+): Tensor4D {
+  return tf.tidy(() => {
+    const [kh, kw] = weight.shape;
+    const [n, oh, ow, c] = dy.shape;
+    let z = dy;
+    if (s > 1) {
+      // Interleave zeros: [n, oh, 1, ow, 1, c] padded to [n, oh, s, ow, s, c], then merged.
+      z = tf.pad(dy.reshape([n, oh, 1, ow, 1, c]), [
+        [0, 0],
+        [0, 0],
+        [0, s - 1],
+        [0, 0],
+        [0, s - 1],
+        [0, 0],
+      ]).reshape([n, oh * s, ow * s, c]);
+    }
+    // Padding before and after along one axis; a negative amount crops z instead.
+    const pads = (size: number, k: number, o: number) => [k - 1 - p, size + p - s * o];
+    const [top, bottom] = pads(h, kh, oh);
+    const [left, right] = pads(w, kw, ow);
+    if (Math.min(top, bottom, left, right) < 0) {
+      const [t0, l0] = [Math.max(-top, 0), Math.max(-left, 0)];
+      z = z.slice(
+        [0, t0, l0, 0],
+        [n, oh * s - t0 + Math.min(bottom, 0), ow * s - l0 + Math.min(right, 0), c],
+      );
+    }
+    const flipped = tf.reverse(weight, [0, 1]).transpose([0, 1, 3, 2]) as Tensor4D;
+    return tf.conv2d(z, flipped, 1, [
+      [0, 0],
+      [Math.max(top, 0), Math.max(bottom, 0)],
+      [Math.max(left, 0), Math.max(right, 0)],
+      [0, 0],
+    ]);
   });
 }
 
