@@ -100,7 +100,10 @@ function convInputGrad(
         [n, oh * s - t0 + Math.min(bottom, 0), ow * s - l0 + Math.min(right, 0), c],
       );
     }
-    const flipped = tf.reverse(weight, [0, 1]).transpose([0, 1, 3, 2]) as Tensor4D;
+    // Flipping both spatial axes reverses the flattened kh·kw axis (one cheap 2-D reverse).
+    const [, , ci, co] = weight.shape;
+    const flipped = tf.reverse(weight.reshape([kh * kw, ci * co]), 0)
+      .reshape([kh, kw, ci, co]).transpose([0, 1, 3, 2]) as Tensor4D;
     return tf.conv2d(z, flipped, 1, [
       [0, 0],
       [Math.max(top, 0), Math.max(bottom, 0)],
