@@ -21,7 +21,7 @@ import { disposeLinear, type LinearWeights, loadLinear } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
 import { constLinear } from "./_fast_matmul.ts";
-import type { Tensor, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
+import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
 
 /** Activation functions of CLIP text configs. */
 export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
@@ -390,27 +390,26 @@ export class ClipTextModel {
         `ClipTextModel: clipSkip must be an integer in 0…${cfg.numHiddenLayers - 1}, got ${skip}`,
       );
     }
-    let poolIndex: number[] | null = null;
-    if (options.pooled) {
-      const rows = ids.arraySync() as number[][];
-      const eos = cfg.eosTokenId;
-      poolIndex = rows.map((row) => {
-        if (eos === 2) {
-          // Legacy configs (eos_token_id 2): the eos is the largest id, take the first argmax.
-          let best = 0;
-          for (let j = 1; j < row.length; j++) if (row[j] > row[best]) best = j;
-          return best;
-        }
-        const j = row.indexOf(eos);
-        return j < 0 ? 0 : j;
-      });
-    }
+    // Pool position per row, computed on the device: tfjs-webgpu cannot read ids back
+    // synchronously in Deno. Legacy configs (eos_token_id 2) take the first argmax of the ids
+    // (the eos is the largest id); others the first eos.
+    const eos = cfg.eosTokenId;
+    const poolIndex = options.pooled
+      ? tf.tidy(() => {
+        // The first maximum must win, but tfjs-webgpu's argMax breaks ties arbitrarily: make the
+        // keys unique with a descending position term (exact in float32 for ids < 2^24 / L).
+        const value = tf.cast(eos === 2 ? ids : tf.equal(ids, tf.scalar(eos, "int32")), "float32");
+        const isEos = tf.add(tf.mul(value, l), tf.range(l - 1, -1, -1, "float32"));
+        const rowOffsets = tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(l, "int32"));
+        return tf.add(tf.cast(tf.argMax(isEos, 1), "int32"), rowOffsets) as Tensor1D;
+      })
+      : null;
     const mask = new Float32Array(l * l);
     // Causal: a large negative (not -inf) so fully masked rows stay finite on every backend.
     for (let i = 0; i < l; i++) for (let j = i + 1; j < l; j++) mask[i * l + j] = -1e9;
     const lora = options.lora;
     const d = cfg.hiddenSize;
-    return tf.tidy(() => {
+    const result = tf.tidy(() => {
       const idsI = ids.dtype === "int32" ? ids : ids.toInt();
       let h = tf.add(
         tf.gather(this.#tokenEmbedding, idsI.reshape([-1])).reshape([b, l, d]),
@@ -434,12 +433,11 @@ export class ClipTextModel {
       }
       const last = layerNorm(h, this.#finalNorm);
       const out: ClipTextOutput = { lastHiddenState: last.reshape([b, l, d]) };
-      if (poolIndex) {
-        const flat = poolIndex.map((j, row) => row * l + j);
-        out.pooledOutput = tf.gather(last, tf.tensor1d(flat, "int32")) as Tensor2D;
-      }
+      if (poolIndex) out.pooledOutput = tf.gather(last, poolIndex) as Tensor2D;
       return out as unknown as tf.TensorContainer;
     }) as unknown as ClipTextOutput;
+    poolIndex?.dispose();
+    return result;
   }
 
   /** Release all weights. */

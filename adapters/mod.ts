@@ -22,3 +22,5 @@ export * from "./vae_decoder.ts";
 export { adamw, adamwPlugin, type Options as AdamwOptions } from "./adamw.ts";
 export * from "./unet/mod.ts";
 export type { LinearRegistry } from "./unet/_linear_registry.ts";
+export * from "./clip_vision_model.ts";
+export * from "./clip_image_processor.ts";

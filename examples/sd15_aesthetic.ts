@@ -10,6 +10,11 @@
  * deno task texforce run examples/sd15_aesthetic.ts --set train.epochs=10
  * ```
  *
+ * The reward needs OpenAI's CLIP ViT-L/14 saved by transformers (`CLIP_PATH`, default
+ * `../models/clip-vit-large-patch14`) and the LAION aesthetic head converted to safetensors
+ * (`AESTHETIC_HEAD_PATH`, default `../models/sac+logos+ava1-l14-linearMSE.safetensors`; the
+ * released `.pth` holds the same `layers.{0,2,4,6,7}` keys), both relative to this file.
+ *
  * Importing this module only returns the config; it runs only as the main module.
  *
  * @module
@@ -23,7 +28,15 @@ const pipeline: PipelineInput = definePipeline({
   seed: 42,
   encoder: { use: "clip-lora", options: { rank: 16, alpha: 16 } },
   sampler: { steps: 50, eta: 1, guidance: 5, batchSize: 2 },
-  rewards: [{ use: "aesthetic", weight: 1 }],
+  rewards: [{
+    use: "aesthetic",
+    weight: 1,
+    options: {
+      clipModel: Deno.env.get("CLIP_PATH") || "../models/clip-vit-large-patch14",
+      head: Deno.env.get("AESTHETIC_HEAD_PATH") ||
+        "../models/sac+logos+ava1-l14-linearMSE.safetensors",
+    },
+  }],
   prompts: { builtin: "simple-animals" },
   optimizer: { lr: 3e-4, schedule: { type: "constant", warmupSteps: 0 } },
   train: { epochs: 100, batchesPerEpoch: 2, batchSize: 2, timestepFraction: 0.5 },

@@ -16,9 +16,13 @@
 import type { AnyPlugin } from "../core/plugin.ts";
 import { brightnessPlugin } from "./brightness.ts";
 import { jpegCompressibilityPlugin, jpegIncompressibilityPlugin } from "./jpeg_compressibility.ts";
+import { aestheticPlugin } from "./aesthetic.ts";
+import { clipScorePlugin } from "./clip_score.ts";
 
 export * from "./brightness.ts";
 export * from "./jpeg_compressibility.ts";
+export * from "./aesthetic.ts";
+export * from "./clip_score.ts";
 
 /**
  * Every built-in reward plugin.
@@ -30,5 +34,11 @@ export * from "./jpeg_compressibility.ts";
  * ```
  */
 export function rewardPlugins(): AnyPlugin[] {
-  return [brightnessPlugin, jpegCompressibilityPlugin, jpegIncompressibilityPlugin];
+  return [
+    brightnessPlugin,
+    jpegCompressibilityPlugin,
+    jpegIncompressibilityPlugin,
+    aestheticPlugin,
+    clipScorePlugin,
+  ];
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { batchMatMul } from "../_fast_matmul.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 
 /**
@@ -35,9 +36,9 @@ export function multiHeadAttention(
     const qh = split(q, lq);
     const kh = split(k, lk);
     const vh = split(v, lk);
-    let scores = tf.mul(tf.matMul(qh, kh, false, true), scale ?? 1 / Math.sqrt(dh));
+    let scores = tf.mul(batchMatMul(qh, kh, false, true), scale ?? 1 / Math.sqrt(dh));
     if (mask) scores = tf.add(scores, mask);
     const probs = tf.softmax(scores, -1);
-    return tf.matMul(probs, vh).transpose([0, 2, 1, 3]).reshape([b, lq, d]);
+    return batchMatMul(probs, vh).transpose([0, 2, 1, 3]).reshape([b, lq, d]);
   });
 }

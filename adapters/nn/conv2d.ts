@@ -33,7 +33,11 @@ export interface Conv2dWeights {
  */
 export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
   return tf.tidy(() => {
-    let y = constConv(w.weight, w.stride, w.padding)(x);
+    // The rewritten input gradient is for tfjs-wasm; on webgpu (which has its own fast
+    // backprop kernel) it gave wrong gradients, so other backends keep the stock convolution.
+    let y = tf.getBackend() === "wasm"
+      ? constConv(w.weight, w.stride, w.padding)(x)
+      : tf.conv2d(x, w.weight, w.stride, w.padding === 0 ? "valid" : symmetric(w.padding));
     if (w.bias) y = tf.add(y, w.bias);
     return y;
   });
@@ -41,6 +45,8 @@ export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
 
 type CustomGradFunc = Parameters<typeof tf.customGrad>[0];
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
+
+const symmetric = (p: number): Pad4 => [[0, 0], [p, p], [p, p], [0, 0]];
 
 /**
  * `conv2d(x, weight)` for a frozen weight, differentiable w.r.t. `x` only. The stock input
@@ -50,7 +56,7 @@ type Pad4 = [[number, number], [number, number], [number, number], [number, numb
  */
 function constConv(weight: Tensor4D, stride: number, padding: number): (x: Tensor4D) => Tensor4D {
   const p = padding;
-  const pad: Pad4 | "valid" = p === 0 ? "valid" : [[0, 0], [p, p], [p, p], [0, 0]];
+  const pad: Pad4 | "valid" = p === 0 ? "valid" : symmetric(p);
   return tf.customGrad(
     ((x: Tensor4D) => ({
       value: tf.conv2d(x, weight, stride, pad),
@@ -100,10 +106,7 @@ function convInputGrad(
         [n, oh * s - t0 + Math.min(bottom, 0), ow * s - l0 + Math.min(right, 0), c],
       );
     }
-    // Flipping both spatial axes reverses the flattened kh·kw axis (one cheap 2-D reverse).
-    const [, , ci, co] = weight.shape;
-    const flipped = tf.reverse(weight.reshape([kh * kw, ci * co]), 0)
-      .reshape([kh, kw, ci, co]).transpose([0, 1, 3, 2]) as Tensor4D;
+    const flipped = tf.reverse(weight, [0, 1]).transpose([0, 1, 3, 2]) as Tensor4D;
     return tf.conv2d(z, flipped, 1, [
       [0, 0],
       [Math.max(top, 0), Math.max(bottom, 0)],

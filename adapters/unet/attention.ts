@@ -5,6 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { batchMatMul } from "../_fast_matmul.ts";
 import { multiHeadAttention } from "../nn/attention.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
@@ -140,13 +141,13 @@ function slicedAttention(q: Tensor4D, k: Tensor4D, v: Tensor4D, slice: number): 
   const chunks: [number, number][] = [];
   for (let s = 0; s < lq; s += slice) chunks.push([s, Math.min(slice, lq - s)]);
   const probs = (qc: Tensor, kk: Tensor) =>
-    tf.softmax(tf.mul(tf.matMul(qc, kk, false, true), scale));
+    tf.softmax(tf.mul(batchMatMul(qc, kk, false, true), scale));
   const rows = (t: Tensor, [s, n]: [number, number]) => t.slice([0, 0, s, 0], [-1, -1, n, -1]);
   const f = tf.customGrad((qq, kk, vv, save) => {
     const [qt, kt, vt] = [qq, kk, vv] as Tensor4D[];
     (save as tf.GradSaveFunc)([qt, kt, vt]);
     const value = tf.concat(
-      chunks.map((c) => tf.tidy(() => tf.matMul(probs(rows(qt, c), kt), vt))),
+      chunks.map((c) => tf.tidy(() => batchMatMul(probs(rows(qt, c), kt), vt))),
       2,
     ) as Tensor4D;
     const gradFunc = (dy: Tensor | Tensor[], saved: Tensor[]): Tensor[] => {
@@ -160,13 +161,13 @@ function slicedAttention(q: Tensor4D, k: Tensor4D, v: Tensor4D, slice: number): 
           const qc = rows(sq, c);
           const gc = rows(g, c);
           const p = probs(qc, sk);
-          const dp = tf.matMul(gc, sv, false, true);
+          const dp = batchMatMul(gc, sv, false, true);
           // Softmax backward: ds = p ⊙ (dp − Σ_j dp ⊙ p).
           const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)));
           return [
-            tf.mul(tf.matMul(ds, sk), scale),
-            tf.add(dk, tf.mul(tf.matMul(ds, qc, true, false), scale)),
-            tf.add(dv, tf.matMul(p, gc, true, false)),
+            tf.mul(batchMatMul(ds, sk), scale),
+            tf.add(dk, tf.mul(batchMatMul(ds, qc, true, false), scale)),
+            tf.add(dv, batchMatMul(p, gc, true, false)),
           ];
         });
         dk.dispose();
