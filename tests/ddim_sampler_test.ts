@@ -2,6 +2,7 @@ import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { useBackend } from "../core/backend.ts";
+import { ClipLoraEncoder } from "../adapters/clip_lora_encoder.ts";
 import type { Conditioning, Encoder } from "../core/mod.ts";
 import { parsePluginOptions } from "../core/plugin.ts";
 import {
@@ -22,18 +23,9 @@ import {
 // Lavapipe's WebGPU: see unet_test.ts; ten guided steps compound to ~1e-5 in practice.
 const TOL: Record<string, number> = { cpu: 1e-4, wasm: 1e-4, webgpu: 1e-3 };
 
-/** The golden run's prompt states, from the CLIP encoder with the PEFT LoRA (another module). */
-async function goldenConditioning(): Promise<Conditioning | string> {
-  let mod: Record<string, unknown>;
-  try {
-    mod = await import("../adapters/clip_lora_encoder.ts");
-  } catch (e) {
-    return `the CLIP LoRA encoder is not available (${(e as Error).message.split("\n")[0]})`;
-  }
-  const Enc = mod.ClipLoraEncoder as {
-    load(path: string, o: Record<string, unknown>): Promise<Encoder>;
-  };
-  const enc = await Enc.load(TINY_SD, {
+/** The golden run's prompt states, from the CLIP encoder with the PEFT LoRA. */
+async function goldenConditioning(): Promise<Conditioning> {
+  const enc = await ClipLoraEncoder.load(TINY_SD, {
     train: false,
     adapters: [{ path: fixture("sd-tiny", "lora_peft") }],
   });
@@ -69,10 +61,6 @@ Deno.test("ddim sampler: guided DDIM run matches diffusers/DDPO", async (t) => {
     await t.step(backend, async () => {
       await useBackend(backend as "cpu");
       const cond = await goldenConditioning();
-      if (typeof cond === "string") {
-        console.log(`skipped: ${cond}`);
-        return;
-      }
       const sd = await loadStableDiffusion(TINY_SD);
       const sampler = new DdimSampler(sd, { steps: 10, eta: 1, guidance: 5 }, true);
       assert.deepEqual(sampler.timesteps, Array.from(g.get("scheduler.timesteps")!.data));
