@@ -22,6 +22,7 @@ import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
 import { constLinear } from "./_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
+import { clipConfigFields } from "./_clip_config.ts";
 
 /** Activation functions of CLIP text configs. */
 export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
@@ -66,14 +67,6 @@ export interface ClipForwardOptions {
   pooled?: boolean;
 }
 
-const ACTIVATIONS: readonly ClipActivation[] = [
-  "quick_gelu",
-  "gelu",
-  "gelu_new",
-  "gelu_pytorch_tanh",
-  "relu",
-];
-
 /**
  * Read a `CLIPTextConfig` from the JSON of `config.json` (a `CLIPTextModel`'s, or a whole
  * `CLIPModel`'s with `text_config`), with transformers' defaults for absent fields.
@@ -86,29 +79,10 @@ const ACTIVATIONS: readonly ClipActivation[] = [
  * ```
  */
 export function parseClipTextConfig(json: Record<string, unknown>, file: string): ClipTextConfig {
-  const src =
-    (json.text_config && typeof json.text_config === "object" ? json.text_config : json) as Record<
-      string,
-      unknown
-    >;
-  const int = (key: string, fallback: number): number => {
-    const v = src[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 1) {
-      throw new Error(`${file}: '${key}' must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-    return v as number;
-  };
-  const act = String(src.hidden_act ?? "quick_gelu");
-  if (!ACTIVATIONS.includes(act as ClipActivation)) {
-    throw new Error(
-      `${file}: 'hidden_act' ${JSON.stringify(act)} is not supported (expected one of ` +
-        `${ACTIVATIONS.join(", ")})`,
-    );
-  }
-  const eps = src.layer_norm_eps ?? 1e-5;
-  if (typeof eps !== "number" || !(eps > 0)) {
-    throw new Error(`${file}: 'layer_norm_eps' must be a positive number`);
-  }
+  const fields = clipConfigFields(json, "text_config", file);
+  const int = fields.int;
+  const act = fields.activation();
+  const eps = fields.layerNormEps();
   const config: ClipTextConfig = {
     vocabSize: int("vocab_size", 49408),
     hiddenSize: int("hidden_size", 512),
@@ -116,7 +90,7 @@ export function parseClipTextConfig(json: Record<string, unknown>, file: string)
     numHiddenLayers: int("num_hidden_layers", 12),
     numAttentionHeads: int("num_attention_heads", 8),
     maxPositionEmbeddings: int("max_position_embeddings", 77),
-    hiddenAct: act as ClipActivation,
+    hiddenAct: act,
     layerNormEps: eps,
     eosTokenId: int("eos_token_id", 49407),
   };

@@ -24,6 +24,7 @@ import {
   parseClipTextConfig,
 } from "./clip_text_model.ts";
 import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import { clipConfigFields } from "./_clip_config.ts";
 
 /** The fields of a `CLIPVisionConfig` the model uses. */
 export interface ClipVisionConfig {
@@ -55,14 +56,6 @@ export interface ClipVisionOutput {
   pooledOutput: Tensor2D;
 }
 
-const ACTIVATIONS: readonly ClipActivation[] = [
-  "quick_gelu",
-  "gelu",
-  "gelu_new",
-  "gelu_pytorch_tanh",
-  "relu",
-];
-
 /**
  * Read a `CLIPVisionConfig` from the JSON of `config.json` (a `CLIPVisionModel`'s, or a whole
  * `CLIPModel`'s with `vision_config`), with transformers' defaults for absent fields.
@@ -78,28 +71,10 @@ export function parseClipVisionConfig(
   json: Record<string, unknown>,
   file: string,
 ): ClipVisionConfig {
-  const src =
-    (json.vision_config && typeof json.vision_config === "object"
-      ? json.vision_config
-      : json) as Record<string, unknown>;
-  const int = (key: string, fallback: number): number => {
-    const v = src[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 1) {
-      throw new Error(`${file}: '${key}' must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-    return v as number;
-  };
-  const act = String(src.hidden_act ?? "quick_gelu");
-  if (!ACTIVATIONS.includes(act as ClipActivation)) {
-    throw new Error(
-      `${file}: 'hidden_act' ${JSON.stringify(act)} is not supported (expected one of ` +
-        `${ACTIVATIONS.join(", ")})`,
-    );
-  }
-  const eps = src.layer_norm_eps ?? 1e-5;
-  if (typeof eps !== "number" || !(eps > 0)) {
-    throw new Error(`${file}: 'layer_norm_eps' must be a positive number`);
-  }
+  const fields = clipConfigFields(json, "vision_config", file);
+  const int = fields.int;
+  const act = fields.activation();
+  const eps = fields.layerNormEps();
   const config: ClipVisionConfig = {
     hiddenSize: int("hidden_size", 768),
     intermediateSize: int("intermediate_size", 3072),
@@ -108,7 +83,7 @@ export function parseClipVisionConfig(
     imageSize: int("image_size", 224),
     patchSize: int("patch_size", 32),
     numChannels: int("num_channels", 3),
-    hiddenAct: act as ClipActivation,
+    hiddenAct: act,
     layerNormEps: eps,
   };
   if (config.hiddenSize % config.numAttentionHeads !== 0) {

@@ -35,6 +35,7 @@ import {
   parseKohyaKey,
   parsePeftKey,
 } from "./_lora_keys.ts";
+import { pathExists } from "../core/io/path_exists.ts";
 
 /** The LoRA file layouts. */
 export type LoraFormat = "peft" | "diffusers" | "kohya";
@@ -91,15 +92,6 @@ export interface EncodedLora {
 async function isDir(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
   } catch {
     return false;
   }
@@ -336,9 +328,9 @@ export async function readLora(path: string, options: ReadLoraOptions = {}): Pro
     configPath = join(path, "adapter_config.json");
     const candidates = ["adapter_model.safetensors", "pytorch_lora_weights.safetensors"];
     const found = [];
-    for (const c of candidates) if (await exists(join(path, c))) found.push(c);
+    for (const c of candidates) if (await pathExists(join(path, c))) found.push(c);
     if (found.length === 0) {
-      const bin = await exists(join(path, "adapter_model.bin"));
+      const bin = await pathExists(join(path, "adapter_model.bin"));
       throw new Error(
         `${path}: no LoRA weights found (looked for ${candidates.join(", ")})` +
           (bin
@@ -356,7 +348,7 @@ export async function readLora(path: string, options: ReadLoraOptions = {}): Pro
   try {
     const format = detectLoraFormat(source.keys(), file);
     if (format === "peft") {
-      if (await exists(configPath)) {
+      if (await pathExists(configPath)) {
         config = await readConfig(configPath);
         checkPeftConfig(config, configPath);
       } else if (options.alpha === undefined) {

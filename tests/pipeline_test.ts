@@ -15,20 +15,12 @@ import {
 } from "../mod.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
 import { TINY_SD } from "./_helpers.ts";
+import { pathExists } from "../core/io/path_exists.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const EXAMPLES = join(ROOT, "examples");
 /** Where the SD 1.5 examples look for the model (`SD15_PATH`, else examples/../models/…). */
 const SD15 = Deno.env.get("SD15_PATH") || join(ROOT, "models", "stable-diffusion-v1-5");
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function issuesOf(p: Promise<unknown>): Promise<Map<string, string>> {
   try {
@@ -370,7 +362,7 @@ Deno.test("every example pipeline validates", async (t) => {
       assert.equal(p.model, TINY_SD);
     });
   }
-  const sd15Present = await exists(SD15);
+  const sd15Present = await pathExists(SD15);
   for (const name of ["sd15_compressibility.json", "sd15_aesthetic.ts"]) {
     await t.step(name, async () => {
       const path = join(EXAMPLES, name);

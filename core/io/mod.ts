@@ -8,3 +8,4 @@ export * from "./safetensors.ts";
 export * from "./weights.ts";
 export * from "./model_folder.ts";
 export * from "./graph_model.ts";
+export * from "./path_exists.ts";

@@ -12,6 +12,7 @@ import {
   type TensorInfo,
   type WeightSource,
 } from "./safetensors.ts";
+import { pathExists } from "./path_exists.ts";
 
 /** A checkpoint split over several safetensors files by a `weight_map` index. */
 export class ShardedWeights implements WeightSource {
@@ -90,15 +91,6 @@ export class ShardedWeights implements WeightSource {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Options of {@linkcode openWeights}. */
 export interface OpenWeightsOptions {
   /** A variant such as `fp16`: prefer `NAME.fp16.safetensors` over `NAME.safetensors`. */
@@ -142,12 +134,12 @@ export async function openWeights(
     for (const n of names) {
       const single = join(path, `${n}${v}.safetensors`);
       tried.push(single);
-      if (await exists(single)) return await SafetensorsFile.open(single);
+      if (await pathExists(single)) return await SafetensorsFile.open(single);
       const index = join(path, `${n}.safetensors${v ? `.index${v}` : ".index"}.json`);
       const index2 = join(path, `${n}${v}.safetensors.index.json`);
       for (const ix of [index, index2]) {
         tried.push(ix);
-        if (await exists(ix)) return await ShardedWeights.open(ix);
+        if (await pathExists(ix)) return await ShardedWeights.open(ix);
       }
     }
   }
