@@ -16,13 +16,13 @@ import type { WeightSource } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
-import { disposeLinear, type LinearWeights, loadLinear } from "./nn/linear.ts";
+import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
+import { disposeLinear, type LinearWeights } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
 import { constLinear } from "./_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
-import { clipConfigFields } from "./_clip_config.ts";
+import { clipConfigFields, type ClipLayer, clipLoaders, loadClipLayers } from "./_clip_tower.ts";
 
 /** Activation functions of CLIP text configs. */
 export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
@@ -101,17 +101,6 @@ export function parseClipTextConfig(json: Record<string, unknown>, file: string)
     );
   }
   return config;
-}
-
-interface ClipLayer {
-  ln1: LayerNormWeights;
-  ln2: LayerNormWeights;
-  q: LinearWeights;
-  k: LinearWeights;
-  v: LinearWeights;
-  out: LinearWeights;
-  fc1: LinearWeights;
-  fc2: LinearWeights;
 }
 
 function activate(x: Tensor, act: ClipActivation): Tensor {
@@ -256,39 +245,17 @@ export class ClipTextModel {
       const positionEmbedding = keep(
         await r.tensor("embeddings.position_embedding.weight", [config.maxPositionEmbeddings, d]),
       ) as Tensor2D;
-      const lin = async (p: string, i: number, o: number) => {
-        const w = await loadLinear(r, p, i, o);
-        keep(w.weight);
-        if (w.bias) keep(w.bias);
-        return w;
-      };
-      const ln = async (p: string) => {
-        const w = await loadLayerNorm(r, p, d, eps);
-        keep(w.weight);
-        keep(w.bias);
-        return w;
-      };
-      const layers: ClipLayer[] = [];
-      for (let i = 0; i < config.numHiddenLayers; i++) {
-        const p = `encoder.layers.${i}`;
-        layers.push({
-          ln1: await ln(`${p}.layer_norm1`),
-          ln2: await ln(`${p}.layer_norm2`),
-          q: await lin(`${p}.self_attn.q_proj`, d, d),
-          k: await lin(`${p}.self_attn.k_proj`, d, d),
-          v: await lin(`${p}.self_attn.v_proj`, d, d),
-          out: await lin(`${p}.self_attn.out_proj`, d, d),
-          fc1: await lin(`${p}.mlp.fc1`, d, m),
-          fc2: await lin(`${p}.mlp.fc2`, m, d),
-        });
-      }
-      const extra = `${prefix}encoder.layers.${config.numHiddenLayers}.layer_norm1.weight`;
-      if (source.has(extra)) {
-        throw new Error(
-          `${source.path}: holds '${extra}' but the config says num_hidden_layers = ` +
-            `${config.numHiddenLayers}: config.json and weights disagree`,
-        );
-      }
+      const { ln } = clipLoaders(r, d, eps, keep);
+      const layers = await loadClipLayers(
+        r,
+        source,
+        prefix,
+        config.numHiddenLayers,
+        d,
+        m,
+        eps,
+        keep,
+      );
       const finalNorm = await ln("final_layer_norm");
       return new ClipTextModel(config, prefix, source.path, {
         tokenEmbedding,

@@ -14,7 +14,7 @@ import type { WeightSource } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
+import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
 import { disposeLinear, linear, type LinearWeights, loadLinear } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
 import {
@@ -24,7 +24,7 @@ import {
   parseClipTextConfig,
 } from "./clip_text_model.ts";
 import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
-import { clipConfigFields } from "./_clip_config.ts";
+import { clipConfigFields, type ClipLayer, clipLoaders, loadClipLayers } from "./_clip_tower.ts";
 
 /** The fields of a `CLIPVisionConfig` the model uses. */
 export interface ClipVisionConfig {
@@ -118,17 +118,6 @@ function activate(x: Tensor, act: ClipActivation): Tensor {
   }
 }
 
-interface VisionLayer {
-  ln1: LayerNormWeights;
-  ln2: LayerNormWeights;
-  q: LinearWeights;
-  k: LinearWeights;
-  v: LinearWeights;
-  out: LinearWeights;
-  fc1: LinearWeights;
-  fc2: LinearWeights;
-}
-
 /**
  * Detect the key layout of CLIP vision weights: `vision_model.` (a `CLIPModel`, and
  * `CLIPVisionModel` checkpoints) or no prefix.
@@ -172,7 +161,7 @@ export class ClipVisionModel {
   #positionEmbedding: Tensor2D;
   #preNorm: LayerNormWeights;
   #postNorm: LayerNormWeights;
-  #layers: VisionLayer[];
+  #layers: ClipLayer[];
 
   private constructor(
     config: ClipVisionConfig,
@@ -183,7 +172,7 @@ export class ClipVisionModel {
       positionEmbedding: Tensor2D;
       preNorm: LayerNormWeights;
       postNorm: LayerNormWeights;
-      layers: VisionLayer[];
+      layers: ClipLayer[];
     },
   ) {
     this.config = config;
@@ -256,40 +245,18 @@ export class ClipVisionModel {
       const positionEmbedding = keep(
         await r.tensor("embeddings.position_embedding.weight", [positions, d]),
       ) as Tensor2D;
-      const lin = async (name: string, i: number, o: number) => {
-        const w = await loadLinear(r, name, i, o);
-        keep(w.weight);
-        if (w.bias) keep(w.bias);
-        return w;
-      };
-      const ln = async (name: string) => {
-        const w = await loadLayerNorm(r, name, d, eps);
-        keep(w.weight);
-        keep(w.bias);
-        return w;
-      };
+      const { ln } = clipLoaders(r, d, eps, keep);
       const preNorm = await ln("pre_layrnorm");
-      const layers: VisionLayer[] = [];
-      for (let i = 0; i < config.numHiddenLayers; i++) {
-        const l = `encoder.layers.${i}`;
-        layers.push({
-          ln1: await ln(`${l}.layer_norm1`),
-          ln2: await ln(`${l}.layer_norm2`),
-          q: await lin(`${l}.self_attn.q_proj`, d, d),
-          k: await lin(`${l}.self_attn.k_proj`, d, d),
-          v: await lin(`${l}.self_attn.v_proj`, d, d),
-          out: await lin(`${l}.self_attn.out_proj`, d, d),
-          fc1: await lin(`${l}.mlp.fc1`, d, m),
-          fc2: await lin(`${l}.mlp.fc2`, m, d),
-        });
-      }
-      const extra = `${prefix}encoder.layers.${config.numHiddenLayers}.layer_norm1.weight`;
-      if (source.has(extra)) {
-        throw new Error(
-          `${source.path}: holds '${extra}' but the config says num_hidden_layers = ` +
-            `${config.numHiddenLayers}: config.json and weights disagree`,
-        );
-      }
+      const layers = await loadClipLayers(
+        r,
+        source,
+        prefix,
+        config.numHiddenLayers,
+        d,
+        m,
+        eps,
+        keep,
+      );
       const postNorm = await ln("post_layernorm");
       return new ClipVisionModel(config, source.path, {
         patch,
