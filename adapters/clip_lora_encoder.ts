@@ -448,6 +448,8 @@ export const clipLoraEncoderPlugin: Plugin<"encoder", Options> = definePlugin(
       const modelPath = o.modelPath ? abs(o.modelPath) : context.modelPath;
       return await clipLoraEncoder({
         ...o,
+        // A run is reproducible only if the LoRA's random initialisation is seeded.
+        seed: o.seed ?? context.seed,
         modelPath,
         adapters: o.adapters.map((a) => ({ ...a, path: abs(a.path) })),
       });

@@ -71,6 +71,8 @@ export interface PluginContext {
   baseDir: string;
   /** The diffusers model folder of the run, when there is one. */
   modelPath?: string;
+  /** The run's seed: plugins with random initialisation (LoRA weights) derive theirs from it. */
+  seed?: number;
   /** The encoder of the run (samplers need its hidden size). */
   encoder?: Encoder;
   /** Variables an optimizer updates. */

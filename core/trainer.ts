@@ -703,7 +703,11 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   const backend = await useBackend(pipeline.backend);
   log(`backend: ${backend.name} (${backend.device})`);
   const prompts = await resolvePrompts(pipeline);
-  const ctx: PluginContext = { baseDir: pipeline.baseDir, modelPath: pipeline.model };
+  const ctx: PluginContext = {
+    baseDir: pipeline.baseDir,
+    modelPath: pipeline.model,
+    seed: pipeline.seed,
+  };
   const build = async <K extends PluginKind>(
     kind: K,
     use: string,
