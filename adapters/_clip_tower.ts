@@ -1,6 +1,7 @@
 // What CLIP's text and vision towers share: config fields (errors name the file and key) and
 // the pre-LN encoder layers' weights.
 import type { WeightSource } from "../core/io/safetensors.ts";
+import * as tf from "@tensorflow/tfjs";
 import type { Tensor } from "../core/tensor_types.ts";
 import type { ClipActivation } from "./clip_text_model.ts";
 import { type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
@@ -144,4 +145,22 @@ export async function loadClipLayers(
     );
   }
   return layers;
+}
+
+/** The activations CLIP configs name (`hidden_act`), as transformers defines them. */
+export function clipActivate(x: Tensor, act: ClipActivation): Tensor {
+  switch (act) {
+    case "quick_gelu":
+      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
+    case "gelu":
+      // Exact GELU as torch.nn.functional.gelu: x·Φ(x) through erf (tfjs has its gradient).
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+    case "gelu_new":
+    case "gelu_pytorch_tanh": {
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+    }
+    case "relu":
+      return tf.relu(x);
+  }
 }

@@ -22,7 +22,13 @@ import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
 import { constLinear } from "./_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
-import { clipConfigFields, type ClipLayer, clipLoaders, loadClipLayers } from "./_clip_tower.ts";
+import {
+  clipActivate,
+  clipConfigFields,
+  type ClipLayer,
+  clipLoaders,
+  loadClipLayers,
+} from "./_clip_tower.ts";
 
 /** Activation functions of CLIP text configs. */
 export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
@@ -101,23 +107,6 @@ export function parseClipTextConfig(json: Record<string, unknown>, file: string)
     );
   }
   return config;
-}
-
-function activate(x: Tensor, act: ClipActivation): Tensor {
-  switch (act) {
-    case "quick_gelu":
-      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
-    case "gelu":
-      // Exact GELU as torch.nn.functional.gelu: x·Φ(x) through erf (tfjs has its gradient).
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
-    case "gelu_new":
-    case "gelu_pytorch_tanh": {
-      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
-    }
-    case "relu":
-      return tf.relu(x);
-  }
 }
 
 /**
@@ -369,7 +358,7 @@ export class ClipTextModel {
           .reshape([b * l, d]) as Tensor2D;
         h = tf.add(h, this.#linear(`${p}.self_attn.out_proj`, att, lora));
         const y = layerNorm(h, layer.ln2) as Tensor2D;
-        const f = activate(this.#linear(`${p}.mlp.fc1`, y, lora), cfg.hiddenAct) as Tensor2D;
+        const f = clipActivate(this.#linear(`${p}.mlp.fc1`, y, lora), cfg.hiddenAct) as Tensor2D;
         h = tf.add(h, this.#linear(`${p}.mlp.fc2`, f, lora));
       }
       const last = layerNorm(h, this.#finalNorm);

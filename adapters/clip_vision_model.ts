@@ -24,7 +24,13 @@ import {
   parseClipTextConfig,
 } from "./clip_text_model.ts";
 import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
-import { clipConfigFields, type ClipLayer, clipLoaders, loadClipLayers } from "./_clip_tower.ts";
+import {
+  clipActivate,
+  clipConfigFields,
+  type ClipLayer,
+  clipLoaders,
+  loadClipLayers,
+} from "./_clip_tower.ts";
 
 /** The fields of a `CLIPVisionConfig` the model uses. */
 export interface ClipVisionConfig {
@@ -99,23 +105,6 @@ export function parseClipVisionConfig(
     );
   }
   return config;
-}
-
-// The same activations as the text tower (clip_text_model.ts keeps its own private).
-function activate(x: Tensor, act: ClipActivation): Tensor {
-  switch (act) {
-    case "quick_gelu":
-      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
-    case "gelu":
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
-    case "gelu_new":
-    case "gelu_pytorch_tanh": {
-      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
-    }
-    case "relu":
-      return tf.relu(x);
-  }
 }
 
 /**
@@ -317,7 +306,7 @@ export class ClipVisionModel {
         const att = multiHeadAttention(q, k, v, cfg.numAttentionHeads).reshape([b * l, d]);
         x = tf.add(x, linear(att, layer.out));
         const z = layerNorm(x, layer.ln2);
-        x = tf.add(x, linear(activate(linear(z, layer.fc1), cfg.hiddenAct), layer.fc2));
+        x = tf.add(x, linear(clipActivate(linear(z, layer.fc1), cfg.hiddenAct), layer.fc2));
       }
       const last = x.reshape([b, l, d]) as Tensor3D;
       const cls0 = last.slice([0, 0, 0], [b, 1, d]).reshape([b, d]);
