@@ -11,6 +11,18 @@ export function fixture(...parts: string[]): string {
 /** The tiny diffusers pipeline folder. */
 export const TINY_SD: string = fixture("sd-tiny", "tiny-sd");
 
+/** A minimal valid pipeline on the tiny model (2 DDIM steps, 1 epoch), with overrides. */
+export function tinyPipeline(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    model: TINY_SD,
+    sampler: { steps: 2, batchSize: 2 },
+    rewards: [{ use: "brightness" }],
+    prompts: { builtin: "tiny" },
+    train: { epochs: 1 },
+    ...extra,
+  };
+}
+
 const goldenCache = new Map<string, Map<string, HostTensor>>();
 
 /** Read every tensor of a golden file (cached). */

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
-import { TINY_SD } from "./_helpers.ts";
+import { TINY_SD, tinyPipeline } from "./_helpers.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const EXAMPLES = join(ROOT, "examples");
@@ -33,15 +33,6 @@ function assertUsageError(r: Result, ...patterns: RegExp[]): void {
   for (const p of patterns) assert.match(r.stderr, p);
   assert.ok(!r.stderr.includes("    at "), `a stack trace was printed:\n${r.stderr}`);
 }
-
-const tiny = (extra: Record<string, unknown> = {}) => ({
-  model: TINY_SD,
-  sampler: { steps: 2, batchSize: 2 },
-  rewards: [{ use: "brightness" }],
-  prompts: { builtin: "tiny" },
-  train: { epochs: 1 },
-  ...extra,
-});
 
 Deno.test("cli: help and usage", async (t) => {
   await t.step("top-level help", async () => {
@@ -133,7 +124,7 @@ Deno.test("cli: validate", async (t) => {
 
     await t.step("an unknown key", async () => {
       assertUsageError(
-        await cli("validate", await write("k.yaml", tiny({ train: { epochz: 3 } }))),
+        await cli("validate", await write("k.yaml", tinyPipeline({ train: { epochz: 3 } }))),
         /invalid pipeline/,
         / {2}train\.epochz: unknown key \(did you mean 'epochs'\?\)/,
       );
@@ -141,21 +132,24 @@ Deno.test("cli: validate", async (t) => {
 
     await t.step("a wrong type", async () => {
       assertUsageError(
-        await cli("validate", await write("t.yaml", tiny({ sampler: { steps: "many" } }))),
+        await cli("validate", await write("t.yaml", tinyPipeline({ sampler: { steps: "many" } }))),
         / {2}sampler\.steps: expected number, got "many"/,
       );
     });
 
     await t.step("a missing model folder", async () => {
       assertUsageError(
-        await cli("validate", await write("m.yaml", tiny({ model: "./no-model" }))),
+        await cli("validate", await write("m.yaml", tinyPipeline({ model: "./no-model" }))),
         new RegExp(`  model: ${join(dir, "no-model")}: model folder not found`),
       );
     });
 
     await t.step("an unknown plugin", async () => {
       assertUsageError(
-        await cli("validate", await write("u.yaml", tiny({ rewards: [{ use: "aesthetics" }] }))),
+        await cli(
+          "validate",
+          await write("u.yaml", tinyPipeline({ rewards: [{ use: "aesthetics" }] })),
+        ),
         / {2}rewards\[0\]\.use: unknown reward plugin 'aesthetics'/,
       );
     });
@@ -165,7 +159,7 @@ Deno.test("cli: validate", async (t) => {
       assertUsageError(
         await cli(
           "validate",
-          await write("n.yaml", tiny({ rewards: [{ use: "./not_a_plugin.ts" }] })),
+          await write("n.yaml", tinyPipeline({ rewards: [{ use: "./not_a_plugin.ts" }] })),
         ),
         / {2}rewards\[0\]\.use: module '\.\/not_a_plugin\.ts' exports no plugin/,
       );
@@ -177,7 +171,7 @@ Deno.test("cli: validate", async (t) => {
           "validate",
           await write(
             "o.yaml",
-            tiny({ rewards: [{ use: "jpeg-compressibility", options: { quality: 0 } }] }),
+            tinyPipeline({ rewards: [{ use: "jpeg-compressibility", options: { quality: 0 } }] }),
           ),
         ),
         / {2}rewards\[0\]\.options\.quality: .*>=1/,
@@ -198,7 +192,7 @@ Deno.test("cli: validate", async (t) => {
 
     await t.step("run refuses an invalid pipeline the same way", async () => {
       assertUsageError(
-        await cli("run", await write("r.yaml", tiny({ train: { epochs: "x" } }))),
+        await cli("run", await write("r.yaml", tinyPipeline({ train: { epochs: "x" } }))),
         / {2}train\.epochs: expected number/,
       );
     });

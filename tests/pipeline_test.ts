@@ -14,7 +14,7 @@ import {
   validatePipeline,
 } from "../mod.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
-import { TINY_SD } from "./_helpers.ts";
+import { TINY_SD, tinyPipeline } from "./_helpers.ts";
 import { pathExists } from "../core/io/path_exists.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -32,15 +32,6 @@ async function issuesOf(p: Promise<unknown>): Promise<Map<string, string>> {
   throw new Error("expected the pipeline to be invalid");
 }
 
-const tiny = (extra: Record<string, unknown> = {}) => ({
-  model: TINY_SD,
-  sampler: { steps: 2, batchSize: 2 },
-  rewards: [{ use: "brightness" }],
-  prompts: { builtin: "tiny" },
-  train: { epochs: 1 },
-  ...extra,
-});
-
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "texforce_pipeline_" });
   try {
@@ -54,7 +45,7 @@ Deno.test("loadPipeline reads YAML, JSON and TypeScript", async (t) => {
   await withTempDir(async (dir) => {
     await t.step("YAML, relative paths against the file", async () => {
       const file = join(dir, "a.yaml");
-      await Deno.writeTextFile(file, stringify({ ...tiny(), prompts: { file: "prompts.txt" } }));
+      await Deno.writeTextFile(file, stringify({ ...tinyPipeline(), prompts: { file: "prompts.txt" } }));
       await Deno.writeTextFile(join(dir, "prompts.txt"), "a red circle\n");
       const p = await loadPipeline(file);
       assert.equal(p.name, "a");
@@ -65,7 +56,7 @@ Deno.test("loadPipeline reads YAML, JSON and TypeScript", async (t) => {
 
     await t.step("JSON", async () => {
       const file = join(dir, "b.json");
-      await Deno.writeTextFile(file, JSON.stringify(tiny({ name: "json-run" })));
+      await Deno.writeTextFile(file, JSON.stringify(tinyPipeline({ name: "json-run" })));
       const p = await loadPipeline(file);
       assert.equal(p.name, "json-run");
     });
@@ -74,7 +65,7 @@ Deno.test("loadPipeline reads YAML, JSON and TypeScript", async (t) => {
       const file = join(dir, "c.ts");
       await Deno.writeTextFile(
         file,
-        `export default ${JSON.stringify(tiny({ model: "./model-link" }))};\n`,
+        `export default ${JSON.stringify(tinyPipeline({ model: "./model-link" }))};\n`,
       );
       await Deno.symlink(TINY_SD, join(dir, "model-link"));
       const p = await loadPipeline(file);
@@ -159,7 +150,7 @@ Deno.test("--set overrides", async (t) => {
   await t.step("applied before validation", async () => {
     await withTempDir(async (dir) => {
       const file = join(dir, "p.yaml");
-      await Deno.writeTextFile(file, stringify(tiny()));
+      await Deno.writeTextFile(file, stringify(tinyPipeline()));
       const p = await loadPipeline(file, {
         set: ["train.epochs=3", "sampler.guidance=7.5", "rewards.0.weight=2"],
       });
@@ -169,7 +160,7 @@ Deno.test("--set overrides", async (t) => {
       const issues = await issuesOf(loadPipeline(file, { set: ["train.epochs=zero"] }));
       assert.equal(issues.get("train.epochs"), 'expected number, got "zero"');
       // An override can also repair a file.
-      await Deno.writeTextFile(file, stringify(tiny({ model: join(dir, "nope") })));
+      await Deno.writeTextFile(file, stringify(tinyPipeline({ model: join(dir, "nope") })));
       await loadPipeline(file, { set: [`model=${TINY_SD}`] });
     });
   });
@@ -182,7 +173,7 @@ Deno.test("environment variables in YAML and JSON strings", async () => {
     try {
       await Deno.writeTextFile(
         file,
-        stringify(tiny({
+        stringify(tinyPipeline({
           model: "${TEXFORCE_TEST_MODEL}",
           rewards: [{ use: "brightness", name: "${TEXFORCE_TEST_UNSET:-bright}" }],
           prompts: ["costs $${PRICE}"],
@@ -192,7 +183,7 @@ Deno.test("environment variables in YAML and JSON strings", async () => {
       assert.equal(p.model, TINY_SD);
       assert.equal(p.rewards[0].name, "bright");
       assert.deepEqual(p.prompts, { list: ["costs ${PRICE}"] });
-      await Deno.writeTextFile(file, stringify(tiny({ model: "${TEXFORCE_TEST_UNSET}" })));
+      await Deno.writeTextFile(file, stringify(tinyPipeline({ model: "${TEXFORCE_TEST_UNSET}" })));
       const issues = await issuesOf(loadPipeline(file));
       assert.match(issues.get("model")!, /environment variable TEXFORCE_TEST_UNSET is not set/);
     } finally {
@@ -216,7 +207,9 @@ Deno.test("validatePipeline", async (t) => {
     );
 
     await t.step("a missing model folder", async () => {
-      const issues = await issuesOf(loadPipeline(await write("m.yaml", tiny({ model: "./nope" }))));
+      const issues = await issuesOf(
+        loadPipeline(await write("m.yaml", tinyPipeline({ model: "./nope" }))),
+      );
       assert.equal(issues.get("model"), `${join(dir, "nope")}: model folder not found`);
     });
 
@@ -227,13 +220,16 @@ Deno.test("validatePipeline", async (t) => {
         join(model, "model_index.json"),
         JSON.stringify({ _class_name: "StableDiffusionPipeline" }),
       );
-      const issues = await issuesOf(loadPipeline(await write("h.yaml", tiny({ model }))));
+      const issues = await issuesOf(loadPipeline(await write("h.yaml", tinyPipeline({ model }))));
       assert.match(issues.get("model")!, /has no 'text_encoder' component/);
     });
 
     await t.step("an unknown plugin", async () => {
       const issues = await issuesOf(loadPipeline(
-        await write("u.yaml", tiny({ rewards: [{ use: "brightnes" }], sampler: { use: "ddpm" } })),
+        await write(
+          "u.yaml",
+          tinyPipeline({ rewards: [{ use: "brightnes" }], sampler: { use: "ddpm" } }),
+        ),
       ));
       assert.match(
         issues.get("rewards[0].use")!,
@@ -246,7 +242,7 @@ Deno.test("validatePipeline", async (t) => {
       const issues = await issuesOf(loadPipeline(
         await write(
           "n.yaml",
-          tiny({
+          tinyPipeline({
             rewards: [{ use: "./no_plugin.ts" }, { use: "./sampler_plugin.ts" }, {
               use: "./gone.ts",
             }],
@@ -265,7 +261,7 @@ Deno.test("validatePipeline", async (t) => {
       const issues = await issuesOf(loadPipeline(
         await write(
           "o.yaml",
-          tiny({
+          tinyPipeline({
             encoder: { options: { rank: 0, targetz: [] } },
             sampler: { steps: 2, options: { attentionSlice: -1, steps: 3 } },
             rewards: [{ use: "jpeg-compressibility", options: { quality: "high" } }],
@@ -285,20 +281,20 @@ Deno.test("validatePipeline", async (t) => {
 
     await t.step("prompt sources", async () => {
       let issues = await issuesOf(
-        loadPipeline(await write("p.yaml", tiny({ prompts: { builtin: "birds" } }))),
+        loadPipeline(await write("p.yaml", tinyPipeline({ prompts: { builtin: "birds" } }))),
       );
       assert.match(
         issues.get("prompts.builtin")!,
         /unknown built-in prompt set 'birds'; expected one of: simple-animals/,
       );
       issues = await issuesOf(
-        loadPipeline(await write("q.yaml", tiny({ prompts: { file: "nope.txt" } }))),
+        loadPipeline(await write("q.yaml", tinyPipeline({ prompts: { file: "nope.txt" } }))),
       );
       assert.equal(issues.get("prompts.file"), `${join(dir, "nope.txt")}: prompt file not found`);
     });
 
     await t.step("every problem at once; checks can be turned off", async () => {
-      const config = tiny({
+      const config = tinyPipeline({
         model: "./nope",
         rewards: [{ use: "nope" }],
         prompts: { builtin: "x" },
@@ -310,14 +306,18 @@ Deno.test("validatePipeline", async (t) => {
         validatePipeline(p, { checkModel: false, checkPlugins: false }),
       );
       assert.deepEqual([...onlyPrompts.keys()], ["prompts.builtin"]);
-      await loadPipeline(await write("ok.yaml", tiny({ model: "./nope" })), { checkModel: false });
-      await loadPipeline(await write("ok2.yaml", tiny({ model: "./nope" })), { validate: false });
+      await loadPipeline(await write("ok.yaml", tinyPipeline({ model: "./nope" })), {
+        checkModel: false,
+      });
+      await loadPipeline(await write("ok2.yaml", tinyPipeline({ model: "./nope" })), {
+        validate: false,
+      });
     });
   });
 });
 
 Deno.test("pipelineSteps maps each step to the options its plugin receives", () => {
-  const p = parsePipeline(tiny({
+  const p = parsePipeline(tinyPipeline({
     sampler: { steps: 3, eta: 0.5, guidance: 7, options: { attentionSlice: 64 } },
     rewards: [{ use: "brightness", options: { scale: 2 } }],
     optimizer: { betas: [0.8, 0.99], weightDecay: 0, eps: 1e-6, lr: 1e-4 },

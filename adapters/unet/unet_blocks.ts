@@ -107,6 +107,38 @@ export interface BlockAttention {
   layers: number;
 }
 
+// Layer i of a down or up block: `resnets.i` and, with attention settings, `attentions.i`.
+async function loadLayer(
+  w: { resnets: ResnetBlockWeights[]; attentions: Transformer2DWeights[] },
+  r: WeightReader,
+  i: number,
+  inChannels: number,
+  outChannels: number,
+  attn: BlockAttention | null,
+  s: BlockSettings,
+  registry?: LinearRegistry,
+): Promise<void> {
+  w.resnets.push(
+    await loadResnetBlock(r.child(`resnets.${i}`), {
+      inChannels,
+      outChannels,
+      tembChannels: s.tembChannels,
+      groups: s.groups,
+      eps: s.eps,
+      outputScaleFactor: s.outputScaleFactor,
+    }, registry),
+  );
+  if (attn) {
+    w.attentions.push(
+      await loadTransformer2D(r.child(`attentions.${i}`), {
+        channels: outChannels,
+        ...attn,
+        groups: s.groups,
+      }, registry),
+    );
+  }
+}
+
 /**
  * Read a down block under `r` (e.g. `r.child("down_blocks.1")`); `attn` null for `DownBlock2D`.
  *
@@ -132,25 +164,7 @@ export async function loadDownBlock(
 ): Promise<DownBlockWeights> {
   const w: DownBlockWeights = { resnets: [], attentions: [] };
   for (let i = 0; i < layers; i++) {
-    w.resnets.push(
-      await loadResnetBlock(r.child(`resnets.${i}`), {
-        inChannels: i === 0 ? inChannels : outChannels,
-        outChannels,
-        tembChannels: s.tembChannels,
-        groups: s.groups,
-        eps: s.eps,
-        outputScaleFactor: s.outputScaleFactor,
-      }, registry),
-    );
-    if (attn) {
-      w.attentions.push(
-        await loadTransformer2D(r.child(`attentions.${i}`), {
-          channels: outChannels,
-          ...attn,
-          groups: s.groups,
-        }, registry),
-      );
-    }
+    await loadLayer(w, r, i, i === 0 ? inChannels : outChannels, outChannels, attn, s, registry);
   }
   if (addDownsample) {
     w.downsampler = await loadDownsample(r.child("downsamplers.0"), outChannels, downsamplePadding);
@@ -291,25 +305,7 @@ export async function loadUpBlock(
   for (let i = 0; i < layers; i++) {
     const skipChannels = i === layers - 1 ? inChannels : outChannels;
     const resIn = i === 0 ? prevOutputChannels : outChannels;
-    w.resnets.push(
-      await loadResnetBlock(r.child(`resnets.${i}`), {
-        inChannels: resIn + skipChannels,
-        outChannels,
-        tembChannels: s.tembChannels,
-        groups: s.groups,
-        eps: s.eps,
-        outputScaleFactor: s.outputScaleFactor,
-      }, registry),
-    );
-    if (attn) {
-      w.attentions.push(
-        await loadTransformer2D(r.child(`attentions.${i}`), {
-          channels: outChannels,
-          ...attn,
-          groups: s.groups,
-        }, registry),
-      );
-    }
+    await loadLayer(w, r, i, resIn + skipChannels, outChannels, attn, s, registry);
   }
   if (addUpsample) w.upsampler = await loadUpsample(r.child("upsamplers.0"), outChannels);
   return w;
