@@ -45,7 +45,10 @@ Deno.test("loadPipeline reads YAML, JSON and TypeScript", async (t) => {
   await withTempDir(async (dir) => {
     await t.step("YAML, relative paths against the file", async () => {
       const file = join(dir, "a.yaml");
-      await Deno.writeTextFile(file, stringify({ ...tinyPipeline(), prompts: { file: "prompts.txt" } }));
+      await Deno.writeTextFile(
+        file,
+        stringify({ ...tinyPipeline(), prompts: { file: "prompts.txt" } }),
+      );
       await Deno.writeTextFile(join(dir, "prompts.txt"), "a red circle\n");
       const p = await loadPipeline(file);
       assert.equal(p.name, "a");
