@@ -22,6 +22,8 @@ export interface ClipTokenizerFiles {
   tokenizerConfig?: Record<string, unknown>;
   /** Content of `special_tokens_map.json` (optional; `tokenizerConfig` wins). */
   specialTokensMap?: Record<string, unknown>;
+  /** Content of `added_tokens.json` (optional): extra token → id, split out of text like specials. */
+  addedTokens?: Record<string, number>;
   /** Names used in error messages (defaults: `vocab.json`, `merges.txt`). */
   paths?: { vocab?: string; merges?: string; config?: string };
 }
@@ -228,13 +230,32 @@ export class ClipTokenizer {
       : 77;
     this.doLowerCase = cfg.do_lower_case !== false;
 
+    // transformers splits every special and added token out of the raw text before BPE,
+    // whatever it looks like: SD 2.x's pad token is "!", so each "!" in a prompt is the pad id.
     this.#special = new Map();
-    for (const field of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
-      const tok = special(field, "");
-      // Only tokens that look like markers are matched in text: SD 2's pad token is "!".
-      if (/^<\|.*\|>$/.test(tok)) this.#special.set(tok, this.#vocab.get(tok)!);
+    const specialTexts = ["bos_token", "eos_token", "unk_token", "pad_token"]
+      .map((field) => special(field, ""));
+    for (const source of [cfg, map]) {
+      const extra = source.additional_special_tokens;
+      if (Array.isArray(extra)) { for (const t of extra) specialTexts.push(tokenContent(t) ?? ""); }
     }
-    const escaped = [...this.#special.keys()].map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const decoder = cfg.added_tokens_decoder;
+    if (decoder && typeof decoder === "object") {
+      for (const t of Object.values(decoder as Record<string, unknown>)) {
+        specialTexts.push(tokenContent(t) ?? "");
+      }
+    }
+    for (const [tok, id] of Object.entries(files.addedTokens ?? {})) {
+      if (typeof id === "number" && !this.#vocab.has(tok)) this.#vocab.set(tok, id);
+      specialTexts.push(tok);
+    }
+    for (const tok of specialTexts) {
+      const id = this.#vocab.get(tok);
+      if (tok && id !== undefined) this.#special.set(tok, id);
+    }
+    // Longest first, so that a token containing another one wins (transformers' trie does too).
+    const escaped = [...this.#special.keys()].sort((a, b) => b.length - a.length)
+      .map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
     this.#specialRe = escaped.length ? new RegExp(`(${escaped.join("|")})`) : null;
   }
 
@@ -289,11 +310,15 @@ export class ClipTokenizer {
       }
     };
     const specialPath = join(dir, "special_tokens_map.json");
+    const addedPath = join(dir, "added_tokens.json");
     return new ClipTokenizer({
       vocab: parse(vocabPath, await readText(vocabPath, false)) as Record<string, number>,
       merges: (await readText(mergesPath, false))!,
       tokenizerConfig: parse(configPath, await readText(configPath, true)),
       specialTokensMap: parse(specialPath, await readText(specialPath, true)),
+      addedTokens: parse(addedPath, await readText(addedPath, true)) as
+        | Record<string, number>
+        | undefined,
       paths: { vocab: vocabPath, merges: mergesPath, config: configPath },
     });
   }

@@ -1,11 +1,25 @@
 // Shared test helpers: fixture paths, golden tensors, closeness checks.
 import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { type HostTensor, SafetensorsFile } from "../core/io/safetensors.ts";
 
-/** Absolute path of a file under tests/fixtures/. */
+/**
+ * The reference set the parity tests check against: `$TEXFORCE_FIXTURES` when set (a folder with
+ * `sd-tiny/`, `clip-tiny/`, … in the layout of the shared fixtures), else `tests/fixtures/`.
+ */
+export const FIXTURES: string = Deno.env.get("TEXFORCE_FIXTURES")
+  ? resolve(Deno.env.get("TEXFORCE_FIXTURES")!)
+  : fileURLToPath(new URL("fixtures", import.meta.url));
+
+/** Absolute path of a file of the reference set (see {@linkcode FIXTURES}). */
 export function fixture(...parts: string[]): string {
-  return fileURLToPath(new URL(["fixtures", ...parts].join("/"), import.meta.url));
+  return join(FIXTURES, ...parts);
+}
+
+/** A JSON file of the reference set, parsed. */
+export async function fixtureJson<T = Record<string, unknown>>(...parts: string[]): Promise<T> {
+  return JSON.parse(await Deno.readTextFile(fixture(...parts))) as T;
 }
 
 /** The tiny diffusers pipeline folder. */

@@ -9,9 +9,22 @@ import {
   writeSafetensors,
 } from "../core/io/safetensors.ts";
 import { ClipTextModel, parseClipTextConfig } from "../adapters/clip_text_model.ts";
-import { assertClose, availableBackends, golden, TINY_SD } from "./_helpers.ts";
+import { assertClose, availableBackends, fixtureJson, golden, TINY_SD } from "./_helpers.ts";
 
 const TE_DIR = join(TINY_SD, "text_encoder");
+/** The fixture's own text-encoder config: every size below comes from it. */
+const TE_CONFIG = await fixtureJson<{
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  hidden_act: string;
+  eos_token_id: number;
+  vocab_size: number;
+  max_position_embeddings: number;
+}>("sd-tiny", "tiny-sd", "text_encoder", "config.json");
+const LAYERS = TE_CONFIG.num_hidden_layers;
+const HIDDEN = TE_CONFIG.hidden_size;
 
 /** Tolerance per backend: fp32 parity on cpu/wasm; lavapipe's WebGPU reorders reductions. */
 const TOL: Record<string, number> = { cpu: 1e-4, wasm: 1e-4, webgpu: 1e-3 };
@@ -58,8 +71,9 @@ Deno.test("ClipTextModel matches transformers' CLIPTextModel", async (t) => {
       const model = await ClipTextModel.load(TE_DIR);
       const ids = await goldenIds();
       const out = model.forward(ids, { pooled: true });
-      assert.deepEqual(out.lastHiddenState.shape, [7, 77, 32]);
-      assert.deepEqual(out.pooledOutput!.shape, [7, 32]);
+      const [rows, len] = ids.shape;
+      assert.deepEqual(out.lastHiddenState.shape, [rows, len, HIDDEN]);
+      assert.deepEqual(out.pooledOutput!.shape, [rows, HIDDEN]);
       const e1 = assertClose(
         await out.lastHiddenState.data(),
         lastExpected,
@@ -94,15 +108,20 @@ Deno.test("ClipTextModel loading", async (t) => {
 
   await t.step("reads the config", async () => {
     const model = await ClipTextModel.load(TE_DIR);
-    assert.equal(model.config.hiddenSize, 32);
-    assert.equal(model.config.numHiddenLayers, 3);
-    assert.equal(model.config.hiddenAct, "quick_gelu");
-    assert.equal(model.config.eosTokenId, 712);
-    assert.equal(model.keyPrefix, "");
-    assert.equal(model.linearShapes().size, 18);
-    assert.deepEqual(model.linearShapes().get("encoder.layers.1.mlp.fc1"), {
-      inFeatures: 32,
-      outFeatures: 37,
+    assert.equal(model.config.hiddenSize, HIDDEN);
+    assert.equal(model.config.numHiddenLayers, LAYERS);
+    assert.equal(model.config.hiddenAct, TE_CONFIG.hidden_act);
+    assert.equal(model.config.eosTokenId, TE_CONFIG.eos_token_id);
+    // The weights file decides the key layout (with or without `text_model.`).
+    const keys = await SafetensorsFile.open(join(TE_DIR, "model.safetensors"));
+    const prefixed = keys.keys().some((k) => k.startsWith("text_model."));
+    keys.close();
+    assert.equal(model.keyPrefix, prefixed ? "text_model." : "");
+    // Six linear layers per encoder layer: q, k, v, out, fc1, fc2.
+    assert.equal(model.linearShapes().size, 6 * LAYERS);
+    assert.deepEqual(model.linearShapes().get(`encoder.layers.${LAYERS - 1}.mlp.fc1`), {
+      inFeatures: HIDDEN,
+      outFeatures: TE_CONFIG.intermediate_size,
     });
     model.dispose();
   });
@@ -141,8 +160,10 @@ Deno.test("ClipTextModel loading", async (t) => {
 
   await t.step("clipSkip k equals the model cut after L-k layers", async () => {
     const dir = await copyTextEncoder({
-      rename: (k) => (k.startsWith("encoder.layers.2.") ? null : k),
-      config: (c) => (c.num_hidden_layers = 2),
+      rename: (
+        k,
+      ) => (k.replace(/^text_model\./, "").startsWith(`encoder.layers.${LAYERS - 1}.`) ? null : k),
+      config: (c) => (c.num_hidden_layers = LAYERS - 1),
     });
     try {
       const full = await ClipTextModel.load(TE_DIR);
@@ -153,7 +174,10 @@ Deno.test("ClipTextModel loading", async (t) => {
       const normal = full.forward(ids).lastHiddenState;
       assertClose(await skipped.data(), await reference.data(), 1e-6, "clip skip");
       assert.ok(tf.tidy(() => tf.max(tf.abs(tf.sub(skipped, normal))).dataSync()[0]) > 1e-3);
-      assert.throws(() => full.forward(ids, { clipSkip: 3 }), /clipSkip must be an integer in 0…2/);
+      assert.throws(
+        () => full.forward(ids, { clipSkip: LAYERS }),
+        new RegExp(`clipSkip must be an integer in 0…${LAYERS - 1}`),
+      );
       tf.dispose([ids, skipped, reference, normal]);
       full.dispose();
       cut.dispose();
@@ -168,7 +192,7 @@ Deno.test("ClipTextModel loading", async (t) => {
       const model = await ClipTextModel.load(dir);
       const ids = await goldenIds();
       const out = model.forward(ids, { pooled: true });
-      // The largest id in each row is the first eos (712), so the result is the same.
+      // Where eos is the largest id (as in every CLIP vocabulary), the result is the same.
       assertClose(
         await out.pooledOutput!.data(),
         g.get("text_encoder.pooler_output")!.data,
@@ -205,20 +229,28 @@ Deno.test("ClipTextModel loading", async (t) => {
   });
 
   await t.step("bad weights and configs fail naming the file and key", async () => {
-    const dir = await copyTextEncoder({ config: (c) => (c.num_hidden_layers = 2) });
+    const dir = await copyTextEncoder({ config: (c) => (c.num_hidden_layers = LAYERS - 1) });
     try {
       await assert.rejects(
         () => ClipTextModel.load(dir),
-        /model\.safetensors: holds 'encoder\.layers\.2\.layer_norm1\.weight' but the config says num_hidden_layers = 2/,
+        new RegExp(
+          `model\\.safetensors: holds '(text_model\\.)?encoder\\.layers\\.${
+            LAYERS - 1
+          }\\.layer_norm1\\.weight' but the config says num_hidden_layers = ${LAYERS - 1}`,
+        ),
       );
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
-    const dir2 = await copyTextEncoder({ config: (c) => (c.hidden_size = 64) });
+    const dir2 = await copyTextEncoder({ config: (c) => (c.hidden_size = 2 * HIDDEN) });
+    const vocab = TE_CONFIG.vocab_size;
     try {
       await assert.rejects(
         () => ClipTextModel.load(dir2),
-        /model\.safetensors: weight 'embeddings\.token_embedding\.weight' has shape \[713,32\], the config expects \[713,64\]/,
+        new RegExp(
+          `model\\.safetensors: weight '(text_model\\.)?embeddings\\.token_embedding\\.weight' ` +
+            `has shape \\[${vocab},${HIDDEN}\\], the config expects \\[${vocab},${2 * HIDDEN}\\]`,
+        ),
       );
     } finally {
       await Deno.remove(dir2, { recursive: true });
@@ -247,6 +279,7 @@ Deno.test("ClipTextModel loading", async (t) => {
     ids.dispose();
     const held = tf.memory().numTensors;
     model.dispose();
-    assert.equal(tf.memory().numTensors, held - (2 + 3 * 16 + 2));
+    // token + position embeddings, 16 tensors per layer, final layer norm (weight, bias).
+    assert.equal(tf.memory().numTensors, held - (2 + LAYERS * 16 + 2));
   });
 });
