@@ -95,6 +95,27 @@ export function assertClose(
   return err;
 }
 
+/**
+ * {@linkcode assertClose}, and also at most 10·tol relative to the expected tensor's own largest
+ * magnitude: scores and embeddings of ~1e-2 would otherwise pass with errors of several percent.
+ */
+export function assertCloseToScale(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what: string,
+): number {
+  const err = relativeError(actual, expected);
+  const own = strictRelativeError(actual, expected);
+  if (!(err <= tol) || !(own <= 10 * tol)) {
+    throw new Error(
+      `${what}: relative error ${err.toExponential(3)} (bound ${tol}), ` +
+        `${own.toExponential(3)} of its own scale (bound ${10 * tol})`,
+    );
+  }
+  return err;
+}
+
 /** NCHW host data → NHWC tensor. */
 export function nchwToNhwc(t: HostTensor): tf.Tensor4D {
   return tf.tidy(() =>
@@ -119,4 +140,92 @@ export async function availableBackends(): Promise<string[]> {
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
   if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
   return out;
+}
+
+/** What the sd-tiny reference set says about its text encoder and LoRA, read from its files. */
+export interface TextEncoderFacts {
+  /** `text_encoder/config.json` fields the tests use. */
+  hidden: number;
+  layers: number;
+  intermediate: number;
+  maxLength: number;
+  /** Rows of the golden token ids ([prompts, maxLength]). */
+  prompts: number;
+  /** The `lora_peft` adapter: rank, alpha and target modules. */
+  lora: { r: number; alpha: number; targets: string[] };
+}
+
+/**
+ * The sizes of the reference set's text encoder and adapter (nothing hard-coded in tests).
+ *
+ * @example
+ * ```ts
+ * const { hidden, layers } = await textEncoderFacts();
+ * ```
+ */
+export async function textEncoderFacts(): Promise<TextEncoderFacts> {
+  const te = await fixtureJson<Record<string, number>>(
+    "sd-tiny",
+    "tiny-sd",
+    "text_encoder",
+    "config.json",
+  );
+  const peft = await fixtureJson<{ r: number; lora_alpha: number; target_modules: string[] }>(
+    "sd-tiny",
+    "lora_peft",
+    "adapter_config.json",
+  );
+  const ids = (await golden("sd-tiny")).get("tokenizer.input_ids")!;
+  return {
+    hidden: te.hidden_size,
+    layers: te.num_hidden_layers,
+    intermediate: te.intermediate_size,
+    maxLength: ids.shape[1],
+    prompts: ids.shape[0],
+    lora: { r: peft.r, alpha: peft.lora_alpha, targets: [...peft.target_modules].sort() },
+  };
+}
+
+/** The settings `sd-tiny/golden.json` records for its sample, PPO and AdamW goldens. */
+export interface GoldenSettings {
+  lora: { r: number; alpha: number; targets: string[] };
+  sample: { eta: number; guidance: number; steps: number };
+  ppo: { clipRange: number; advClipMax: number };
+  adamw: {
+    lr: number;
+    betas: [number, number];
+    eps: number;
+    weightDecay: number;
+    maxGradNorm: number;
+  };
+}
+
+/**
+ * Read the settings of the golden run from `golden.json` (tests never restate them).
+ *
+ * @example
+ * ```ts
+ * const { sample } = await goldenSettings();
+ * ```
+ */
+export async function goldenSettings(): Promise<GoldenSettings> {
+  // deno-lint-ignore no-explicit-any
+  const j = await fixtureJson<any>("sd-tiny", "golden.json");
+  const a = j.ppo.adamw;
+  return {
+    lora: { r: j.lora.r, alpha: j.lora.alpha, targets: j.lora.targets },
+    sample: {
+      eta: j.sample.eta,
+      guidance: j.sample.guidance_scale,
+      steps: j.sample.num_inference_steps,
+    },
+    ppo: { clipRange: j.ppo.clip_range, advClipMax: j.ppo.adv_clip_max },
+    adamw: {
+      lr: a.lr,
+      betas: a.betas,
+      eps: a.eps,
+      weightDecay: a.weight_decay,
+      maxGradNorm: a.max_grad_norm,
+    },
+  };
 }

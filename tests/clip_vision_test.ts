@@ -6,9 +6,21 @@ import { join } from "node:path";
 import { type BackendName, useBackend } from "../core/backend.ts";
 import { ClipModel, ClipVisionModel } from "../adapters/clip_vision_model.ts";
 import { ClipImageProcessor, pilResize } from "../adapters/clip_image_processor.ts";
-import { assertClose, fixture, golden, nchwToNhwc } from "./_helpers.ts";
+import {
+  assertCloseToScale as assertClose,
+  fixture,
+  fixtureJson,
+  golden,
+  nchwToNhwc,
+  relativeError,
+} from "./_helpers.ts";
 
 const CLIP_DIR = fixture("clip-tiny", "clip");
+/** The fixture's vision config: token count and width come from it. */
+const VISION = (await fixtureJson<{
+  vision_config: { image_size: number; patch_size: number; hidden_size: number };
+}>("clip-tiny", "clip", "config.json")).vision_config;
+
 /** fp32 parity: max |Δ| / max(1, max |expected|). */
 const TOL = 1e-4;
 /**
@@ -44,7 +56,8 @@ Deno.test("ClipModel matches transformers' CLIPModel", async (t) => {
         actual.dispose();
       };
       const v = clip.vision.forward(pixels);
-      assert.deepEqual(v.lastHiddenState.shape, [2, 17, 32]);
+      const tokens = (VISION.image_size / VISION.patch_size) ** 2 + 1;
+      assert.deepEqual(v.lastHiddenState.shape, [pixels.shape[0], tokens, VISION.hidden_size]);
       await check("vision.last_hidden_state", v.lastHiddenState);
       await check("vision.pooler_output", v.pooledOutput);
       await check("clip.image_features_unnormalized", clip.imageFeatures(pixels));
@@ -64,7 +77,10 @@ Deno.test("ClipImageProcessor matches CLIPImageProcessor (PIL bicubic)", async (
   const g = await golden("clip-tiny");
   const images = g.get("in.images_uint8_hwc")!;
   const processor = await ClipImageProcessor.load(CLIP_DIR);
-  assert.deepEqual(processor.outputSize(48, 40), [32, 32]);
+  assert.deepEqual(processor.outputSize(images.shape[1], images.shape[2]), [
+    VISION.image_size,
+    VISION.image_size,
+  ]);
   const pixels = processor.preprocessUint8(
     Uint8Array.from(images.data as Int32Array),
     images.shape as [number, number, number, number],
@@ -84,6 +100,33 @@ Deno.test("ClipImageProcessor matches CLIPImageProcessor (PIL bicubic)", async (
   const again = await processor.preprocess(float);
   assert.deepEqual(await again.data(), await pixels.data());
   tf.dispose([pixels, expected, float, again]);
+});
+
+Deno.test("the vision tower computes the activation its config names", async () => {
+  // The fixture's tower uses one activation; the same weights under another must give another
+  // output, so a tower that ignored hidden_act (or mapped gelu to quick_gelu) fails here.
+  await useBackend("cpu");
+  const g = await golden("clip-tiny");
+  const config = JSON.parse(await Deno.readTextFile(join(CLIP_DIR, "config.json")));
+  const outputs: Float32Array[] = [];
+  for (const act of ["quick_gelu", "gelu"]) {
+    const dir = await Deno.makeTempDir();
+    try {
+      config.vision_config.hidden_act = act;
+      await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(config));
+      await Deno.copyFile(join(CLIP_DIR, "model.safetensors"), join(dir, "model.safetensors"));
+      const vision = await ClipVisionModel.load(dir);
+      const pixels = nchwToNhwc(g.get("in.pixel_values")!);
+      const out = vision.forward(pixels);
+      outputs.push(await hostData(out.lastHiddenState));
+      tf.dispose([pixels, out.lastHiddenState, out.pooledOutput]);
+      vision.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  const diff = relativeError(outputs[0], outputs[1]);
+  assert.ok(diff > 1e-3, `quick_gelu and gelu towers differ by only ${diff}`);
 });
 
 Deno.test("pilResize keeps constants constant and copies when sizes match", () => {

@@ -8,7 +8,7 @@ import {
   SafetensorsFile,
   writeSafetensors,
 } from "../core/io/mod.ts";
-import { fixture } from "./_helpers.ts";
+import { fixture, fixtureJson } from "./_helpers.ts";
 
 const FIXTURE_FILES = [
   ["sd-tiny", "golden.safetensors"],
@@ -67,12 +67,34 @@ Deno.test("safetensors: known fixture values", async (t) => {
   await t.step("token ids are int32 and start with bos", async () => {
     const ids = await f.read("tokenizer.input_ids");
     assert.equal(ids.dtype, "int32");
-    assert.deepEqual(ids.shape, [7, 77]);
-    assert.equal(ids.data[0], 711);
+    const golden = await fixtureJson<{ tokenizer_prompts: string[] }>("sd-tiny", "golden.json");
+    const tok = await fixtureJson<Record<string, unknown>>(
+      "sd-tiny",
+      "tiny-sd",
+      "tokenizer",
+      "tokenizer_config.json",
+    );
+    const vocab = await fixtureJson<Record<string, number>>(
+      "sd-tiny",
+      "tiny-sd",
+      "tokenizer",
+      "vocab.json",
+    );
+    assert.deepEqual(ids.shape, [golden.tokenizer_prompts.length, tok.model_max_length]);
+    const bos = typeof tok.bos_token === "string"
+      ? tok.bos_token
+      : (tok.bos_token as { content: string }).content;
+    assert.equal(ids.data[0], vocab[bos]);
   });
   await t.step("alphas_cumprod is a decreasing schedule starting at 1 - beta_start", async () => {
     const a = await f.read("scheduler.alphas_cumprod");
-    assert.ok(Math.abs(a.data[0] - (1 - 0.00085)) < 1e-6);
+    const sched = await fixtureJson<{ beta_start: number }>(
+      "sd-tiny",
+      "tiny-sd",
+      "scheduler",
+      "scheduler_config.json",
+    );
+    assert.ok(Math.abs(a.data[0] - (1 - sched.beta_start)) < 1e-6);
     for (let i = 1; i < a.data.length; i++) assert.ok(a.data[i] < a.data[i - 1]);
   });
   f.close();

@@ -13,12 +13,14 @@ import {
   assertClose,
   availableBackends,
   golden,
+  goldenSettings,
   strictRelativeError,
   TINY_SD,
 } from "./_helpers.ts";
 
 Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
   const g = await golden("sd-tiny");
+  const settings = await goldenSettings();
   const get = (k: string) => {
     const v = g.get(k);
     if (!v) throw new Error(`golden has no ${k}`);
@@ -33,11 +35,11 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
     await t.step(backend, async () => {
       await useBackend(backend as "cpu" | "wasm" | "webgpu");
       const encoder = await ClipLoraEncoder.load(TINY_SD, {
-        rank: 4,
-        alpha: 8,
-        targets: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        rank: settings.lora.r,
+        alpha: settings.lora.alpha,
+        targets: settings.lora.targets,
       });
-      const sampler = await ddimSampler({ modelPath: TINY_SD, steps: 10, eta: 1, guidance: 5 });
+      const sampler = await ddimSampler({ modelPath: TINY_SD, ...settings.sample });
       const vars = encoder.trainableVariables();
       for (const [name, v] of vars) {
         const p = get(`ppo.param.${name.replace(".default.", ".")}`);
@@ -75,7 +77,9 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
           w,
           c,
         ]) as tf.Tensor4D;
-        const old = tf.tensor1d([lps.data[j], lps.data[lps.shape[1] + j]]);
+        const old = tf.tensor1d(
+          Array.from({ length: lps.shape[0] }, (_, i) => lps.data[i * lps.shape[1] + j]),
+        );
         const r = await ppoGradients(encoder, sampler, vars, {
           prompt: promptIds,
           negative: negativeIds,
@@ -84,7 +88,7 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
           oldLogProb: old,
           advantages: adv,
           stepIndex: j,
-        }, { clipRange: 0.2, advClipMax: 5 });
+        }, settings.ppo);
         worstLp = Math.max(
           worstLp,
           assertClose(r.newLogProb, get(`ppo.new_log_prob.${j}`).data, tolFwd, `new_log_prob.${j}`),
@@ -116,16 +120,17 @@ Deno.test("PPO update and AdamW match the PyTorch reference", async (t) => {
           })(),
         );
       }
-      const norm = await clipGlobalNorm(grads, 1.0);
+      const norm = await clipGlobalNorm(grads, settings.adamw.maxGradNorm);
       const expectedNorm = get("ppo.grad_norm_before_clip").data[0];
       assert.ok(
         Math.abs(norm - expectedNorm) / expectedNorm < tolFwd,
         `norm ${norm} vs ${expectedNorm}`,
       );
-      const opt = adamw(vars, { betas: [0.9, 0.999], weightDecay: 1e-4, eps: 1e-8 });
+      const { betas, weightDecay, eps, lr } = settings.adamw;
+      const opt = adamw(vars, { betas, weightDecay, eps });
       let worstAdam = 0;
       for (const step of [1, 2]) {
-        opt.step(grads, 3e-4);
+        opt.step(grads, lr);
         for (const [name, v] of vars) {
           worstAdam = Math.max(
             worstAdam,
