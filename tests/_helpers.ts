@@ -128,8 +128,13 @@ export function nchwToNhwc(t: HostTensor): tf.Tensor4D {
   );
 }
 
-/** Backends to run parity tests on: cpu and wasm always, webgpu when an adapter exists. */
+/**
+ * Backends to run parity tests on: cpu and wasm always, webgpu when an adapter exists; or the
+ * comma-separated list in `$TEXFORCE_BACKENDS` (the mutation runner uses `wasm` alone).
+ */
 export async function availableBackends(): Promise<string[]> {
+  const only = Deno.env.get("TEXFORCE_BACKENDS");
+  if (only) return only.split(",").map((s) => s.trim()).filter(Boolean);
   const out = ["cpu", "wasm"];
   // Quiet wgpu's Vulkan loader (it wants XDG_RUNTIME_DIR) as useBackend does.
   if (!Deno.env.get("XDG_RUNTIME_DIR")) {
