@@ -1,12 +1,21 @@
 // Shared test helpers: fixture paths, golden tensors, closeness checks.
 import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { type HostTensor, SafetensorsFile } from "../core/io/safetensors.ts";
 
-/** Absolute path of a file under tests/fixtures/. */
+/**
+ * Absolute path of a file under the fixtures folder: `$TEXFORCE_FIXTURES` when set (any set of
+ * the same layout), else tests/fixtures/.
+ */
 export function fixture(...parts: string[]): string {
+  const root = Deno.env.get("TEXFORCE_FIXTURES");
+  if (root) return join(resolve(root), ...parts);
   return fileURLToPath(new URL(["fixtures", ...parts].join("/"), import.meta.url));
 }
+
+/** The fixture sets that hold a `golden.safetensors`. */
+export type GoldenSet = "sd-tiny" | "clip-tiny" | "imagereward-tiny" | "hpsv2-tiny";
 
 /** The tiny diffusers pipeline folder. */
 export const TINY_SD: string = fixture("sd-tiny", "tiny-sd");
@@ -26,7 +35,7 @@ export function tinyPipeline(extra: Record<string, unknown> = {}): Record<string
 const goldenCache = new Map<string, Map<string, HostTensor>>();
 
 /** Read every tensor of a golden file (cached). */
-export async function golden(file: "sd-tiny" | "clip-tiny"): Promise<Map<string, HostTensor>> {
+export async function golden(file: GoldenSet): Promise<Map<string, HostTensor>> {
   const hit = goldenCache.get(file);
   if (hit) return hit;
   const f = await SafetensorsFile.open(fixture(file, "golden.safetensors"));
@@ -38,7 +47,7 @@ export async function golden(file: "sd-tiny" | "clip-tiny"): Promise<Map<string,
 }
 
 /** A golden tensor as a tf tensor. */
-export async function goldenTensor(file: "sd-tiny" | "clip-tiny", key: string): Promise<tf.Tensor> {
+export async function goldenTensor(file: GoldenSet, key: string): Promise<tf.Tensor> {
   const g = (await golden(file)).get(key);
   if (!g) throw new Error(`golden ${file} has no key ${key}`);
   return tf.tensor(g.data, g.shape, g.dtype);
