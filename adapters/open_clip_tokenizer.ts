@@ -103,7 +103,8 @@ function fixMojibake(text: string): string {
 /**
  * The parts of `ftfy.fix_text` (ftfy 6 defaults) that matter for prompts: mojibake repair,
  * terminal escapes removed, Latin ligatures expanded, full-width characters narrowed, curly
- * quotes straightened, line breaks unified, control characters dropped, NFC. (ftfy's HTML
+ * quotes straightened, line breaks unified, C1 controls mapped and control characters dropped,
+ * NFC. (ftfy's HTML
  * unescaping is left to the tokenizer's own `html.unescape`.)
  *
  * @example
@@ -113,16 +114,23 @@ function fixMojibake(text: string): string {
  * ```
  */
 export function fixText(text: string): string {
+  // deno-lint-ignore no-control-regex -- terminal escapes are what this removes
   let t = text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "");
   t = fixMojibake(t);
+  // fix_c1_controls: C1 controls are Windows-1252 bytes read as Latin-1.
+  t = t.replace(/[\u0080-\u009f]/g, (c) => {
+    const mapped = CP1252_HIGH[c.charCodeAt(0) - 0x80];
+    return mapped.charCodeAt(0) >= 0xa0 ? mapped : c;
+  });
   t = t.replace(/[\u0132\u0133\u0149\u01c7-\u01cc\ufb00-\ufb06]/g, (c) => LIGATURES[c] ?? c);
   // fix_character_width: NFKC on the full-width and half-width forms block only.
-  t = t.replace(/[\uff01-\uffee]/g, (c) => c.normalize("NFKC"));
-  t = t.replace(/[\u2018\u2019\u201a\u201b\u2032]/g, "'").replace(/[\u201c-\u201f\u2033]/g, '"');
+  t = t.replace(/[\u3000\uff01-\uffee]/g, (c) => c.normalize("NFKC"));
+  t = t.replace(/[\u02bc\u2018-\u201b]/g, "'").replace(/[\u201c-\u201f]/g, '"');
   t = t.replace(/\r\n|[\r\u2028\u2029\u0085]/g, "\n");
-  // remove_control_chars: C0/C1 controls except tab, newline, form feed; bidi and BOM marks.
+  // remove_control_chars: ftfy's CONTROL_CHARS (tab, newline, form feed stay).
   t = t.replace(
-    /[\x00-\x08\x0b\x0e-\x1f\x7f\u0080-\u009f\u200e\u200f\u202a-\u202e\ufeff\ufff9-\ufffc]/g,
+    // deno-lint-ignore no-control-regex -- control characters are what this removes
+    /[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc\u{1d173}-\u{1d17a}\u{e0000}-\u{e007f}]/gu,
     "",
   );
   return t.normalize("NFC");
