@@ -20,7 +20,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { WeightSource } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { pathExists } from "../core/io/path_exists.ts";
@@ -318,11 +318,28 @@ export class ImageRewardModel {
     dir: string,
     paths: { weights?: string; medConfig?: string; config?: string } = {},
   ): Promise<ImageRewardModel> {
+    const weights = paths.weights ?? dir;
+    const pickle = /\.(pt|pth|bin)$/.test(weights)
+      ? weights
+      : (await pathExists(join(dir, "ImageReward.pt")) &&
+          !(await pathExists(join(dir, "model.safetensors"))))
+      ? join(dir, "ImageReward.pt")
+      : undefined;
+    if (pickle) {
+      throw new Error(
+        `${pickle}: a PyTorch pickle, which texforce never loads; convert it once: ` +
+          `python -c "import torch; from safetensors.torch import save_file; ` +
+          `sd = torch.load('${pickle}', map_location='cpu', weights_only=True); ` +
+          `save_file({k: v.contiguous() for k, v in sd.items()}, '${
+            join(dirname(pickle), "model.safetensors")
+          }')"`,
+      );
+    }
     const medPath = paths.medConfig ?? join(dir, "med_config.json");
     const cfgPath = paths.config ?? join(dir, "config.json");
     const cfgJson = (paths.config || await pathExists(cfgPath)) ? await readJsonFile(cfgPath) : {};
     const config = parseImageRewardConfig(cfgJson, cfgPath, await readJsonFile(medPath), medPath);
-    const source = await openWeights(paths.weights ?? dir, { names: ["model", "ImageReward"] });
+    const source = await openWeights(weights, { names: ["model", "ImageReward"] });
     try {
       return await ImageRewardModel.fromSource(source, config);
     } finally {

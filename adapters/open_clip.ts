@@ -120,6 +120,24 @@ export function parseOpenClipConfig(json: Record<string, unknown>, file: string)
   return { vision, text, embedDim: int(json, "", "embed_dim") };
 }
 
+// open_clip's name of a layer weight that has no mapping yet (a layer the file lacks), for errors.
+const LAYER_NAMES: [RegExp, string][] = [
+  [/^vision_model\.encoder\.layers\./, "visual.transformer.resblocks."],
+  [/^text_model\.encoder\.layers\./, "transformer.resblocks."],
+  [/\.layer_norm1\./, ".ln_1."],
+  [/\.layer_norm2\./, ".ln_2."],
+  [/\.self_attn\.[qkv]_proj\.weight$/, ".attn.in_proj_weight"],
+  [/\.self_attn\.[qkv]_proj\.bias$/, ".attn.in_proj_bias"],
+  [/\.self_attn\.out_proj\./, ".attn.out_proj."],
+  [/\.mlp\.fc1\./, ".mlp.c_fc."],
+  [/\.mlp\.fc2\./, ".mlp.c_proj."],
+];
+
+function openClipName(name: string): string {
+  if (!/encoder\.layers\./.test(name)) return name;
+  return LAYER_NAMES.reduce((n, [re, to]) => n.replace(re, to), name);
+}
+
 type Mapping =
   | { from: string; kind: "same" }
   | { from: string; kind: "transpose" }
@@ -262,7 +280,8 @@ export class OpenClipWeights implements WeightSource {
     const m = this.#map.get(name);
     if (!m || !this.#inner.has(m.from)) {
       throw new Error(
-        `${this.path}: missing weight '${m?.from ?? name}' (open_clip layout, read as '${name}')`,
+        `${this.path}: missing weight '${m?.from ?? openClipName(name)}' (open_clip layout, ` +
+          `read as '${name}')`,
       );
     }
     return m;
@@ -291,9 +310,27 @@ export async function loadOpenClip(
   const configPath = typeof modelConfig === "string" ? modelConfig : "the model config";
   const json = typeof modelConfig === "string" ? await readJsonFile(modelConfig) : modelConfig;
   const config = parseOpenClipConfig(json, configPath);
+  if (/\.(pt|pth|bin|ckpt)$/.test(weights)) {
+    throw new Error(
+      `${weights}: a PyTorch pickle, which texforce never loads; convert its state dict once: ` +
+        `python -c "import torch; from safetensors.torch import save_file; ` +
+        `sd = torch.load('${weights}', map_location='cpu', weights_only=True)['state_dict']; ` +
+        `save_file({k.removeprefix('module.'): v.float().contiguous() for k, v in sd.items()}, ` +
+        `'${weights.replace(/\.\w+$/, ".safetensors")}')"`,
+    );
+  }
   const source = new OpenClipWeights(await openWeights(weights, { names: ["model"] }));
   try {
     const check = (prefix: string, n: number, what: string) => {
+      for (let i = 0; i < n; i++) {
+        const key = `${prefix}.encoder.layers.${i}.layer_norm1.weight`;
+        if (!source.has(key)) {
+          throw new Error(
+            `${source.path}: missing weight '${openClipName(key)}': ${configPath} says ` +
+              `layers = ${n}, the weights hold ${i}`,
+          );
+        }
+      }
       if (source.has(`${prefix}.encoder.layers.${n}.layer_norm1.weight`)) {
         throw new Error(
           `${source.path}: holds ${what} resblock ${n} but ${configPath} says layers = ${n}: ` +

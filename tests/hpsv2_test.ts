@@ -7,7 +7,10 @@ import { l2Normalize } from "../adapters/clip_vision_model.ts";
 import { loadOpenClip } from "../adapters/open_clip.ts";
 import { OpenClipTokenizer } from "../adapters/open_clip_tokenizer.ts";
 import { openClipTransform } from "../adapters/open_clip_image_transform.ts";
-import { hpsv2Reward } from "../rewards/hpsv2.ts";
+import { hpsv2Plugin, hpsv2Reward } from "../rewards/hpsv2.ts";
+import { builtinRegistry } from "../builtin_plugins.ts";
+import { parsePluginOptions } from "../core/plugin.ts";
+import type { Reward } from "../core/reward.ts";
 import { assertClose, fixture, golden } from "./_helpers.ts";
 
 const DIR = fixture("hpsv2-tiny");
@@ -153,4 +156,38 @@ Deno.test("hpsv2 reward reproduces img_score.score() on raw images", async () =>
   const err = assertClose(got, want, TOL, "raw.hps_score");
   console.log(`  raw.hps_score: ${err.toExponential(2)}`);
   reward.dispose?.();
+});
+
+Deno.test("hpsv2 plugin: registry, options, errors", async () => {
+  await useBackend("cpu");
+  const plugin = builtinRegistry().get("reward", "hpsv2")!;
+  assert.equal(plugin, hpsv2Plugin);
+  const options = parsePluginOptions(plugin, {
+    checkpoint: "hpsv2-tiny/model.safetensors",
+    modelConfig: "hpsv2-tiny/model_config.json",
+    bpe: "hpsv2-tiny/bpe_simple_vocab_16e6.txt.gz",
+  }, "rewards[0].options");
+  assert.equal(options.antialias, false);
+  assert.equal(options.preprocess, "resize-max-pad");
+  const r = await plugin.create(options, { baseDir: fixture() }) as Reward;
+  const x = tf.zeros([2, 20, 30, 3]) as tf.Tensor4D;
+  const s = await r.score({ images: x, prompts: ["a cat", "a dog"] });
+  assert.ok(s.every((v) => Math.abs(v) <= 1), "a cosine");
+  x.dispose();
+  r.dispose?.();
+  await assert.rejects(
+    hpsv2Reward({ checkpoint: "HPS_v2_compressed.pt", bpe: "x.gz" }),
+    /HPS_v2_compressed\.pt: a PyTorch pickle, which texforce never loads; convert its state dict once/,
+  );
+  await assert.rejects(
+    hpsv2Reward({ checkpoint: `${DIR}/model_config.json.safetensors`, bpe: "x.gz" }),
+    /hpsv2: /,
+  );
+  // open_clip weights with a config of more layers: the missing resblock is named.
+  const cfg = JSON.parse(await Deno.readTextFile(`${DIR}/model_config.json`));
+  cfg.vision_cfg.layers = 3;
+  await assert.rejects(
+    loadOpenClip(`${DIR}/model.safetensors`, cfg),
+    /missing weight 'visual\.transformer\.resblocks\.2\.ln_1\.weight'/,
+  );
 });

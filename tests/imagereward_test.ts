@@ -12,7 +12,10 @@ import {
   imageRewardPreprocess,
   parseImageRewardConfig,
 } from "../adapters/image_reward_model.ts";
-import { imageRewardReward } from "../rewards/imagereward.ts";
+import { imageRewardPlugin, imageRewardReward } from "../rewards/imagereward.ts";
+import { builtinRegistry } from "../builtin_plugins.ts";
+import { parsePluginOptions } from "../core/plugin.ts";
+import type { Reward } from "../core/reward.ts";
 import { assertClose, fixture, golden } from "./_helpers.ts";
 
 const DIR = fixture("imagereward-tiny");
@@ -217,4 +220,25 @@ Deno.test("ImageReward loader names a missing or misshapen key", async (t) => {
     (await ImageRewardModel.fromSource(src, c)).dispose();
   });
   src.close();
+});
+
+Deno.test("imagereward plugin: registry, options, and a .pt checkpoint is refused with the fix", async () => {
+  await useBackend("cpu");
+  const plugin = builtinRegistry().get("reward", "imagereward")!;
+  assert.equal(plugin, imageRewardPlugin);
+  const options = parsePluginOptions(plugin, { model: "imagereward-tiny" }, "rewards[0].options");
+  const r = await plugin.create(options, { baseDir: fixture() }) as Reward;
+  const x = tf.zeros([2, 40, 30, 3]) as tf.Tensor4D;
+  assert.equal((await r.score({ images: x, prompts: ["a cat", ""] })).length, 2);
+  await assert.rejects(r.score({ images: x, prompts: ["a"] }), /imagereward: 2 images but 1/);
+  x.dispose();
+  r.dispose?.();
+  const dir = await Deno.makeTempDir();
+  await Deno.copyFile(`${DIR}/med_config.json`, `${dir}/med_config.json`);
+  await Deno.writeFile(`${dir}/ImageReward.pt`, new Uint8Array([0x80, 0x02]));
+  await assert.rejects(
+    ImageRewardModel.load(dir),
+    /ImageReward\.pt: a PyTorch pickle, which texforce never loads; convert it once: python -c/,
+  );
+  await Deno.remove(dir, { recursive: true });
 });
