@@ -94,7 +94,16 @@ export function parseBertCrossConfig(json: Record<string, unknown>, file: string
   return c;
 }
 
-/** Every key of the encoder under `prefix` with its PyTorch shape (`position_ids` included). */
+/**
+ * Every key of the encoder under `prefix` with its PyTorch shape (`position_ids` included).
+ *
+ * @example
+ * ```ts
+ * import { bertCrossLayout, type BertCrossConfig } from "@texforce/core/adapters";
+ * declare const config: BertCrossConfig;
+ * const keys = bertCrossLayout(config, "blip.text_encoder.");
+ * ```
+ */
 export function bertCrossLayout(c: BertCrossConfig, prefix: string): Map<string, number[]> {
   const m = new Map<string, number[]>();
   const d = c.hiddenSize;

@@ -60,7 +60,15 @@ function isCjk(cp: number): boolean {
     (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x2f800 && cp <= 0x2fa1f);
 }
 
-/** BERT's `_is_punctuation`: all non-alphanumeric ASCII, and Unicode `P*`. */
+/**
+ * BERT's `_is_punctuation`: all non-alphanumeric ASCII, and Unicode `P*`.
+ *
+ * @example
+ * ```ts
+ * import { isBertPunctuation } from "@texforce/core/adapters";
+ * console.log(isBertPunctuation("$"), isBertPunctuation("a")); // true false
+ * ```
+ */
 export function isBertPunctuation(ch: string): boolean {
   const cp = ch.codePointAt(0)!;
   if (

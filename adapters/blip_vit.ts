@@ -32,7 +32,18 @@ export interface BlipVitConfig {
   eps: number;
 }
 
-/** Every key of a BLIP ViT under `prefix` with its PyTorch shape. */
+/**
+ * Every key of a BLIP ViT under `prefix` with its PyTorch shape.
+ *
+ * @example
+ * ```ts
+ * import { blipVitLayout } from "@texforce/core/adapters";
+ * const keys = blipVitLayout({
+ *   imageSize: 224, patchSize: 16, width: 1024, depth: 24, heads: 16, mlpWidth: 4096, eps: 1e-6,
+ * }, "blip.visual_encoder.");
+ * console.log(keys.get("blip.visual_encoder.pos_embed")); // [1, 197, 1024]
+ * ```
+ */
 export function blipVitLayout(c: BlipVitConfig, prefix: string): Map<string, number[]> {
   const m = new Map<string, number[]>();
   const d = c.width;

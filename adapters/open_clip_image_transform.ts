@@ -13,9 +13,25 @@
  */
 import { torchBicubicResize } from "./torch_resize.ts";
 
-/** CLIP's normalisation constants (OpenAI's and open_clip's `OPENAI_DATASET_MEAN/STD`). */
+/**
+ * CLIP's normalisation constants (OpenAI's and open_clip's `OPENAI_DATASET_MEAN/STD`).
+ *
+ * @example
+ * ```ts
+ * import { CLIP_MEAN, CLIP_STD } from "@texforce/core/adapters";
+ * const zero = (0 - CLIP_MEAN[0]) / CLIP_STD[0]; // what zero padding becomes
+ * ```
+ */
 export const CLIP_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
-/** See {@linkcode CLIP_MEAN}. */
+/**
+ * See {@linkcode CLIP_MEAN}.
+ *
+ * @example
+ * ```ts
+ * import { CLIP_STD } from "@texforce/core/adapters";
+ * console.log(CLIP_STD.length); // 3
+ * ```
+ */
 export const CLIP_STD: readonly [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
 
 /** Options of {@linkcode openClipTransform}. */
@@ -28,7 +44,15 @@ export interface OpenClipTransformOptions {
   antialias: boolean;
 }
 
-/** Python's round(): to the nearest integer, halves to even. */
+/**
+ * Python's round(): to the nearest integer, halves to even.
+ *
+ * @example
+ * ```ts
+ * import { roundHalfEven } from "@texforce/core/adapters";
+ * console.log(roundHalfEven(20.5), roundHalfEven(21.5)); // 20 22
+ * ```
+ */
 export function roundHalfEven(x: number): number {
   const f = Math.floor(x);
   const d = x - f;

@@ -64,7 +64,16 @@ const defaults = {
   preprocess: "resize-max-pad",
 } satisfies Partial<Hpsv2Options>;
 
-/** open_clip's `ViT-H-14.json`, the architecture of every HPSv2 release. */
+/**
+ * open_clip's `ViT-H-14.json`, the architecture of every HPSv2 release.
+ *
+ * @example
+ * ```ts
+ * import { VIT_H_14_CONFIG } from "@texforce/core/rewards";
+ * import { parseOpenClipConfig } from "@texforce/core/adapters";
+ * console.log(parseOpenClipConfig(VIT_H_14_CONFIG, "ViT-H-14").vision.numHiddenLayers); // 32
+ * ```
+ */
 export const VIT_H_14_CONFIG: Record<string, unknown> = {
   embed_dim: 1024,
   vision_cfg: { image_size: 224, layers: 32, width: 1280, head_width: 80, patch_size: 14 },
