@@ -293,11 +293,7 @@ export class ClipVisionModel {
     const g = cfg.imageSize / cfg.patchSize;
     const l = g * g + 1;
     return tf.tidy(() => {
-      // Row-major patches match torch's flatten(2).transpose(1, 2) of the NCHW conv output.
-      const patches = tf.conv2d(pixels, this.#patch, cfg.patchSize, "valid").reshape([b, g * g, d]);
-      const cls = tf.broadcastTo(this.#classEmbedding.reshape([1, 1, d]), [b, 1, d]);
-      let x = tf.add(tf.concat([cls, patches], 1), this.#positionEmbedding).reshape([b * l, d]);
-      x = layerNorm(x, this.#preNorm);
+      let x = this.embeddings(pixels).reshape([b * l, d]);
       for (const layer of this.#layers) {
         const y = layerNorm(x, layer.ln1);
         const q = linear(y, layer.q).reshape([b, l, d]);
@@ -313,6 +309,33 @@ export class ClipVisionModel {
       const pooled = layerNorm(cls0, this.#postNorm) as Tensor2D;
       return { lastHiddenState: last, pooledOutput: pooled } as unknown as tf.TensorContainer;
     }) as unknown as ClipVisionOutput;
+  }
+
+  /**
+   * The tokens the encoder layers receive ([B, 1 + P, D]): patch embedding, class token,
+   * position embeddings, then `pre_layrnorm` (open_clip's `ln_pre`). Pixels as in `forward`.
+   *
+   * @example
+   * ```ts
+   * import * as tf from "@tensorflow/tfjs";
+   * import type { ClipVisionModel } from "@texforce/core/adapters";
+   * declare const model: ClipVisionModel;
+   * const s = model.config.imageSize;
+   * const tokens = model.embeddings(tf.zeros([1, s, s, 3]) as tf.Tensor4D);
+   * ```
+   */
+  embeddings(pixels: Tensor4D): Tensor3D {
+    const cfg = this.config;
+    const b = pixels.shape[0];
+    const d = cfg.hiddenSize;
+    const g = cfg.imageSize / cfg.patchSize;
+    return tf.tidy(() => {
+      // Row-major patches match torch's flatten(2).transpose(1, 2) of the NCHW conv output.
+      const patches = tf.conv2d(pixels, this.#patch, cfg.patchSize, "valid").reshape([b, g * g, d]);
+      const cls = tf.broadcastTo(this.#classEmbedding.reshape([1, 1, d]), [b, 1, d]);
+      const x = tf.add(tf.concat([cls, patches], 1), this.#positionEmbedding);
+      return layerNorm(x, this.#preNorm) as Tensor3D;
+    });
   }
 
   /** Release all weights. */
@@ -425,8 +448,43 @@ export class ClipModel {
     if (!Number.isInteger(projectionDim) || (projectionDim as number) < 1) {
       throw new Error(`${configPath}: 'projection_dim' must be a positive integer`);
     }
-    const p = projectionDim as number;
     const source = await openWeights(dir, { names: ["model"] });
+    try {
+      return await ClipModel.fromSource(source, visionConfig, textConfig, projectionDim as number);
+    } finally {
+      source.close();
+    }
+  }
+
+  /**
+   * Build from any weight source in `CLIPModel` layout (the source stays open; close it
+   * yourself). open_clip checkpoints reach here through a key-mapping source.
+   *
+   * @example
+   * ```ts
+   * import { openWeights } from "@texforce/core";
+   * import {
+   *   ClipModel,
+   *   parseClipTextConfig,
+   *   parseClipVisionConfig,
+   * } from "@texforce/core/adapters";
+   * const src = await openWeights("clip/model.safetensors");
+   * const clip = await ClipModel.fromSource(
+   *   src,
+   *   parseClipVisionConfig({}, "defaults"),
+   *   parseClipTextConfig({}, "defaults"),
+   *   512,
+   * );
+   * src.close();
+   * ```
+   */
+  static async fromSource(
+    source: WeightSource,
+    visionConfig: ClipVisionConfig,
+    textConfig: ClipTextConfig,
+    projectionDim: number,
+  ): Promise<ClipModel> {
+    const p = projectionDim;
     const made: { dispose(): void }[] = [];
     try {
       const vision = await ClipVisionModel.fromSource(source, visionConfig);
@@ -445,8 +503,6 @@ export class ClipModel {
     } catch (e) {
       for (const m of made) m.dispose();
       throw e;
-    } finally {
-      source.close();
     }
   }
 

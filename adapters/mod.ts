@@ -1,5 +1,6 @@
 /**
- * Models behind the core interfaces: CLIP (tokenizer, text model, LoRA), UNet, VAE, AdamW.
+ * Models behind the core interfaces: CLIP (tokenizer, text model, LoRA), UNet, VAE, AdamW, and
+ * the reward models (CLIP image tower, open_clip, BLIP/ImageReward, BERT WordPiece).
  *
  * @module
  */
@@ -24,3 +25,11 @@ export * from "./unet/mod.ts";
 export type { LinearRegistry } from "./unet/_linear_registry.ts";
 export * from "./clip_vision_model.ts";
 export * from "./clip_image_processor.ts";
+export * from "./open_clip.ts";
+export * from "./open_clip_tokenizer.ts";
+export * from "./open_clip_image_transform.ts";
+export * from "./torch_resize.ts";
+export * from "./bert_tokenizer.ts";
+export * from "./blip_vit.ts";
+export * from "./bert_cross_encoder.ts";
+export * from "./image_reward_model.ts";

@@ -16,6 +16,7 @@ export * from "./advantages.ts";
 export * from "./checkpoint.ts";
 export * from "./gradients.ts";
 export * from "./lr_schedule.ts";
+export * from "./model_cache.ts";
 export * from "./ppo_loss.ts";
 export * from "./ppo_step.ts";
 export * from "./progress.ts";

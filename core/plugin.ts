@@ -10,6 +10,7 @@ import { toFileUrl } from "./_file_url.ts";
 import type { z } from "zod";
 import { didYouMean, errorMap, issueLines, zodIssues } from "./_zod_issues.ts";
 import type { Encoder } from "./encoder.ts";
+import type { ModelCache } from "./model_cache.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Reward } from "./reward.ts";
 import type { Sampler } from "./sampler.ts";
@@ -77,6 +78,8 @@ export interface PluginContext {
   encoder?: Encoder;
   /** Variables an optimizer updates. */
   variables?: Map<string, Variable>;
+  /** Models shared by the run's plugins (one CLIP for aesthetic, clip-score and pickscore). */
+  models?: ModelCache;
 }
 
 /**

@@ -30,6 +30,7 @@ import {
 import type { Encoder } from "./encoder.ts";
 import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
 import { learningRate } from "./lr_schedule.ts";
+import { ModelCache } from "./model_cache.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Pipeline } from "./pipeline_schema.ts";
 import { type PpoGradients, ppoGradients } from "./ppo_step.ts";
@@ -707,6 +708,7 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
     baseDir: pipeline.baseDir,
     modelPath: pipeline.model,
     seed: pipeline.seed,
+    models: new ModelCache(),
   };
   const build = async <K extends PluginKind>(
     kind: K,

@@ -11,7 +11,9 @@ import { z } from "zod";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import { openWeights } from "../core/io/weights.ts";
-import { ClipModel, l2Normalize } from "../adapters/clip_vision_model.ts";
+import { l2Normalize } from "../adapters/clip_vision_model.ts";
+import type { ModelCache } from "../core/model_cache.ts";
+import { sharedClipModel } from "./_shared_models.ts";
 import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
 import { disposeLinear, linear, type LinearWeights } from "../adapters/nn/linear.ts";
 import { WeightReader } from "../adapters/nn/weight_reader.ts";
@@ -89,7 +91,8 @@ export async function loadAestheticHead(path: string, inputDim: number): Promise
 /**
  * A reward that scores each image with the LAION aesthetic predictor: the image is quantised
  * to 8 bits, processed as `CLIPImageProcessor` does, embedded by CLIP, L2-normalised, and
- * passed through the head. Paths resolve against `baseDir` (default: the working directory).
+ * passed through the head. Paths resolve against `baseDir` (default: the working directory);
+ * with `models` (the run's cache) the CLIP is shared with other rewards on the same folder.
  *
  * @example
  * ```ts
@@ -106,6 +109,7 @@ export async function loadAestheticHead(path: string, inputDim: number): Promise
 export async function aestheticReward(
   options: AestheticOptions,
   baseDir: string = Deno.cwd(),
+  models?: ModelCache,
 ): Promise<Reward> {
   const clipDir = resolve(baseDir, options.clipModel);
   const headPath = resolve(baseDir, options.head);
@@ -113,12 +117,13 @@ export async function aestheticReward(
     throw new Error(`aesthetic: ${(e as Error).message}`, { cause: e });
   };
   const processor = await ClipImageProcessor.load(clipDir).catch(wrap);
-  const clip = await ClipModel.load(clipDir).catch(wrap);
+  const shared = await sharedClipModel(models, clipDir).catch(wrap);
+  const clip = shared.value;
   let head: LinearWeights[];
   try {
     head = await loadAestheticHead(headPath, clip.projectionDim);
   } catch (e) {
-    clip.dispose();
+    shared.release();
     return wrap(e);
   }
   return {
@@ -137,7 +142,7 @@ export async function aestheticReward(
       return values;
     },
     dispose(): void {
-      clip.dispose();
+      shared.release();
       for (const l of head) disposeLinear(l);
     },
   };
@@ -165,5 +170,5 @@ export const aestheticPlugin: Plugin<"reward", AestheticOptions> = definePlugin(
     head: z.string().min(1),
   }),
   create: (options: AestheticOptions, context): Promise<Reward> =>
-    aestheticReward(options, context.baseDir),
+    aestheticReward(options, context.baseDir, context.models),
 });

@@ -5,15 +5,14 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
 import { resolve } from "node:path";
 import { z } from "zod";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
-import { ClipModel, l2Normalize } from "../adapters/clip_vision_model.ts";
+import type { ModelCache } from "../core/model_cache.ts";
 import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
 import { ClipTokenizer } from "../adapters/clip_tokenizer.ts";
-import { checkImages } from "./_images.ts";
+import { clipPairScores, sharedClipModel } from "./_shared_models.ts";
 
 /**
  * Options of the CLIP-score reward.
@@ -51,6 +50,7 @@ const defaults = { scale: 100 } satisfies Partial<ClipScoreOptions>;
 export async function clipScoreReward(
   options: Omit<ClipScoreOptions, "scale"> & Partial<ClipScoreOptions>,
   baseDir: string = Deno.cwd(),
+  models?: ModelCache,
 ): Promise<Reward> {
   const o: ClipScoreOptions = { ...defaults, ...options };
   const clipDir = resolve(baseDir, o.clipModel);
@@ -60,33 +60,15 @@ export async function clipScoreReward(
   };
   const tokenizer = await ClipTokenizer.load(tokDir).catch(wrap);
   const processor = await ClipImageProcessor.load(clipDir).catch(wrap);
-  const clip = await ClipModel.load(clipDir).catch(wrap);
+  const shared = await sharedClipModel(models, clipDir).catch(wrap);
+  const clip = shared.value;
   const scale = o.scale === "logit_scale" ? clip.logitScale : o.scale;
   return {
     name: "clip-score",
-    async score({ images, prompts }: RewardInput): Promise<number[]> {
-      const [b] = checkImages("clip-score", images);
-      if (prompts.length !== b) {
-        throw new Error(`clip-score: ${b} images but ${prompts.length} prompts`);
-      }
-      const { inputIds } = tokenizer.encodeBatch(prompts, {
-        maxLength: clip.text.config.maxPositionEmbeddings,
-      });
-      const pixels = await processor.preprocess(images);
-      const ids = tf.tensor2d(inputIds, undefined, "int32");
-      const scores = tf.tidy(() => {
-        const img = l2Normalize(clip.imageFeatures(pixels));
-        const txt = l2Normalize(clip.textFeatures(ids));
-        return tf.mul(tf.sum(tf.mul(img, txt), -1), scale);
-      });
-      pixels.dispose();
-      ids.dispose();
-      const values = Array.from(await scores.data());
-      scores.dispose();
-      return values;
-    },
+    score: (input: RewardInput): Promise<number[]> =>
+      clipPairScores("clip-score", clip, tokenizer, processor, input, scale),
     dispose(): void {
-      clip.dispose();
+      shared.release();
     },
   };
 }
@@ -112,5 +94,5 @@ export const clipScorePlugin: Plugin<"reward", ClipScoreOptions> = definePlugin(
     scale: z.union([z.number(), z.literal("logit_scale")]).default(defaults.scale),
   }),
   create: (options: ClipScoreOptions, context): Promise<Reward> =>
-    clipScoreReward(options, context.baseDir),
+    clipScoreReward(options, context.baseDir, context.models),
 });

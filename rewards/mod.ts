@@ -1,5 +1,6 @@
 /**
- * Built-in rewards: DDPO's JPEG (in)compressibility and a brightness reward for tests.
+ * Built-in rewards: DDPO's JPEG (in)compressibility, a brightness reward for tests, CLIP-based
+ * aesthetic / clip-score / PickScore, HPSv2, ImageReward, and a reward served over HTTP.
  *
  * @example
  * ```ts
@@ -18,11 +19,19 @@ import { brightnessPlugin } from "./brightness.ts";
 import { jpegCompressibilityPlugin, jpegIncompressibilityPlugin } from "./jpeg_compressibility.ts";
 import { aestheticPlugin } from "./aesthetic.ts";
 import { clipScorePlugin } from "./clip_score.ts";
+import { pickScorePlugin } from "./pickscore.ts";
+import { hpsv2Plugin } from "./hpsv2.ts";
+import { imageRewardPlugin } from "./imagereward.ts";
+import { httpRewardPlugin } from "./http.ts";
 
 export * from "./brightness.ts";
 export * from "./jpeg_compressibility.ts";
 export * from "./aesthetic.ts";
 export * from "./clip_score.ts";
+export * from "./pickscore.ts";
+export * from "./hpsv2.ts";
+export * from "./imagereward.ts";
+export * from "./http.ts";
 
 /**
  * Every built-in reward plugin.
@@ -40,5 +49,9 @@ export function rewardPlugins(): AnyPlugin[] {
     jpegIncompressibilityPlugin,
     aestheticPlugin,
     clipScorePlugin,
+    pickScorePlugin,
+    hpsv2Plugin,
+    imageRewardPlugin,
+    httpRewardPlugin,
   ];
 }

@@ -22,6 +22,9 @@ export async function fixtureJson<T = Record<string, unknown>>(...parts: string[
   return JSON.parse(await Deno.readTextFile(fixture(...parts))) as T;
 }
 
+/** The fixture sets that hold a `golden.safetensors`. */
+export type GoldenSet = "sd-tiny" | "clip-tiny" | "imagereward-tiny" | "hpsv2-tiny";
+
 /** The tiny diffusers pipeline folder. */
 export const TINY_SD: string = fixture("sd-tiny", "tiny-sd");
 
@@ -40,7 +43,7 @@ export function tinyPipeline(extra: Record<string, unknown> = {}): Record<string
 const goldenCache = new Map<string, Map<string, HostTensor>>();
 
 /** Read every tensor of a golden file (cached). */
-export async function golden(file: "sd-tiny" | "clip-tiny"): Promise<Map<string, HostTensor>> {
+export async function golden(file: GoldenSet): Promise<Map<string, HostTensor>> {
   const hit = goldenCache.get(file);
   if (hit) return hit;
   const f = await SafetensorsFile.open(fixture(file, "golden.safetensors"));
@@ -52,7 +55,7 @@ export async function golden(file: "sd-tiny" | "clip-tiny"): Promise<Map<string,
 }
 
 /** A golden tensor as a tf tensor. */
-export async function goldenTensor(file: "sd-tiny" | "clip-tiny", key: string): Promise<tf.Tensor> {
+export async function goldenTensor(file: GoldenSet, key: string): Promise<tf.Tensor> {
   const g = (await golden(file)).get(key);
   if (!g) throw new Error(`golden ${file} has no key ${key}`);
   return tf.tensor(g.data, g.shape, g.dtype);
