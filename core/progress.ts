@@ -278,7 +278,7 @@ export function progressPrinter(options: ProgressPrinterOptions = {}): ProgressP
     log(line, level = "info") {
       if (level === "detail" && !options.verbose) return;
       if (terminal && bar) {
-        write(`\r\x1b[K${line}\n\r${bar}`);
+        write(`\r\x1b[K${line}\n${bar}`);
       } else {
         write(line + "\n");
       }

@@ -117,8 +117,11 @@ export function formatPlan(pipeline: Pipeline, plan: RunPlan): string[] {
   const s = pipeline.sampler;
   const t = pipeline.train;
   const lines = [
-    `plan:     ${plan.epochs} epochs × ${plan.imagesPerEpoch} images (${plan.batchesPerEpoch} ` +
-    `batches of ${plan.batchSize}), ${s.steps} DDIM steps, guidance ${s.guidance}, eta ${s.eta}`,
+    `plan:     ${count(plan.epochs, "epoch")} × ${count(plan.imagesPerEpoch, "image")} (` +
+    `${count(plan.batchesPerEpoch, "batch")} of ${plan.batchSize}), ${
+      count(s.steps, "DDIM step")
+    }, ` +
+    `guidance ${s.guidance}, eta ${s.eta}`,
     `epoch:    ${plan.samplingUnetCallsPerEpoch} UNet calls sampling (batch ${
       plan.batchSize * 2
     } with CFG), ${plan.trainingPassesPerEpoch} PPO passes (UNet forward+backward, ` +
@@ -126,7 +129,7 @@ export function formatPlan(pipeline: Pipeline, plan: RunPlan): string[] {
     `${
       Math.max(1, Math.floor(s.steps * t.timestepFraction))
     } timesteps × ${t.innerEpochs} inner), ` +
-    `${plan.optimizerStepsPerEpoch} optimizer step${plan.optimizerStepsPerEpoch > 1 ? "s" : ""}`,
+    `${count(plan.optimizerStepsPerEpoch, "optimizer step")}`,
   ];
   const ev = pipeline.eval;
   if (ev) {
@@ -134,13 +137,20 @@ export function formatPlan(pipeline: Pipeline, plan: RunPlan): string[] {
       `eval:     ${ev.prompts.length} prompts × ${ev.seeds.length} seed${
         ev.seeds.length > 1 ? "s" : ""
       } before training and ` +
-        `every ${ev.every} epoch${ev.every > 1 ? "s" : ""} (${plan.evalRuns} evaluations)`,
+        `every ${ev.every} epoch${ev.every > 1 ? "s" : ""} (${count(plan.evalRuns, "evaluation")})`,
     );
   }
   lines.push(
-    `total:    ${plan.total.images} training images + ${plan.total.evalImages} eval images, ` +
-      `${plan.total.samplingUnetCalls} UNet sampling calls, ${plan.total.trainingPasses} PPO ` +
-      `passes, ${plan.total.optimizerSteps} optimizer steps`,
+    `total:    ${count(plan.total.images, "training image")} + ` +
+      `${count(plan.total.evalImages, "eval image")}, ` +
+      `${count(plan.total.samplingUnetCalls, "UNet sampling call")}, ` +
+      `${count(plan.total.trainingPasses, "PPO pass")}, ` +
+      `${count(plan.total.optimizerSteps, "optimizer step")}`,
   );
   return lines;
+}
+
+function count(n: number, word: string): string {
+  if (n === 1) return `${n} ${word}`;
+  return `${n} ${word}${/(tch|ss)$/.test(word) ? "es" : "s"}`;
 }

@@ -217,10 +217,6 @@ export class Trainer {
     this.#opts.onProgress(e);
   }
 
-  #passesPerEpoch(): number {
-    return planRun(this.config, 0, this.parts.sampler.numSteps).trainingPassesPerEpoch;
-  }
-
   /** The epoch's summary line; after the first epoch, the time the whole run will take. */
   #logEpoch(
     epoch: number,
@@ -252,7 +248,7 @@ export class Trainer {
       this.#firstEpochLogged = true;
       const end = new Date(Date.now() + snap.etaSeconds * 1000);
       this.#log(
-        `time:     epoch 1 done after ${formatDuration(snap.elapsedSeconds)}: about ` +
+        `time:     epoch ${epoch} done after ${formatDuration(snap.elapsedSeconds)}: about ` +
           `${formatDuration(snap.elapsedSeconds + snap.etaSeconds)} for the run, done ≈ ` +
           `${end.toISOString().slice(11, 16)} UTC`,
       );
@@ -514,7 +510,6 @@ export class Trainer {
           components: scored.components,
         });
       }
-      this.#emit("training", epoch + 1, 0, this.#passesPerEpoch());
       const prompts = batches.flatMap((b) => b.prompts);
       const rewards = batches.flatMap((b) => b.rewards);
       const advantages = cfg.train.perPromptTracking.enabled

@@ -120,7 +120,7 @@ Deno.test({
       const shot = Deno.env.get("TEXFORCE_SCREENSHOT") || join(dir, "report.png");
       await chromium(
         profile,
-        "--window-size=1400,3400",
+        "--window-size=1400,4400",
         `--screenshot=${shot}`,
         `file://${join(run, "report.html")}`,
       );

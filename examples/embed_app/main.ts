@@ -17,7 +17,7 @@ const result = await train(pipeline, {
     phase = e.phase;
   },
 });
-console.log(`app: trained ${result.epochs} epochs, checkpoint ${result.checkpoint}`);
+console.log(`app: trained to step ${result.steps}, checkpoint ${result.checkpoint}`);
 
 // Generate with the trained LoRA and score the image.
 const model = await loadTextToImage(pipeline.model, {
