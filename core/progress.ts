@@ -10,10 +10,26 @@
  */
 import type { RunPlan } from "./run_plan.ts";
 
-/** What a run is doing now. */
+/**
+ * What a run is doing now.
+ *
+ * @example
+ * ```ts
+ * import type { TrainPhase } from "@texforce/core";
+ * const p: TrainPhase = "sampling";
+ * ```
+ */
 export type TrainPhase = "eval" | "sampling" | "rewards" | "training" | "checkpoint" | "done";
 
-/** One progress event (the same numbering everywhere: epoch `epoch` of `epochs`, 1-based). */
+/**
+ * One progress event (the same numbering everywhere: epoch `epoch` of `epochs`, 1-based).
+ *
+ * @example
+ * ```ts
+ * import type { TrainProgress } from "@texforce/core";
+ * const show = (e: TrainProgress) => console.log(e.message); // "epoch 2/8 sampling 1/2 · …"
+ * ```
+ */
 export interface TrainProgress {
   /** The epoch in progress, 1-based; 0 for the evaluation before training. */
   epoch: number;
@@ -39,8 +55,17 @@ export interface TrainProgress {
   message: string;
 }
 
-/** Kinds of timed work units. */
-type Unit = "batch" | "pass" | "eval";
+/**
+ * Kinds of timed work units: a sampling batch (with its scoring), a PPO pass, an eval batch.
+ *
+ * @example
+ * ```ts
+ * import type { WorkUnit } from "@texforce/core";
+ * const u: WorkUnit = "pass";
+ * ```
+ */
+export type WorkUnit = "batch" | "pass" | "eval";
+type Unit = WorkUnit;
 
 /**
  * Turns finished work units (sampling batches, PPO passes, eval batches) into the share done,
@@ -83,7 +108,7 @@ export class ProgressClock {
   }
 
   /** Record a finished unit of `seconds`, which sampled `images` images. */
-  finished(unit: Unit, seconds: number, images = 0): void {
+  finished(unit: WorkUnit, seconds: number, images = 0): void {
     this.#count[unit]++;
     this.#seconds[unit] += seconds;
     this.#remaining[unit] = Math.max(0, this.#remaining[unit] - 1);
@@ -191,7 +216,15 @@ export function formatProgressLine(e: TrainProgress): string {
   return `${where(e)} · ${rateAndEta(e)}`;
 }
 
-/** Options of {@linkcode progressPrinter}. */
+/**
+ * Options of {@linkcode progressPrinter}.
+ *
+ * @example
+ * ```ts
+ * import type { ProgressPrinterOptions } from "@texforce/core";
+ * const o: ProgressPrinterOptions = { terminal: false, intervalSeconds: 10, verbose: true };
+ * ```
+ */
 export interface ProgressPrinterOptions {
   /** Draw a live bar (default: when stderr is a terminal). */
   terminal?: boolean;
@@ -205,7 +238,17 @@ export interface ProgressPrinterOptions {
   columns?: number;
 }
 
-/** Draws progress events and log lines; see {@linkcode progressPrinter}. */
+/**
+ * Draws progress events and log lines; see {@linkcode progressPrinter}.
+ *
+ * @example
+ * ```ts
+ * import { type ProgressPrinter, progressPrinter } from "@texforce/core";
+ * const p: ProgressPrinter = progressPrinter({ terminal: false });
+ * p.log("hello");
+ * p.close();
+ * ```
+ */
 export interface ProgressPrinter {
   /** Pass as `onProgress`. */
   onProgress(e: TrainProgress): void;
@@ -247,11 +290,22 @@ export function progressPrinter(options: ProgressPrinterOptions = {}): ProgressP
   let lastLine = -Infinity;
   let lastEpoch = -1;
   const drawBar = (e: TrainProgress) => {
-    const info = ` ${Math.floor(e.fraction * 100)}% ${where(e)} · ${rateAndEta(e)}`;
+    // The richest line that fits: drop elapsed time, then step and rate, on narrow terminals.
+    const eta = e.etaSeconds === undefined ? "ETA …" : `ETA ${formatDuration(e.etaSeconds)}`;
+    const rate = e.imagesPerSecond === undefined
+      ? []
+      : [`${e.imagesPerSecond.toPrecision(e.imagesPerSecond < 10 ? 2 : 3)} images/s`];
+    const head = ` ${Math.floor(e.fraction * 100)}% ${where(e)}`;
+    const candidates = [
+      [head, `step ${e.step}`, ...rate, eta, `elapsed ${formatDuration(e.elapsedSeconds)}`],
+      [head, `step ${e.step}`, ...rate, eta],
+      [head, eta],
+    ].map((parts) => parts.join(" · "));
+    const info = candidates.find((c) => c.length + 13 <= columns) ?? candidates[2];
     const width = Math.max(10, Math.min(30, columns - info.length - 3));
     const fill = Math.round(e.fraction * width);
     const text = `[${"█".repeat(fill)}${"░".repeat(width - fill)}]${info}`;
-    bar = text.length > columns - 1 ? text.slice(0, columns - 2) + "…" : text;
+    bar = text.length > columns - 1 ? text.slice(0, Math.max(1, columns - 2)) + "…" : text;
     write(`\r\x1b[K${bar}`);
   };
   return {

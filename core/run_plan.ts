@@ -7,7 +7,17 @@
  */
 import type { Pipeline } from "./pipeline_schema.ts";
 
-/** Counts of the work a run does. */
+/**
+ * Counts of the work a run does.
+ *
+ * @example
+ * ```ts
+ * import { parsePipeline, planRun, type RunPlan } from "@texforce/core";
+ * const p = parsePipeline({ model: "m", rewards: [{ use: "brightness" }], prompts: ["a"] });
+ * const plan: RunPlan = planRun(p);
+ * console.log(plan.total.samplingUnetCalls);
+ * ```
+ */
 export interface RunPlan {
   /** Epochs of the run. */
   epochs: number;

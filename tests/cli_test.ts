@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
+import { decodeImage } from "../core/image_output.ts";
 import { TINY_SD, tinyPipeline } from "./_helpers.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -287,7 +288,10 @@ Deno.test("cli: run, export and generate on the tiny model", async (t) => {
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /^output: .*\ncheckpoint: .*\n$/, "the result alone on stdout");
         const err = r.stderr;
-        assert.ok(!/[\r\x1b]/.test(err), "no terminal control codes when not a terminal");
+        assert.ok(
+          !err.includes("\r") && !err.includes("\x1b"),
+          "no terminal control codes when not a terminal",
+        );
         for (
           const header of [
             /^texforce run: tiny_brightness → /m,
@@ -366,6 +370,22 @@ Deno.test("cli: run, export and generate on the tiny model", async (t) => {
       for (const img of index.images) await Deno.stat(img.file);
       const png = await Deno.readFile(join(out, "grid.png"));
       assert.deepEqual([...png.slice(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+      // Rows base / LoRA, columns prompt × seed, each 32 px image scaled to 256 px, with a label
+      // margin on the left (row names) and on top (prompts).
+      const grid = await decodeImage(png);
+      assert.ok(grid.width > 4 * 256 + 5 * 8 + 40, `grid width ${grid.width}`);
+      assert.ok(grid.height > 2 * 256 + 3 * 8 + 10, `grid height ${grid.height}`);
+      const inkIn = (x0: number, y0: number, x1: number, y1: number) => {
+        let n = 0;
+        for (let y = y0; y < y1; y++) {
+          for (let x = x0; x < x1; x++) if (grid.data[(y * grid.width + x) * 3] < 64) n++;
+        }
+        return n;
+      };
+      const left = grid.width - (4 * 256 + 5 * 8);
+      const top = grid.height - (2 * 256 + 3 * 8);
+      assert.ok(inkIn(0, top, left, grid.height) > 100, "row labels are drawn");
+      assert.ok(inkIn(left, 0, grid.width, top) > 400, "column labels are drawn");
       assertUsageError(await cli("generate", TINY_SD), /at least one --prompt/);
       assertUsageError(
         await cli("generate", TINY_SD, "-p", "x", "--lora", join(dir, "missing")),
