@@ -521,3 +521,22 @@ Deno.test("cli: run --dry-run prints the plan and reads no weights", async () =>
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: --backend tensorflow without tfjs-node fails with one clear message", async () => {
+  const r = await cli(
+    "generate",
+    TINY_SD,
+    "-p",
+    "x",
+    "--steps",
+    "1",
+    "--backend",
+    "tensorflow",
+    "-o",
+    "/dev/null/none",
+  );
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^error: backend 'tensorflow' needs @tensorflow\/tfjs-node/m);
+  assert.ok(!/already registered/.test(r.stderr), "no kernel registration warnings");
+  assert.ok(r.stderr.trim().split("\n").length <= 3, r.stderr);
+});
