@@ -42,6 +42,7 @@ Exit codes: 0 done, 1 the run failed, 2 usage or validation error, 130 interrupt
  */
 export async function runCommand(args: string[]): Promise<number> {
   const controller = new AbortController();
+  let printer: ProgressPrinter | undefined;
   let interrupts = 0;
   const onSigint = () => {
     interrupts++;
@@ -49,12 +50,13 @@ export async function runCommand(args: string[]): Promise<number> {
       console.error("interrupted again: exiting now");
       Deno.exit(EXIT.interrupted);
     }
-    console.error("interrupt: stopping after the current step (Ctrl-C again to exit now)");
+    // Above the progress bar, when one is drawn.
+    const say = printer?.log ?? ((line: string) => console.error(line));
+    say("interrupt: stopping after the current step (Ctrl-C again to exit now)");
     controller.abort(new DOMException("interrupted by Ctrl-C", "AbortError"));
   };
   let listening = false;
   let file = "<pipeline>";
-  let printer: ProgressPrinter | undefined;
   try {
     const p = parseCommandArgs("run", args, {
       set: { type: "string", multiple: true, short: "s" },
