@@ -49,7 +49,7 @@ const HELP: string =
 Usage: texforce <command> [options]
 
 Commands:
-  run <pipeline>       Validate a pipeline file and train it
+  run <pipeline>       Validate a pipeline file and train it (--dry-run: the plan and its cost)
   validate <pipeline>  Check a pipeline and print it normalised
   generate             Generate images with and without LoRA adapters, side by side
   export <checkpoint>  Export a trained LoRA (peft, diffusers, kohya, merged)

@@ -31,8 +31,9 @@ import {
 const GENERATE_HELP: string = `Usage: texforce generate <model> --prompt <text> [options]
 
 Sample images from a diffusers model folder for each prompt and seed, once without adapters
-("base") and once with the given LoRA adapters ("lora"), and write the PNGs and a grid with base
-and LoRA side by side. Without --lora and --unet-lora only the base images are made.
+("base") and once with the given LoRA adapters ("lora"), and write the PNGs and a grid: one row
+per variant (labelled base / the LoRA), one column per prompt and seed (labelled with the prompt),
+scaled up to at least 256 px per image. Without --lora and --unet-lora only the base row is made.
 
 Options:
   -p, --prompt <text>      A prompt (repeatable)
@@ -58,6 +59,15 @@ interface Variant {
   name: "base" | "lora";
   textLora: boolean;
   unetLora?: string;
+}
+
+/** A grid row's label: `base`, or the LoRA files it uses (last three path parts). */
+function variantLabel(v: Variant, loras: string[], scale: number): string {
+  if (v.name === "base") return "base";
+  const short = (p: string) => p.split(/[\\/]/).filter(Boolean).slice(-3).join("/");
+  const parts = loras.map((l) => short(l) + (scale !== 1 ? ` x${scale}` : ""));
+  if (v.unetLora) parts.push(`UNet ${short(v.unetLora)}`);
+  return `LoRA ${parts.join(" + ")}`;
 }
 
 async function checkExists(flag: string, path: string): Promise<string> {
@@ -187,25 +197,20 @@ export async function generateCommand(args: string[]): Promise<number> {
         }
         byVariant.set(v.name, images);
       }
-      // Grid: one row per prompt and seed, base and LoRA side by side.
+      // Grid: one row per variant (base, then the LoRA), one column per prompt and seed.
       const ordered: tf.Tensor4D[] = [];
-      const captions: string[] = [];
-      let i = 0;
-      for (const prompt of prompts) {
-        for (const seed of seeds) {
-          for (const v of variants) {
-            ordered.push(byVariant.get(v.name)![i]);
-            captions.push(`${prompt} · seed ${seed}${variants.length > 1 ? ` · ${v.name}` : ""}`);
-          }
-          i++;
-        }
-      }
+      for (const v of variants) ordered.push(...byVariant.get(v.name)!);
+      const columnLabels = prompts.flatMap((prompt) =>
+        seeds.map((seed) => (seeds.length > 1 ? `${prompt} (seed ${seed})` : prompt))
+      );
+      const rowLabels = variants.map((v) => variantLabel(v, loras, loraScale));
       const batch = tf.concat(ordered) as tf.Tensor4D;
       const grid = join(out, "grid.png");
       try {
         await writeImageGrid(grid, batch, {
-          columns: variants.length > 1 ? variants.length : Math.min(seeds.length, 8),
-          captions,
+          columns: columnLabels.length,
+          columnLabels,
+          rowLabels,
         });
       } finally {
         batch.dispose();

@@ -90,18 +90,33 @@ async function loadWebgpu(): Promise<void> {
 async function loadNode(): Promise<void> {
   if (nodeLoaded) return;
   const errors: string[] = [];
-  for (const spec of ["npm:@tensorflow/tfjs-node-gpu@4.22.0", "npm:@tensorflow/tfjs-node@4.22.0"]) {
-    try {
-      await import(spec);
-      nodeLoaded = true;
-      return;
-    } catch (e) {
-      errors.push(`${spec}: ${(e as Error).message.split("\n")[0]}`);
+  // Each package registers ~150 kernels before it fails on a missing native binding; the second
+  // try then warns once per kernel ("already registered"). Those warnings say nothing useful.
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (!/^The kernel '.*' for backend 'tensorflow' is already registered/.test(String(args[0]))) {
+      warn(...args);
     }
+  };
+  try {
+    for (
+      const spec of ["npm:@tensorflow/tfjs-node-gpu@4.22.0", "npm:@tensorflow/tfjs-node@4.22.0"]
+    ) {
+      try {
+        await import(spec);
+        nodeLoaded = true;
+        return;
+      } catch (e) {
+        errors.push(`${spec}: ${(e as Error).message.split("\n")[0].trim()}`);
+      }
+    }
+  } finally {
+    console.warn = warn;
   }
   throw new Error(
-    "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node, which " +
-      "download libtensorflow when installed and could not be loaded here " +
+    "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node with their " +
+      "native binding, which their install script downloads (Deno runs it only with " +
+      '"nodeModulesDir": "auto" in deno.json and `deno install --allow-scripts`); neither loaded ' +
       `(${errors.join("; ")}). Use 'webgpu' for a GPU, or 'wasm'/'cpu'.`,
   );
 }

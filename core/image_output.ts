@@ -7,7 +7,7 @@
  * @module
  */
 import { writeFileAtomic } from "./io/safetensors.ts";
-import { Buffer } from "node:buffer";
+import { drawText, GLYPH_ADVANCE, LINE_HEIGHT, textWidth, wrapText } from "./_bitmap_font.ts";
 import { join } from "node:path";
 import type { Tensor4D } from "./tensor_types.ts";
 
@@ -154,61 +154,50 @@ export async function saveImages(
  * @example
  * ```ts
  * import type { GridOptions } from "@texforce/core";
- * const o: GridOptions = { columns: 4, captions: ["a", "b", "c", "d"], padding: 8 };
+ * const o: GridOptions = { columns: 4, captions: ["a", "b", "c", "d"], cellSize: 256 };
  * ```
  */
 export interface GridOptions {
   /** Images per row (default: ⌈√n⌉). */
   columns?: number;
-  /** One caption per image, drawn under it. */
+  /** One caption per image, drawn in full (wrapped) under it. */
   captions?: string[];
-  /** Caption font size in pixels (default: image width / 16, at least 10). */
-  fontSize?: number;
-  /** Most caption lines (longer captions end with an ellipsis; default 2). */
+  /** One label per row, drawn left of it (e.g. `base`, `lora`). */
+  rowLabels?: string[];
+  /** One label per column, drawn above it (e.g. the prompt). */
+  columnLabels?: string[];
+  /**
+   * Smallest cell side in pixels: smaller images are scaled up by a whole factor with nearest
+   * neighbour, so pixels stay crisp (default 256; 0 keeps the native size).
+   */
+  cellSize?: number;
+  /** Text size: each pixel of the 5×8 bitmap font becomes `textScale`² pixels (default 2). */
+  textScale?: number;
+  /** Most caption lines (default: as many as the longest caption needs). */
   captionLines?: number;
-  /** Gap between cells in pixels (default 4). */
+  /** Gap between cells in pixels (default 8). */
   padding?: number;
-  /** Background colour (default white). */
+  /** Background colour as `#rrggbb` (default white). */
   background?: string;
 }
 
-function escapeXml(s: string): string {
-  return s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** Greedy word wrap for a font whose average glyph is ~0.55 em wide. */
-function wrap(text: string, width: number, fontSize: number, maxLines: number): string[] {
-  const perLine = Math.max(4, Math.floor(width / (fontSize * 0.55)));
-  const lines: string[] = [];
-  let line = "";
-  for (const word of text.split(/\s+/).filter(Boolean)) {
-    const next = line ? `${line} ${word}` : word;
-    if (next.length <= perLine) {
-      line = next;
-      continue;
-    }
-    if (line) lines.push(line);
-    line = word.length > perLine ? word.slice(0, perLine) : word;
-  }
-  if (line) lines.push(line);
-  if (lines.length > maxLines) {
-    lines.length = maxLines;
-    const last = lines[maxLines - 1];
-    lines[maxLines - 1] = `${last.slice(0, Math.max(0, perLine - 1))}…`;
-  }
-  return lines;
+function parseColour(hex: string): [number, number, number] {
+  const m = /^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex);
+  if (!m) throw new Error(`imageGrid: background must be #rrggbb, got '${hex}'`);
+  return [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)];
 }
 
 /**
- * Lay out images in a grid with optional captions; returns PNG bytes. All images must share
- * one size.
+ * Lay out images in a grid with optional captions and row and column labels, scaled up with
+ * nearest neighbour to a readable size; returns PNG bytes. All images must share one size.
+ * Text is drawn with a built-in bitmap font, so no system font is needed.
  *
  * @example
  * ```ts
  * import * as tf from "@tensorflow/tfjs";
  * import { imageGrid } from "@texforce/core";
  * const png = await imageGrid(tf.zeros([4, 64, 64, 3]) as tf.Tensor4D, {
- *   columns: 2, captions: ["a cat", "a dog", "a fox", "an owl"],
+ *   columns: 2, columnLabels: ["a cat", "a dog"], rowLabels: ["base", "lora"],
  * });
  * await Deno.writeFile("grid.png", png);
  * ```
@@ -217,6 +206,24 @@ export async function imageGrid(
   images: RgbImage[] | Tensor4D,
   options: GridOptions = {},
 ): Promise<Uint8Array> {
+  return await encodePng(await gridImage(images, options));
+}
+
+/**
+ * {@linkcode imageGrid} as raw RGB (before PNG encoding).
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { gridImage } from "@texforce/core";
+ * const g = await gridImage(tf.zeros([2, 8, 8, 3]) as tf.Tensor4D, { cellSize: 64 });
+ * console.log(g.width, g.height);
+ * ```
+ */
+export async function gridImage(
+  images: RgbImage[] | Tensor4D,
+  options: GridOptions = {},
+): Promise<RgbImage> {
   const imgs = Array.isArray(images) ? images : await tensorToImages(images);
   if (!imgs.length) throw new Error("imageGrid: no images");
   imgs.forEach(checkImage);
@@ -233,47 +240,71 @@ export async function imageGrid(
     Math.min(options.columns ?? Math.ceil(Math.sqrt(imgs.length)), imgs.length),
   );
   const rows = Math.ceil(imgs.length / cols);
-  const pad = options.padding ?? 4;
-  const font = options.fontSize ?? Math.max(10, Math.round(w / 16));
-  const maxLines = options.captionLines ?? 2;
-  const lineH = Math.round(font * 1.25);
-  const capH = caps ? maxLines * lineH + Math.round(font * 0.5) : 0;
-  const cellH = h + capH;
-  const width = cols * w + (cols + 1) * pad;
-  const height = rows * cellH + (rows + 1) * pad;
-  const s = await sharp();
-  const layers: {
-    input: Buffer;
-    left: number;
-    top: number;
-    raw?: { width: number; height: number; channels: 3 };
-  }[] = [];
-  const buffer = (a: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-  let svg = "";
-  imgs.forEach((img, i) => {
-    const left = pad + (i % cols) * (w + pad);
-    const top = pad + Math.floor(i / cols) * (cellH + pad);
-    layers.push({ input: buffer(img.data), left, top, raw: { width: w, height: h, channels: 3 } });
-    if (caps) {
-      wrap(caps[i], w, font, maxLines).forEach((line, k) => {
-        svg += `<text x="${left + w / 2}" y="${top + h + (k + 1) * lineH}" font-size="${font}" ` +
-          `text-anchor="middle" font-family="DejaVu Sans, Arial, sans-serif" fill="#000">` +
-          `${escapeXml(line)}</text>`;
-      });
-    }
-  });
-  if (svg) {
-    const doc =
-      `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${svg}</svg>`;
-    layers.push({ input: buffer(new TextEncoder().encode(doc)), left: 0, top: 0 });
+  if (options.rowLabels && options.rowLabels.length !== rows) {
+    throw new Error(`imageGrid: ${options.rowLabels.length} row labels for ${rows} rows`);
   }
-  const background = options.background ?? "#ffffff";
-  const buf = await s({ create: { width, height, channels: 3, background } })
-    .composite(layers)
-    .flatten({ background })
-    .png()
-    .toBuffer();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (options.columnLabels && options.columnLabels.length !== cols) {
+    throw new Error(`imageGrid: ${options.columnLabels.length} column labels for ${cols} columns`);
+  }
+  const pad = options.padding ?? 8;
+  const ts = Math.max(1, Math.round(options.textScale ?? 2));
+  const lineH = LINE_HEIGHT * ts;
+  const minCell = options.cellSize ?? 256;
+  const up = minCell > 0 ? Math.max(1, Math.ceil(minCell / Math.max(w, h))) : 1;
+  const cw = w * up;
+  const ch = h * up;
+  const capLines = caps?.map((c) => wrapText(c, cw, ts)) ?? [];
+  const nCap = caps
+    ? Math.min(options.captionLines ?? Infinity, Math.max(1, ...capLines.map((l) => l.length)))
+    : 0;
+  const capH = caps ? nCap * lineH + Math.round(lineH / 2) : 0;
+  const colLines = options.columnLabels?.map((c) => wrapText(c, cw, ts)) ?? [];
+  const headH = colLines.length
+    ? Math.max(...colLines.map((l) => l.length)) * lineH + Math.round(lineH / 2)
+    : 0;
+  const labelMax = 12 * GLYPH_ADVANCE * ts * 2; // about 24 characters
+  const rowLines = options.rowLabels?.map((l) => wrapText(l, labelMax, ts)) ?? [];
+  const labelW = rowLines.length
+    ? Math.max(...rowLines.flat().map((l) => textWidth(l, ts))) + pad
+    : 0;
+  const cellH = ch + capH;
+  const width = labelW + cols * cw + (cols + 1) * pad;
+  const height = headH + rows * cellH + (rows + 1) * pad;
+  const bg = parseColour(options.background ?? "#ffffff");
+  const canvas = { width, height, data: new Uint8Array(width * height * 3) };
+  for (let i = 0; i < width * height; i++) canvas.data.set(bg, i * 3);
+  const x0 = (c: number) => labelW + pad + c * (cw + pad);
+  const y0 = (r: number) => headH + pad + r * (cellH + pad);
+  imgs.forEach((img, i) => {
+    const left = x0(i % cols);
+    const top = y0(Math.floor(i / cols));
+    for (let y = 0; y < ch; y++) {
+      const src = Math.floor(y / up) * w;
+      const dst = ((top + y) * width + left) * 3;
+      for (let x = 0; x < cw; x++) {
+        const s = (src + Math.floor(x / up)) * 3;
+        const d = dst + x * 3;
+        canvas.data[d] = img.data[s];
+        canvas.data[d + 1] = img.data[s + 1];
+        canvas.data[d + 2] = img.data[s + 2];
+      }
+    }
+    capLines[i]?.slice(0, nCap).forEach((line, k) => {
+      const tx = left + Math.floor((cw - textWidth(line, ts)) / 2);
+      drawText(canvas, tx, top + ch + Math.round(lineH / 4) + k * lineH, line, ts);
+    });
+  });
+  colLines.forEach((lines, c) => {
+    lines.forEach((line, k) => {
+      const tx = x0(c) + Math.floor((cw - textWidth(line, ts)) / 2);
+      drawText(canvas, tx, pad + k * lineH, line, ts);
+    });
+  });
+  rowLines.forEach((lines, r) => {
+    const ty = y0(r) + Math.floor((ch - lines.length * lineH) / 2);
+    lines.forEach((line, k) => drawText(canvas, pad, ty + k * lineH, line, ts));
+  });
+  return canvas;
 }
 
 /**

@@ -20,6 +20,7 @@ export * from "./model_cache.ts";
 export * from "./ppo_loss.ts";
 export * from "./ppo_step.ts";
 export * from "./progress.ts";
+export * from "./run_plan.ts";
 export * from "./report.ts";
 export * from "./rng.ts";
 export * from "./trainer.ts";

@@ -7,7 +7,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
-import { useBackend } from "./backend.ts";
+import { type BackendInfo, useBackend } from "./backend.ts";
 import { writeFileAtomic } from "./io/safetensors.ts";
 import {
   parsePluginOptions,
@@ -34,7 +34,14 @@ import { ModelCache } from "./model_cache.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Pipeline } from "./pipeline_schema.ts";
 import { type PpoGradients, ppoGradients } from "./ppo_step.ts";
-import { createProgress, type ProgressSink } from "./progress.ts";
+import {
+  formatDuration,
+  formatProgressLine,
+  ProgressClock,
+  type TrainPhase,
+  type TrainProgress,
+} from "./progress.ts";
+import { formatPlan, planRun } from "./run_plan.ts";
 import type { Reward } from "./reward.ts";
 import { Rng } from "./rng.ts";
 import type { Conditioning, Sampler } from "./sampler.ts";
@@ -64,28 +71,19 @@ export interface TrainerParts {
   prompts: string[];
 }
 
-/** Progress events for embedding apps. */
-export interface TrainProgress {
-  /** Current epoch (0-based). */
-  epoch: number;
-  /** Optimizer steps taken. */
-  step: number;
-  /** `sampling`, `rewards`, `training`, `eval`, `checkpoint`, `done`. */
-  phase: string;
-  /** Human-readable line. */
-  message: string;
-}
-
 /** Options of a run. */
 export interface TrainerOptions {
   /** Stops the run between steps; a final checkpoint is written. */
   signal?: AbortSignal;
   /** Resume from the newest checkpoint of the output folder. */
   resume?: boolean;
-  /** Progress callback. */
+  /** Progress events (phase, epoch i/N, step, images/s, ETA); `progressPrinter()` draws them. */
   onProgress?: (e: TrainProgress) => void;
-  /** Plain log lines (default: a progress bar on a terminal, lines on stderr otherwise). */
-  log?: (line: string) => void;
+  /**
+   * Log lines: the run header, one line per epoch, exports (`info`); per-step PPO diagnostics
+   * (`detail`). Nothing is printed without it: the library never writes to the console itself.
+   */
+  log?: (line: string, level?: "info" | "detail") => void;
   /** Writes an image grid (NHWC [0,1]) with one caption per image; images are skipped without. */
   saveImages?: (path: string, images: Tensor4D, captions: string[]) => Promise<void>;
 }
@@ -151,7 +149,8 @@ export class Trainer {
   #step = 0;
   #epoch = 0;
   #lastLr = 0;
-  #progress: ProgressSink;
+  #clock: ProgressClock | undefined;
+  #firstEpochLogged = false;
   #metricsPath: string;
   #variables: Map<string, Variable>;
 
@@ -163,7 +162,6 @@ export class Trainer {
     this.#rng = new Rng(config.seed);
     const pp = config.train.perPromptTracking;
     this.#tracker = new PerPromptTracker(pp.bufferSize, pp.minCount);
-    this.#progress = createProgress(options.log);
     this.#metricsPath = join(config.output.dir, "metrics.jsonl");
     this.#variables = parts.encoder.trainableVariables();
     if (parts.prompts.length === 0) throw new TrainingError("no training prompts");
@@ -198,8 +196,69 @@ export class Trainer {
     });
   }
 
-  #emit(phase: string, message: string): void {
-    this.#opts.onProgress?.({ epoch: this.#epoch, step: this.#step, phase, message });
+  #log(line: string, level: "info" | "detail" = "info"): void {
+    this.#opts.log?.(line, level);
+  }
+
+  /** A progress event for `epoch` (1-based; 0 = before training). */
+  #emit(phase: TrainPhase, epoch: number, done = 0, total = 0): void {
+    if (!this.#opts.onProgress) return;
+    const snap = (this.#clock ??= this.#newClock()).snapshot();
+    const e: TrainProgress = {
+      epoch,
+      epochs: this.config.train.epochs,
+      step: this.#step,
+      phase,
+      done,
+      total,
+      ...snap,
+      message: "",
+    };
+    e.message = formatProgressLine(e);
+    this.#opts.onProgress(e);
+  }
+
+  /** The epoch's summary line; after the first epoch, the time the whole run will take. */
+  #logEpoch(
+    epoch: number,
+    reward: { mean: number; std: number },
+    times: { sampling: number; rewards: number; training: number },
+    record: Record<string, unknown>,
+  ): void {
+    const snap = this.#clock?.snapshot();
+    const secs = (times.sampling + times.rewards + times.training) / 1000;
+    const terms = this.parts.rewards.length > 1
+      ? ` (${
+        this.parts.rewards.map((t) =>
+          `${t.name} ${Number(record[`reward_${t.name}_mean`]).toFixed(4)}`
+        )
+          .join(", ")
+      })`
+      : "";
+    this.#log(
+      `epoch ${epoch}/${this.config.train.epochs}: reward ${reward.mean.toFixed(4)} ± ` +
+        `${reward.std.toFixed(4)}${terms}, step ${this.#step}, ${formatDuration(secs)} ` +
+        `(sampling ${(times.sampling / 1000).toFixed(1)}s, rewards ${
+          (times.rewards / 1000).toFixed(1)
+        }s, training ${(times.training / 1000).toFixed(1)}s)` +
+        (snap?.etaSeconds !== undefined && epoch < this.config.train.epochs
+          ? `, ETA ${formatDuration(snap.etaSeconds)}`
+          : ""),
+    );
+    if (!this.#firstEpochLogged && snap?.etaSeconds !== undefined) {
+      this.#firstEpochLogged = true;
+      const end = new Date(Date.now() + snap.etaSeconds * 1000);
+      this.#log(
+        `time:     epoch ${epoch} done after ${formatDuration(snap.elapsedSeconds)}: about ` +
+          `${formatDuration(snap.elapsedSeconds + snap.etaSeconds)} for the run, done ≈ ` +
+          `${end.toISOString().slice(11, 16)} UTC`,
+      );
+    }
+  }
+
+  #newClock(): ProgressClock {
+    const plan = planRun(this.config, this.#epoch, this.parts.sampler.numSteps);
+    return new ProgressClock(plan, this.config.train.epochs - this.#epoch);
   }
 
   async #metric(record: Record<string, unknown>): Promise<void> {
@@ -252,7 +311,7 @@ export class Trainer {
     this.#epoch = c.state.epoch;
     this.#lastLr = c.state.lr;
     if (c.state.configHash !== (await this.#configHash())) {
-      this.#progress.log(
+      this.#log(
         `note: ${path} was written with a different pipeline config; continuing with the new one`,
       );
     }
@@ -286,12 +345,13 @@ export class Trainer {
       const p = await this.restoreLatest();
       if (p) {
         checkpoint = p;
-        this.#progress.log(`resumed from ${p} (epoch ${this.#epoch}, step ${this.#step})`);
+        this.#log(`resumed from ${p} (epoch ${this.#epoch}, step ${this.#step})`);
       } else {
-        this.#progress.log(`no checkpoint in ${this.#checkpointDir()}; starting fresh`);
+        this.#log(`no checkpoint in ${this.#checkpointDir()}; starting fresh`);
       }
     }
     const rewardMeans: number[] = [];
+    this.#clock = this.#newClock();
     const signal = this.#opts.signal;
     let interrupted = false;
     try {
@@ -313,7 +373,7 @@ export class Trainer {
             await this.evaluate(`epoch-${this.#epoch}`);
           }
           if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
-            this.#emit("checkpoint", `checkpoint at step ${this.#step}`);
+            this.#emit("checkpoint", this.#epoch);
             checkpoint = await this.saveCheckpoint();
           }
         }
@@ -329,12 +389,11 @@ export class Trainer {
         const last = await latestCheckpoint(this.#checkpointDir());
         const lastStep = last ? (await loadCheckpoint(last)).state.step : -1;
         checkpoint = last && lastStep === this.#step ? last : await this.saveCheckpoint(true);
-        this.#progress.log(`interrupted: checkpoint written to ${checkpoint}`);
+        this.#log(`interrupted: checkpoint written to ${checkpoint}`);
       }
     } finally {
-      this.#progress.close();
+      this.#emit("done", this.#epoch);
     }
-    this.#emit("done", `finished at epoch ${this.#epoch}, step ${this.#step}`);
     return {
       outputDir: cfg.output.dir,
       checkpoint,
@@ -412,18 +471,18 @@ export class Trainer {
     try {
       for (let b = 0; b < nb; b++) {
         if (signal?.aborted) return null;
-        this.#progress.update(b, nb, `epoch ${epoch + 1} sampling`);
-        this.#emit("sampling", `epoch ${epoch + 1}: sampling batch ${b + 1}/${nb}`);
+        this.#emit("sampling", epoch + 1, b, nb);
         const prompts = Array.from(
           { length: cfg.sampler.batchSize },
           () => this.parts.prompts[this.#rng.int(this.parts.prompts.length)],
         );
         const seed = this.#rng.nextU32();
-        let t0 = performance.now();
+        const tBatch = performance.now();
+        let t0 = tBatch;
         const s = await this.#sampleBatch(prompts, seed);
         times.sampling += performance.now() - t0;
         t0 = performance.now();
-        this.#emit("rewards", `epoch ${epoch + 1}: scoring batch ${b + 1}/${nb}`);
+        this.#emit("rewards", epoch + 1, b, nb);
         let scored;
         try {
           scored = await this.#score(s.images, prompts);
@@ -434,6 +493,7 @@ export class Trainer {
         } finally {
           times.rewards += performance.now() - t0;
         }
+        this.#clock?.finished("batch", (performance.now() - tBatch) / 1000, prompts.length);
         if (b === 0 && cfg.output.saveImages && this.#opts.saveImages) {
           const caps = prompts.map((p, i) => `${p} | ${scored.total[i].toFixed(4)}`);
           await this.#opts.saveImages(
@@ -451,7 +511,6 @@ export class Trainer {
           components: scored.components,
         });
       }
-      this.#progress.update(nb, nb, `epoch ${epoch + 1} sampling`);
       const prompts = batches.flatMap((b) => b.prompts);
       const rewards = batches.flatMap((b) => b.rewards);
       const advantages = cfg.train.perPromptTracking.enabled
@@ -480,13 +539,7 @@ export class Trainer {
         record.seconds_rewards = times.rewards / 1000;
         record.seconds_training = times.training / 1000;
         await this.#metric(record);
-        this.#progress.log(
-          `epoch ${epoch + 1}/${cfg.train.epochs}: reward ${rewardStats.mean.toFixed(4)} ± ` +
-            `${rewardStats.std.toFixed(4)}, step ${this.#step}, ` +
-            `sampling ${(times.sampling / 1000).toFixed(1)}s, rewards ${
-              (times.rewards / 1000).toFixed(1)
-            }s, training ${(times.training / 1000).toFixed(1)}s`,
-        );
+        this.#logEpoch(epoch + 1, rewardStats, times, record);
         return ok ? rewardStats.mean : null;
       } finally {
         latents.dispose();
@@ -531,8 +584,10 @@ export class Trainer {
           try {
             for (const j of js) {
               if (this.#opts.signal?.aborted) return false;
-              this.#progress.update(done, total, `epoch ${this.#epoch + 1} training`);
+              this.#emit("training", this.#epoch + 1, done, total);
+              const tPass = performance.now();
               const r = await this.ppoGradients(mbPrompts, latents, logProbs, idxT, adv, j);
+              this.#clock?.finished("pass", (performance.now() - tPass) / 1000);
               diag.loss += r.loss;
               diag.kl += r.approxKl;
               diag.clip += r.clipFraction;
@@ -619,6 +674,14 @@ export class Trainer {
       this.parts.optimizer.step(grads, lr);
       this.#lastLr = lr;
       this.#step++;
+      this.#log(
+        `step ${this.#step}: loss ${loss.toExponential(3)}, approx KL ${
+          (diag.kl / Math.max(1, diag.count)).toExponential(2)
+        }, clip fraction ${(diag.clip / Math.max(1, diag.count)).toFixed(3)}, lr ${
+          lr.toExponential(2)
+        }, grad norm ${norm.toExponential(3)}`,
+        "detail",
+      );
       await this.#metric({
         type: "train",
         epoch: this.#epoch + 1,
@@ -638,12 +701,13 @@ export class Trainer {
   async evaluate(label: string): Promise<number[]> {
     const ev = this.config.eval;
     if (!ev) return [];
-    this.#emit("eval", `evaluating (${label})`);
     const scores: number[] = [];
     const captions: string[] = [];
     const images: Tensor4D[] = [];
     try {
-      for (const seed of ev.seeds) {
+      for (const [k, seed] of ev.seeds.entries()) {
+        this.#emit("eval", this.#epoch, k, ev.seeds.length);
+        const tEval = performance.now();
         const s = await this.#sampleBatch(ev.prompts, seed);
         s.latents.dispose();
         s.logProbs.dispose();
@@ -653,6 +717,7 @@ export class Trainer {
           ...ev.prompts.map((p, i) => `${p} | seed ${seed} | ${r.total[i].toFixed(4)}`),
         );
         images.push(s.images);
+        this.#clock?.finished("eval", (performance.now() - tEval) / 1000, ev.prompts.length);
       }
       if (this.config.output.saveImages && this.#opts.saveImages) {
         const all = tf.concat(images) as Tensor4D;
@@ -666,13 +731,22 @@ export class Trainer {
     } finally {
       for (const im of images) im.dispose();
     }
+    const st = meanStd(scores);
+    this.#log(
+      `eval ${label}: held-out reward ${st.mean.toFixed(4)} ± ` +
+        `${(st.std / Math.sqrt(Math.max(1, scores.length))).toFixed(4)} (standard error, ` +
+        `${scores.length} images)`,
+      "detail",
+    );
     await this.#metric({
       type: "eval",
       label,
       epoch: this.#epoch,
       step: this.#step,
-      reward_mean: meanStd(scores).mean,
+      reward_mean: st.mean,
       rewards: scores,
+      prompts: ev.prompts,
+      seeds: ev.seeds,
       captions,
     });
     return scores;
@@ -700,9 +774,10 @@ export interface TrainOptions extends TrainerOptions {
  */
 export async function train(pipeline: Pipeline, options: TrainOptions): Promise<TrainResult> {
   const { registry } = options;
-  const log = options.log ?? ((line: string) => console.error(line));
+  // Silent unless the app asks: no default console output.
+  const log = options.log ?? (() => {});
   const backend = await useBackend(pipeline.backend);
-  log(`backend: ${backend.name} (${backend.device})`);
+  for (const line of runHeader(pipeline, backend)) log(line);
   const prompts = await resolvePrompts(pipeline);
   const ctx: PluginContext = {
     baseDir: pipeline.baseDir,
@@ -794,6 +869,27 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   }
 }
 
+/**
+ * The lines a run starts with: what runs where, and how much work it is.
+ *
+ * @example
+ * ```ts
+ * import { parsePipeline, runHeader } from "@texforce/core";
+ * const p = parsePipeline({ model: "m", rewards: [{ use: "brightness" }], prompts: ["a"] });
+ * console.log(runHeader(p, { name: "wasm", device: "WebAssembly" }).join("\n"));
+ * ```
+ */
+export function runHeader(pipeline: Pipeline, backend: BackendInfo): string[] {
+  const requested = pipeline.backend === backend.name ? "" : ` (asked for ${pipeline.backend})`;
+  return [
+    `texforce run: ${pipeline.name} → ${pipeline.output.dir}`,
+    `model:    ${pipeline.model}`,
+    `backend:  ${backend.name} on ${backend.device}${requested}`,
+    ...formatPlan(pipeline, planRun(pipeline)),
+    `time:     estimated once the first epoch is timed`,
+  ];
+}
+
 // Image files need sharp, a native package; load it only when images are written so that
 // GPU bundles (which cannot contain sharp) never import it.
 async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
@@ -801,6 +897,13 @@ async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
   const mod = await import(spec);
   return async (path: string, images: Tensor4D, captions: string[]) => {
     await Deno.mkdir(dirname(path), { recursive: true });
-    await mod.writeImageGrid(path, images, { captions });
+    await mod.writeImageGrid(path, images, { captions, columns: Math.min(captions.length, 4) });
+    // The single images and their captions, for the report.
+    const dir = path.replace(/\.png$/, "");
+    await mod.saveImages(images, dir);
+    await writeFileAtomic(
+      join(dir, "captions.json"),
+      new TextEncoder().encode(JSON.stringify(captions, null, 1)),
+    );
   };
 }

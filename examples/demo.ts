@@ -8,6 +8,7 @@
 import { fileURLToPath } from "node:url";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { loadPipeline } from "../core/pipeline.ts";
+import { progressPrinter } from "../core/progress.ts";
 import { readMetrics } from "../core/report.ts";
 import { train } from "../core/trainer.ts";
 
@@ -20,7 +21,15 @@ await Deno.remove(pipeline.output.dir, { recursive: true }).catch(() => {});
 const controller = new AbortController();
 Deno.addSignalListener("SIGINT", () => controller.abort());
 console.log(`texforce demo: ${pipeline.model}`);
-const result = await train(pipeline, { registry: builtinRegistry(), signal: controller.signal });
+// The library prints nothing itself: draw its progress (a bar on a terminal, lines otherwise).
+const progress = progressPrinter();
+const result = await train(pipeline, {
+  registry: builtinRegistry(),
+  signal: controller.signal,
+  onProgress: progress.onProgress,
+  log: progress.log,
+});
+progress.close();
 const epochs = (await readMetrics(result.outputDir)).filter((r) => r.type === "epoch");
 console.log("\nepoch  mean brightness reward");
 for (const r of epochs) {

@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { SafetensorsFile } from "../core/io/safetensors.ts";
+import { decodeImage } from "../core/image_output.ts";
 import { fixtureJson, TINY_SD, tinyPipeline } from "./_helpers.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -17,12 +18,16 @@ interface Result {
 }
 
 async function cli(...args: string[]): Promise<Result> {
+  return await cliWith({}, ...args);
+}
+
+async function cliWith(env: Record<string, string>, ...args: string[]): Promise<Result> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--unstable-webgpu", "cli.ts", ...args],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
-    env: { TEXFORCE_DEBUG: "" },
+    env: { TEXFORCE_DEBUG: "", ...env },
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
@@ -272,10 +277,64 @@ Deno.test("cli: run, export and generate on the tiny model", async (t) => {
         "--quiet",
       );
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`output: ${run}\\ncheckpoint: ${run}/checkpoints/step-`));
+      // --quiet: only the result, nothing else on either stream.
+      assert.match(
+        r.stdout,
+        new RegExp(`^output: ${run}\\ncheckpoint: ${run}/checkpoints/step-\\d+\\n$`),
+      );
+      assert.equal(r.stderr, "", "--quiet printed more than the result");
       await Deno.stat(join(run, "pipeline.json"));
       await Deno.stat(join(run, "export", "peft", "adapter_model.safetensors"));
     });
+
+    await t.step(
+      "a run to a pipe prints a header and progress lines with rate and ETA",
+      async () => {
+        const out = join(dir, "progress");
+        const r = await cliWith(
+          { TEXFORCE_PROGRESS_SECONDS: "0" },
+          "run",
+          "examples/tiny_brightness.yaml",
+          ...[
+            "train.epochs=2",
+            "train.batchesPerEpoch=1",
+            "train.batchSize=2",
+            "sampler.batchSize=2",
+            "sampler.steps=2",
+            "eval.every=100",
+            "backend=wasm",
+            "output.saveImages=false",
+            `output.dir=${out}`,
+          ].flatMap((s) => ["--set", s]),
+        );
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^output: .*\ncheckpoint: .*\n$/, "the result alone on stdout");
+        const err = r.stderr;
+        assert.ok(
+          !err.includes("\r") && !err.includes("\x1b"),
+          "no terminal control codes when not a terminal",
+        );
+        for (
+          const header of [
+            /^texforce run: tiny_brightness → /m,
+            /^model: {4}.*tiny-sd$/m,
+            /^backend: {2}wasm on WebAssembly/m,
+            /^plan: {5}2 epochs × 2 images \(1 batch of 2\), 2 DDIM steps/m,
+            /^epoch: {4}2 UNet calls sampling .* 1 optimizer step$/m,
+            /^time: {5}estimated once the first epoch is timed$/m,
+          ]
+        ) assert.match(err, header);
+        // Progress lines: epoch i/N, the phase, the step, images/s and the ETA.
+        const progress = err.split("\n").filter((l) =>
+          /^epoch 2\/2 \w+ .* · step \d+ · [\d.]+ images\/s · ETA \d+s · elapsed/.test(l)
+        );
+        assert.ok(progress.length >= 3, `progress lines with rate and ETA:\n${err}`);
+        assert.match(err, /^epoch 1\/2: reward \d\.\d{4} ± \d\.\d{4}, step 1, .* ETA \d+/m);
+        assert.match(err, /^time: {5}epoch 1 done after \d+s: about \S+ for the run, done ≈ /m);
+        assert.match(err, /^report: .*report\.html$/m);
+        assert.ok(!/step 1: loss/.test(err), "per-step diagnostics only with -v");
+      },
+    );
 
     await t.step("export rebuilds the run's LoRA from its checkpoint", async () => {
       const r = await cli(
@@ -333,6 +392,22 @@ Deno.test("cli: run, export and generate on the tiny model", async (t) => {
       for (const img of index.images) await Deno.stat(img.file);
       const png = await Deno.readFile(join(out, "grid.png"));
       assert.deepEqual([...png.slice(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+      // Rows base / LoRA, columns prompt × seed, each 32 px image scaled to 256 px, with a label
+      // margin on the left (row names) and on top (prompts).
+      const grid = await decodeImage(png);
+      assert.ok(grid.width > 4 * 256 + 5 * 8 + 40, `grid width ${grid.width}`);
+      assert.ok(grid.height > 2 * 256 + 3 * 8 + 10, `grid height ${grid.height}`);
+      const inkIn = (x0: number, y0: number, x1: number, y1: number) => {
+        let n = 0;
+        for (let y = y0; y < y1; y++) {
+          for (let x = x0; x < x1; x++) if (grid.data[(y * grid.width + x) * 3] < 64) n++;
+        }
+        return n;
+      };
+      const left = grid.width - (4 * 256 + 5 * 8);
+      const top = grid.height - (2 * 256 + 3 * 8);
+      assert.ok(inkIn(0, top, left, grid.height) > 100, "row labels are drawn");
+      assert.ok(inkIn(left, 0, grid.width, top) > 400, "column labels are drawn");
       assertUsageError(await cli("generate", TINY_SD), /at least one --prompt/);
       assertUsageError(
         await cli("generate", TINY_SD, "-p", "x", "--lora", join(dir, "missing")),
@@ -397,4 +472,93 @@ Deno.test("cli: Ctrl-C stops a run with exit code 130", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cli: run --dry-run prints the plan and reads no weights", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce_cli_dry_" });
+  try {
+    // A copy of the tiny model whose UNet weights are an 8 GiB sparse file of zeros: reading
+    // them would take long and fill memory, and parsing them would fail (no header).
+    const model = join(dir, "model");
+    await Deno.mkdir(model);
+    for await (const e of Deno.readDir(TINY_SD)) {
+      const src = join(TINY_SD, e.name);
+      if (e.isFile) {
+        await Deno.copyFile(src, join(model, e.name));
+        continue;
+      }
+      await Deno.mkdir(join(model, e.name));
+      for await (const f of Deno.readDir(src)) {
+        const to = join(model, e.name, f.name);
+        if (f.name.endsWith(".safetensors")) {
+          const file = await Deno.open(to, { create: true, write: true });
+          await file.truncate(e.name === "unet" ? 8 * 2 ** 30 : 2 ** 20);
+          file.close();
+        } else await Deno.copyFile(join(src, f.name), to);
+      }
+    }
+    const pipeline = join(dir, "p.yaml");
+    await Deno.writeTextFile(
+      pipeline,
+      stringify(tinyPipeline({ model, backend: "wasm", output: { dir: join(dir, "run") } })),
+    );
+    const t0 = performance.now();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-webgpu", "cli.ts", "run", pipeline, "--dry-run"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // Peak resident memory of the child, sampled from /proc while it runs (Linux).
+    let peakKb = 0;
+    const poll = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${child.pid}/status`));
+        if (m) peakKb = Math.max(peakKb, Number(m[1]));
+      } catch { /* exited */ }
+    }, 5);
+    const out = await child.output();
+    clearInterval(poll);
+    const seconds = (performance.now() - t0) / 1000;
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(
+      stdout,
+      /^dry run: .*p\.yaml is valid; nothing is trained and no weights are read/,
+    );
+    assert.match(stdout, /^model: {4}.*: 8\.59 GB of weights on disk \(.*unet 8\.59 GB/m);
+    assert.match(stdout, /^backend: {2}wasm on WebAssembly/m);
+    assert.match(stdout, /^plan: {5}1 epoch × 4 images \(2 batches of 2\), 2 DDIM steps/m);
+    assert.match(stdout, /^total: {4}4 training images .* 2 optimizer steps$/m);
+    assert.match(stdout, /^output: {3}.*run \(new\)$/m);
+    await assert.rejects(() => Deno.stat(join(dir, "run")), "no run folder is created");
+    // Loading 8 GiB is impossible within these bounds; both are far above what the dry run needs.
+    assert.ok(seconds < 60, `dry run took ${seconds.toFixed(1)} s`);
+    if (Deno.build.os === "linux") {
+      assert.ok(peakKb > 0, "peak memory was sampled");
+      assert.ok(peakKb < 600_000, `peak RSS ${(peakKb / 1024).toFixed(0)} MB`);
+    }
+    console.log(`dry run: ${seconds.toFixed(1)} s, peak RSS ${(peakKb / 1024).toFixed(0)} MB`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: --backend tensorflow without tfjs-node fails with one clear message", async () => {
+  const r = await cli(
+    "generate",
+    TINY_SD,
+    "-p",
+    "x",
+    "--steps",
+    "1",
+    "--backend",
+    "tensorflow",
+    "-o",
+    "/dev/null/none",
+  );
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^error: backend 'tensorflow' needs @tensorflow\/tfjs-node/m);
+  assert.ok(!/already registered/.test(r.stderr), "no kernel registration warnings");
+  assert.ok(r.stderr.trim().split("\n").length <= 3, r.stderr);
 });

@@ -10,6 +10,7 @@ import {
   tensorToImages,
   writeImageGrid,
 } from "../core/image_output.ts";
+import { textWidth } from "../core/_bitmap_font.ts";
 
 Deno.test("image output: tensors to 8-bit RGB", async () => {
   await useBackend("cpu");
@@ -48,7 +49,7 @@ Deno.test("image output: PNG round trip and files", async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("image output: captioned grid", async () => {
+Deno.test("image output: captioned, labelled grid scaled up crisply", async () => {
   await useBackend("cpu");
   const colours = [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
   const images = tf.tidy(() =>
@@ -61,22 +62,43 @@ Deno.test("image output: captioned grid", async () => {
       "green, a very long caption that has to wrap over lines",
       "blue",
     ],
-    fontSize: 10,
+    cellSize: 64,
+    textScale: 1,
     padding: 4,
   });
   const grid = await decodeImage(png);
-  const capH = 2 * Math.round(10 * 1.25) + 5;
-  assert.equal(grid.width, 2 * 16 + 3 * 4);
-  assert.equal(grid.height, 2 * (16 + capH) + 3 * 4);
+  // 16 px images scaled ×4 to 64 px; the longest caption wraps to 6 lines of 10 chars.
+  const capH = 6 * 10 + 5;
+  assert.equal(grid.width, 2 * 64 + 3 * 4);
+  assert.equal(grid.height, 2 * (64 + capH) + 3 * 4);
   const px = (x: number, y: number) =>
     Array.from(grid.data.slice((y * grid.width + x) * 3, (y * grid.width + x) * 3 + 3));
-  assert.deepEqual(px(4 + 8, 4 + 8), [255, 0, 0]);
-  assert.deepEqual(px(4 + 16 + 4 + 8, 4 + 8), [0, 255, 0]);
-  assert.deepEqual(px(4 + 8, 4 + 16 + capH + 4 + 8), [0, 0, 255]);
+  assert.deepEqual(px(4, 4), [255, 0, 0], "first image pixel");
+  assert.deepEqual(px(4 + 63, 4 + 63), [255, 0, 0], "last upscaled pixel");
+  assert.deepEqual(px(4 + 64 + 4 + 32, 4 + 32), [0, 255, 0]);
+  assert.deepEqual(px(4 + 32, 4 + 64 + capH + 4 + 32), [0, 0, 255]);
   assert.deepEqual(px(1, 1), [255, 255, 255], "background");
-  // Without captions the cells are just the images.
+  const dark = (x0: number, y0: number, x1: number, y1: number) => {
+    let n = 0;
+    for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) if (px(x, y)[0] < 64) n++;
+    return n;
+  };
+  assert.ok(dark(4, 4 + 64, 4 + 64, 4 + 64 + capH) > 50, "the caption is drawn");
+  assert.ok(dark(72, 4 + 64 + 50, 72 + 64, 4 + 64 + capH) > 10, "the long caption is not cut");
+  // Row and column labels take a margin at the left and the top.
+  const labelled = await decodeImage(
+    await imageGrid(await tensorToImages(images), {
+      columns: 3,
+      padding: 0,
+      cellSize: 0,
+      rowLabels: ["base"],
+      columnLabels: ["a", "b", "c"],
+      textScale: 1,
+    }),
+  );
+  assert.deepEqual([labelled.width, labelled.height], [textWidth("base", 1) + 48, 15 + 16]);
   const plain = await decodeImage(
-    await imageGrid(await tensorToImages(images), { columns: 3, padding: 0 }),
+    await imageGrid(await tensorToImages(images), { columns: 3, padding: 0, cellSize: 0 }),
   );
   assert.deepEqual([plain.width, plain.height], [48, 16]);
   const dir = await Deno.makeTempDir({ prefix: "grid_" });
@@ -84,6 +106,10 @@ Deno.test("image output: captioned grid", async () => {
   assert.ok((await Deno.stat(join(dir, "g.png"))).size > 0);
   await Deno.remove(dir, { recursive: true });
   await assert.rejects(() => imageGrid(images, { captions: ["a"] }), /1 captions for 3 images/);
+  await assert.rejects(
+    () => imageGrid(images, { columns: 3, rowLabels: ["a", "b"] }),
+    /2 row labels for 1 rows/,
+  );
   await assert.rejects(
     () =>
       imageGrid([{ width: 1, height: 1, data: new Uint8Array(3) }, {

@@ -88,7 +88,8 @@ Deno.test("trainer: training raises a brightness reward; metrics and report are 
     assert.equal(evals.length, 9, "before + every epoch");
     const html = await Deno.readTextFile(await writeReport(dir, "fake"));
     assert.match(html, /<svg/);
-    assert.match(html, /before \(before\)/);
+    assert.match(html, /Held-out prompts at fixed seeds: before and after training/);
+    assert.match(html, />before<\/text>/, "the held-out axis starts with 'before'");
     disposeParts(p);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -156,7 +157,8 @@ Deno.test("trainer: guard rails", async (t) => {
         signal: ctrl.signal,
         log: () => {},
         onProgress: (e) => {
-          if (e.phase === "sampling" && e.epoch === 1) ctrl.abort();
+          // Epochs are numbered 1…N in progress events: abort as the second one starts.
+          if (e.phase === "sampling" && e.epoch === 2) ctrl.abort();
         },
       }).run();
       assert.ok(r.interrupted);
