@@ -1,5 +1,6 @@
 /**
- * Built-in rewards: DDPO's JPEG (in)compressibility and a brightness reward for tests.
+ * Built-in rewards: DDPO's JPEG (in)compressibility, LAION aesthetic, CLIP score, face and hand
+ * (detectors from `@vladmandic/human`), and a brightness reward for tests.
  *
  * @example
  * ```ts
@@ -18,11 +19,16 @@ import { brightnessPlugin } from "./brightness.ts";
 import { jpegCompressibilityPlugin, jpegIncompressibilityPlugin } from "./jpeg_compressibility.ts";
 import { aestheticPlugin } from "./aesthetic.ts";
 import { clipScorePlugin } from "./clip_score.ts";
+import { facePlugin } from "./face.ts";
+import { handPlugin } from "./hand.ts";
 
 export * from "./brightness.ts";
 export * from "./jpeg_compressibility.ts";
 export * from "./aesthetic.ts";
 export * from "./clip_score.ts";
+export * from "./face.ts";
+export * from "./hand.ts";
+export type { ModelRecord } from "./_human_models.ts";
 
 /**
  * Every built-in reward plugin.
@@ -40,5 +46,7 @@ export function rewardPlugins(): AnyPlugin[] {
     jpegIncompressibilityPlugin,
     aestheticPlugin,
     clipScorePlugin,
+    facePlugin,
+    handPlugin,
   ];
 }
