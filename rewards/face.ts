@@ -17,7 +17,8 @@
  * score = detection confidence × face-mesh confidence × (real, when `antispoof`) × (size, when
  * `sizeTerm`), where size = min(1, s / `sizeTarget`) and s is the detection box's longer side as a
  * fraction of the image's side. No detection at or above `minConfidence` scores 0 (never an
- * exception), so the reward is in [0, 1].
+ * exception), so the reward is in [0, 1]. BlazeFace's graph takes one image per call; the crops of
+ * a whole batch go through FaceMesh (and the anti-spoof model) in one call.
  *
  * What it measures, compared with the TexForce paper's face reward (pyiqa's TOPIQ-NR-face, a
  * no-reference image-quality model trained on human ratings of face crops): this reward says how
@@ -265,6 +266,9 @@ export async function faceReward(
   async function measure(images: Tensor4D): Promise<FaceMeasurement[]> {
     const [batch, h, w] = checkImages("face", images);
     if (batch === 0) return [];
+    if (h === 0 || w === 0) {
+      return Array.from({ length: batch }, () => ({ score: 0, faces: 0, detection: 0, mesh: 0 }));
+    }
     const chosen: (Detection | undefined)[] = [];
     const counts: number[] = [];
     for (let b = 0; b < batch; b++) {

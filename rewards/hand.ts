@@ -16,10 +16,12 @@
  * 3. Optionally (`landmarks`, default on) **HandLandmark-lite** (MediaPipe, 224×224 in [0, 1]) on
  *    that box grown 1.4× (as Human crops it): its hand-presence probability. A hand the detector
  *    likes but whose 21 joints the landmark model cannot place (a malformed hand, a blob) scores
- *    lower.
+ *    lower. Its hand-flag output is already a probability (measured 0.001 … 0.99 on photos, 0.014
+ *    on a black crop); Human passes it through a further sigmoid, which this reward does not.
  *
  * score = detection × (presence, when `landmarks`); 0 when the detection is below
- * `minConfidence` (no hand; never an exception). In [0, 1].
+ * `minConfidence` (no hand; never an exception). In [0, 1]. Both graphs take one image per call
+ * (their inputs are [1, …]), so a batch is scored image by image.
  *
  * Compared with the paper (a Keras YOLO hand detector; reward = max confidence over the 7×7
  * grid): the detection term is the same idea with a different detector (its own false positives
@@ -248,6 +250,9 @@ export async function handReward(
   async function measure(images: Tensor4D): Promise<HandMeasurement[]> {
     const [batch, h, w] = checkImages("hand", images);
     const out: HandMeasurement[] = [];
+    if (h === 0 || w === 0) {
+      return Array.from({ length: batch }, () => ({ score: 0, detection: 0 }));
+    }
     for (let b = 0; b < batch; b++) {
       const one = tf.slice(images, [b, 0, 0, 0], [1, h, w, 3]) as Tensor4D;
       let found: { d?: Detection; label?: HandClass };

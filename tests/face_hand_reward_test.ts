@@ -13,8 +13,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { useBackend } from "../core/backend.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
-import { parsePluginOptions, PluginError } from "../core/plugin.ts";
+import { parsePluginOptions, type PluginError } from "../core/plugin.ts";
 import { faceReward, handPlugin, handReward } from "../rewards/mod.ts";
+import { loadPipeline } from "../core/pipeline.ts";
+import { parsePipeline } from "../core/pipeline_schema.ts";
+import { resolvePrompts } from "../core/prompts.ts";
+import { train } from "../core/trainer.ts";
+import { tinyPipeline } from "./_helpers.ts";
 import { noise, photo, photoCrop, shapesScene, tiled } from "./_photos.ts";
 
 const FACE_PHOTOS = [1, 2, 3, 4, 5, 6];
@@ -240,10 +245,10 @@ Deno.test("face and hand rewards on bad input", async (t) => {
   const hand = await handReward();
   const prompts = (n: number): string[] => Array.from({ length: n }, () => "x");
 
-  await t.step("empty batch, grey, 1×1 and tiny images score [] or 0", async () => {
+  await t.step("empty batch, grey, 1×1, 3×700, 0×0 and NaN images score [] or 0", async () => {
     for (const r of [face, hand]) {
       assert.deepEqual(await r.score({ images: tf.zeros([0, 64, 64, 3]), prompts: [] }), []);
-      for (const shape of [[2, 512, 512, 3], [1, 1, 1, 3], [1, 3, 700, 3]] as const) {
+      for (const shape of [[2, 512, 512, 3], [1, 1, 1, 3], [1, 3, 700, 3], [2, 0, 0, 3]] as const) {
         const images = tf.fill([...shape], 0.5) as tf.Tensor4D;
         assert.deepEqual(
           await r.score({ images, prompts: prompts(shape[0]) }),
@@ -382,4 +387,54 @@ r.dispose();
   } finally {
     await Deno.remove(app, { recursive: true });
   }
+});
+
+Deno.test("face and hand in a run: the SD 1.5 examples validate, run.json records the models", async (t) => {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  await t.step("examples/sd15_face.yaml and sd15_hand.yaml", async () => {
+    const face = await loadPipeline(join(root, "examples", "sd15_face.yaml"), {
+      checkModel: false,
+    });
+    assert.deepEqual(face.rewards.map((r) => r.use), ["face"]);
+    assert.deepEqual(await resolvePrompts(face), [
+      "a complete face of a man",
+      "a complete face of a woman",
+    ]);
+    const hand = await loadPipeline(join(root, "examples", "sd15_hand.yaml"), {
+      checkModel: false,
+    });
+    assert.deepEqual(hand.rewards.map((r) => r.use), ["hand"]);
+    assert.deepEqual(await resolvePrompts(hand), ["A photo of a hand"]);
+  });
+
+  await t.step("a tiny run with both rewards", async () => {
+    const dir = await Deno.makeTempDir({ prefix: "texforce-facehand-run-" });
+    try {
+      const pipeline = parsePipeline({
+        ...tinyPipeline({
+          rewards: [{ use: "face" }, { use: "hand", options: { landmarks: false } }],
+        }),
+        backend: "wasm",
+        train: { epochs: 1, batchesPerEpoch: 1, timestepFraction: 0.5 },
+        output: { dir, saveImages: false, exportFormats: [] },
+      }, { baseDir: root });
+      await train(pipeline, { registry: builtinRegistry(), log: () => {} });
+      const run = JSON.parse(await Deno.readTextFile(join(dir, "run.json")));
+      assert.equal(run.backend, "wasm");
+      assert.deepEqual(run.rewards.map((r: { name: string }) => r.name), ["face", "hand"]);
+      const models = run.rewards.map((
+        r: { metadata: { models: { name: string; package: string }[] } },
+      ) => r.metadata.models.map((m) => `${m.name}@${m.package}`));
+      assert.deepEqual(models, [
+        ["blazeface@@vladmandic/human@3.3.6", "facemesh@@vladmandic/human@3.3.6"],
+        ["handtrack@@vladmandic/human@3.3.6"],
+      ]);
+      const epoch = (await Deno.readTextFile(join(dir, "metrics.jsonl"))).split("\n")
+        .filter(Boolean).map((l) => JSON.parse(l)).find((r) => r.type === "epoch");
+      assert.equal(epoch.reward_face_mean, 0, "the tiny model draws no faces");
+      assert.equal(epoch.reward_hand_mean, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
 });
