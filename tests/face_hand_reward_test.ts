@@ -221,6 +221,12 @@ Deno.test("hand reward on face-api's photos that show hands (wasm)", async (t) =
       assert.ok(h.detection < m.detection, `hand-only ${h.detection} vs ${m.detection}`);
       assert.equal(h.label, "hand");
       onlyHand.dispose();
+      // Fingertip boxes are not hands by default; listed, they are what is scored.
+      const tips = await handReward({ classes: ["tip", "pinchtip"], landmarks: false });
+      const tip = await measured(tips, await photo(2));
+      assert.ok(tip.label === "tip" || tip.label === "pinchtip", `label ${tip.label}`);
+      assert.ok(tip.detection < m.detection, `tips ${tip.detection} vs ${m.detection}`);
+      tips.dispose();
     },
   );
 
