@@ -30,6 +30,11 @@ export interface Reward {
   readonly name: string;
   /** One score per image. */
   score(input: RewardInput): Promise<number[]>;
+  /**
+   * What a run records about the reward (written to the run's `run.json`): e.g. the models it
+   * loaded with their names, versions and files, and the options in force. JSON-serialisable.
+   */
+  readonly metadata?: Readonly<Record<string, unknown>>;
   /** Release models or tensors the reward holds. */
   dispose?(): void;
 }

@@ -816,6 +816,7 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
     )).value;
     disposers.push(() => sampler.dispose());
     const rewards: RewardTerm[] = [];
+    const rewardRecords: Record<string, unknown>[] = [];
     const seen = new Map<string, number>();
     for (const [i, r] of pipeline.rewards.entries()) {
       const { plugin, value } = await build("reward", r.use, r.options, `rewards[${i}]`);
@@ -825,6 +826,13 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
       seen.set(name, n + 1);
       if (n > 0) name = `${name}_${n + 1}`;
       rewards.push({ name, weight: r.weight, reward: value });
+      rewardRecords.push({
+        name,
+        plugin: plugin.name,
+        version: plugin.version,
+        use: r.use,
+        ...(value.metadata ? { metadata: value.metadata } : {}),
+      });
     }
     const o = pipeline.optimizer;
     const optimizer = (await build(
@@ -843,6 +851,14 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
     await writeFileAtomic(
       join(pipeline.output.dir, "pipeline.json"),
       new TextEncoder().encode(JSON.stringify(pipeline, null, 2)),
+    );
+    // What produced the run's numbers besides the pipeline: each reward's plugin version and
+    // what it reports about itself (models, their versions and files).
+    await writeFileAtomic(
+      join(pipeline.output.dir, "run.json"),
+      new TextEncoder().encode(
+        JSON.stringify({ backend: backend.name, rewards: rewardRecords }, null, 2),
+      ),
     );
     const saveImages = options.saveImages ??
       (pipeline.output.saveImages ? await imageSaver() : undefined);

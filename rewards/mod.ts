@@ -1,6 +1,7 @@
 /**
  * Built-in rewards: DDPO's JPEG (in)compressibility, a brightness reward for tests, CLIP-based
- * aesthetic / clip-score / PickScore, HPSv2, ImageReward, and a reward served over HTTP.
+ * aesthetic / clip-score / PickScore, HPSv2, ImageReward, face and hand (detectors from
+ * `@vladmandic/human`), and a reward served over HTTP.
  *
  * @example
  * ```ts
@@ -23,6 +24,8 @@ import { pickScorePlugin } from "./pickscore.ts";
 import { hpsv2Plugin } from "./hpsv2.ts";
 import { imageRewardPlugin } from "./imagereward.ts";
 import { httpRewardPlugin } from "./http.ts";
+import { facePlugin } from "./face.ts";
+import { handPlugin } from "./hand.ts";
 
 export * from "./brightness.ts";
 export * from "./jpeg_compressibility.ts";
@@ -32,6 +35,9 @@ export * from "./pickscore.ts";
 export * from "./hpsv2.ts";
 export * from "./imagereward.ts";
 export * from "./http.ts";
+export * from "./face.ts";
+export * from "./hand.ts";
+export type { ModelRecord } from "./_human_models.ts";
 
 /**
  * Every built-in reward plugin.
@@ -53,5 +59,7 @@ export function rewardPlugins(): AnyPlugin[] {
     hpsv2Plugin,
     imageRewardPlugin,
     httpRewardPlugin,
+    facePlugin,
+    handPlugin,
   ];
 }

@@ -42,6 +42,15 @@ export function fileIOHandler(modelJsonPath: string): IOHandler {
         }
       }
       const total = buffers.reduce((a, b) => a + b.byteLength, 0);
+      const expected = expectedWeightBytes(specs);
+      // A truncated or foreign shard would otherwise surface as an opaque RangeError (or as
+      // garbage weights) deep inside tfjs.
+      if (expected !== undefined && expected !== total) {
+        throw new Error(
+          `${modelJsonPath}: weight shards hold ${total} bytes, but the manifest describes ` +
+            `${expected} (truncated or corrupt .bin file?)`,
+        );
+      }
       const all = new Uint8Array(total);
       let o = 0;
       for (const b of buffers) {
@@ -63,6 +72,30 @@ export function fileIOHandler(modelJsonPath: string): IOHandler {
   };
 }
 
+const DTYPE_BYTES: Record<string, number> = {
+  float32: 4,
+  int32: 4,
+  bool: 1,
+  uint8: 1,
+  uint16: 2,
+  float16: 2,
+  int8: 1,
+  int16: 2,
+};
+
+// Bytes the manifest's weights occupy (quantized weights count at their stored width);
+// undefined when a dtype's width is not fixed (string tensors).
+function expectedWeightBytes(specs: tf.io.WeightsManifestEntry[]): number | undefined {
+  let total = 0;
+  for (const s of specs) {
+    const dtype: string = s.quantization?.dtype ?? s.dtype;
+    const width = DTYPE_BYTES[dtype];
+    if (width === undefined) return undefined;
+    total += s.shape.reduce((a, b) => a * b, 1) * width;
+  }
+  return total;
+}
+
 /**
  * Load a tfjs graph model from a local `model.json`.
  *
@@ -72,6 +105,12 @@ export function fileIOHandler(modelJsonPath: string): IOHandler {
  * const m = await loadGraphModelFromFile("models/handtrack.json");
  * ```
  */
-export function loadGraphModelFromFile(modelJsonPath: string): Promise<GraphModel> {
-  return tf.loadGraphModel(fileIOHandler(modelJsonPath));
+export async function loadGraphModelFromFile(modelJsonPath: string): Promise<GraphModel> {
+  try {
+    return await tf.loadGraphModel(fileIOHandler(modelJsonPath));
+  } catch (e) {
+    const message = (e as Error).message;
+    if (message.startsWith(modelJsonPath)) throw e;
+    throw new Error(`${modelJsonPath}: not a loadable tfjs graph model (${message})`, { cause: e });
+  }
 }
