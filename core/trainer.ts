@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
 import { useBackend } from "./backend.ts";
-import { writeFileAtomic } from "./io/safetensors.ts";
+import { faultPoint } from "./_fault.ts";
 import {
   parsePluginOptions,
   type PluginContext,
@@ -21,12 +21,18 @@ import { writeReport } from "./report.ts";
 import {
   type Checkpoint,
   hashConfig,
-  latestCheckpoint,
-  loadCheckpoint,
+  latestIntactCheckpoint,
   restoreVariables,
   saveCheckpoint,
   snapshotVariables,
 } from "./checkpoint.ts";
+import {
+  appendMetric,
+  preflightRunFolder,
+  truncateMetrics,
+  writeFolderAtomic,
+  writeRunPipeline,
+} from "./run_folder.ts";
 import type { Encoder } from "./encoder.ts";
 import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
 import { learningRate } from "./lr_schedule.ts";
@@ -61,6 +67,11 @@ export interface TrainerParts {
   optimizer: Optimizer;
   /** Training prompts. */
   prompts: string[];
+  /**
+   * The encoder's options as its plugin resolved them (defaults filled in), recorded in each
+   * checkpoint so `export` rebuilds the same LoRA (default: `encoder.options` of the pipeline).
+   */
+  encoderOptions?: Record<string, unknown>;
 }
 
 /** Progress events for embedding apps. */
@@ -79,8 +90,10 @@ export interface TrainProgress {
 export interface TrainerOptions {
   /** Stops the run between steps; a final checkpoint is written. */
   signal?: AbortSignal;
-  /** Resume from the newest checkpoint of the output folder. */
+  /** Resume from the newest intact checkpoint of the output folder. */
   resume?: boolean;
+  /** Resume even when the config changed in keys that are not safe to change. */
+  force?: boolean;
   /** Progress callback. */
   onProgress?: (e: TrainProgress) => void;
   /** Plain log lines (default: a progress bar on a terminal, lines on stderr otherwise). */
@@ -151,7 +164,6 @@ export class Trainer {
   #epoch = 0;
   #lastLr = 0;
   #progress: ProgressSink;
-  #metricsPath: string;
   #variables: Map<string, Variable>;
 
   /** Prepare a run (nothing is sampled until `run`). */
@@ -163,7 +175,6 @@ export class Trainer {
     const pp = config.train.perPromptTracking;
     this.#tracker = new PerPromptTracker(pp.bufferSize, pp.minCount);
     this.#progress = createProgress(options.log);
-    this.#metricsPath = join(config.output.dir, "metrics.jsonl");
     this.#variables = parts.encoder.trainableVariables();
     if (parts.prompts.length === 0) throw new TrainingError("no training prompts");
   }
@@ -202,11 +213,7 @@ export class Trainer {
   }
 
   async #metric(record: Record<string, unknown>): Promise<void> {
-    await Deno.writeTextFile(
-      this.#metricsPath,
-      JSON.stringify({ time: new Date().toISOString(), ...record }) + "\n",
-      { append: true },
-    );
+    await appendMetric(this.config.output.dir, record);
   }
 
   #checkpointDir(): string {
@@ -234,15 +241,32 @@ export class Trainer {
       },
       weights: await snapshotVariables(this.#variables),
       optimizer: await this.parts.optimizer.getState(),
+      pipeline: this.config,
+    };
+    ckpt.state.lora = {
+      encoder: this.config.encoder.use,
+      options: this.parts.encoderOptions ?? this.config.encoder.options,
+      model: this.config.model,
+      layout: Object.fromEntries(Object.entries(ckpt.weights).map(([k, w]) => [k, w.shape])),
     };
     return await saveCheckpoint(this.#checkpointDir(), ckpt, this.config.checkpoint.keep);
   }
 
-  /** Restore the newest checkpoint of the output folder; returns its path or null. */
+  /**
+   * Restore the newest intact checkpoint of the output folder (a damaged newer one is skipped
+   * with a warning) and drop metrics rows written past it; returns its path or null.
+   */
   async restoreLatest(): Promise<string | null> {
-    const path = await latestCheckpoint(this.#checkpointDir());
-    if (!path) return null;
-    const c = await loadCheckpoint(path);
+    const hit = await latestIntactCheckpoint(this.#checkpointDir(), (l) => this.#progress.log(l));
+    const dropped = await truncateMetrics(
+      this.config.output.dir,
+      hit ? { epoch: hit.checkpoint.state.epoch, step: hit.checkpoint.state.step } : null,
+    );
+    if (dropped) {
+      this.#progress.log(`metrics.jsonl: dropped ${dropped} row(s) written after the checkpoint`);
+    }
+    if (!hit) return null;
+    const { path, checkpoint: c } = hit;
     restoreVariables(this.#variables, c.weights, path);
     this.parts.optimizer.setState(c.optimizer);
     this.#tracker.setState(c.state.tracker);
@@ -250,38 +274,22 @@ export class Trainer {
     this.#step = c.state.step;
     this.#epoch = c.state.epoch;
     this.#lastLr = c.state.lr;
-    if (c.state.configHash !== (await this.#configHash())) {
-      this.#progress.log(
-        `note: ${path} was written with a different pipeline config; continuing with the new one`,
-      );
-    }
     return path;
-  }
-
-  async #hasPreviousRun(): Promise<boolean> {
-    if ((await latestCheckpoint(this.#checkpointDir())) !== null) return true;
-    try {
-      await Deno.stat(this.#metricsPath);
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   /** Run the remaining epochs. */
   async run(): Promise<TrainResult> {
     const cfg = this.config;
-    await Deno.mkdir(cfg.output.dir, { recursive: true });
     let checkpoint = "";
     const resume = this.#opts.resume || cfg.checkpoint.resume;
-    if (!resume && await this.#hasPreviousRun()) {
-      // Never overwrite another run's checkpoints or metrics.
-      throw new TrainingError(
-        `${cfg.output.dir} already holds a run (checkpoints or metrics.jsonl): resume it ` +
-          "(--resume, or checkpoint.resume: true), or choose another output.dir",
-      );
-    }
-    if (resume) {
+    // Never touch another run's files: the folder policy is decided before anything is written.
+    const plan = await preflightRunFolder(cfg, {
+      resume,
+      force: this.#opts.force,
+      warn: (l) => this.#progress.log(l),
+    });
+    await writeRunPipeline(cfg);
+    if (plan.existing) {
       const p = await this.restoreLatest();
       if (p) {
         checkpoint = p;
@@ -295,7 +303,7 @@ export class Trainer {
     let interrupted = false;
     try {
       try {
-        if (cfg.eval && this.#epoch === 0) await this.evaluate("before");
+        if (cfg.eval && this.#epoch === 0 && this.#step === 0) await this.evaluate("before");
         while (this.#epoch < cfg.train.epochs) {
           if (signal?.aborted) {
             interrupted = true;
@@ -312,6 +320,7 @@ export class Trainer {
             await this.evaluate(`epoch-${this.#epoch}`);
           }
           if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
+            await faultPoint("metrics-written");
             this.#emit("checkpoint", `checkpoint at step ${this.#step}`);
             checkpoint = await this.saveCheckpoint();
           }
@@ -325,9 +334,10 @@ export class Trainer {
         // Epochs count only completed ones, so a resumed run repeats the interrupted epoch. When
         // no optimizer step was taken since the last checkpoint, that one already says it all
         // (and is never replaced in place).
-        const last = await latestCheckpoint(this.#checkpointDir());
-        const lastStep = last ? (await loadCheckpoint(last)).state.step : -1;
-        checkpoint = last && lastStep === this.#step ? last : await this.saveCheckpoint(true);
+        const last = await latestIntactCheckpoint(this.#checkpointDir());
+        checkpoint = last && last.checkpoint.state.step === this.#step
+          ? last.path
+          : await this.saveCheckpoint(true);
         this.#progress.log(`interrupted: checkpoint written to ${checkpoint}`);
       }
     } finally {
@@ -418,6 +428,7 @@ export class Trainer {
           () => this.parts.prompts[this.#rng.int(this.parts.prompts.length)],
         );
         const seed = this.#rng.nextU32();
+        await faultPoint("sampling");
         let t0 = performance.now();
         const s = await this.#sampleBatch(prompts, seed);
         times.sampling += performance.now() - t0;
@@ -425,6 +436,7 @@ export class Trainer {
         this.#emit("rewards", `epoch ${epoch + 1}: scoring batch ${b + 1}/${nb}`);
         let scored;
         try {
+          await faultPoint("scoring");
           scored = await this.#score(s.images, prompts);
         } catch (e) {
           s.latents.dispose();
@@ -460,6 +472,7 @@ export class Trainer {
       const record: Record<string, unknown> = {
         type: "epoch",
         epoch: epoch + 1,
+        step: 0,
         reward_mean: rewardStats.mean,
         reward_std: rewardStats.std,
       };
@@ -478,6 +491,7 @@ export class Trainer {
         record.seconds_sampling = times.sampling / 1000;
         record.seconds_rewards = times.rewards / 1000;
         record.seconds_training = times.training / 1000;
+        record.step = this.#step;
         await this.#metric(record);
         this.#progress.log(
           `epoch ${epoch + 1}/${cfg.train.epochs}: reward ${rewardStats.mean.toFixed(4)} ± ` +
@@ -530,6 +544,7 @@ export class Trainer {
           try {
             for (const j of js) {
               if (this.#opts.signal?.aborted) return false;
+              await faultPoint("training");
               this.#progress.update(done, total, `epoch ${this.#epoch + 1} training`);
               const r = await this.ppoGradients(mbPrompts, latents, logProbs, idxT, adv, j);
               diag.loss += r.loss;
@@ -700,6 +715,11 @@ export interface TrainOptions extends TrainerOptions {
 export async function train(pipeline: Pipeline, options: TrainOptions): Promise<TrainResult> {
   const { registry } = options;
   const log = options.log ?? ((line: string) => console.error(line));
+  // The run folder's policy first: a refused run loads no weights and changes nothing.
+  await preflightRunFolder(pipeline, {
+    resume: Boolean(options.resume || pipeline.checkpoint.resume),
+    force: options.force,
+  });
   const backend = await useBackend(pipeline.backend);
   log(`backend: ${backend.name} (${backend.device})`);
   const prompts = await resolvePrompts(pipeline);
@@ -717,12 +737,17 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   ) => {
     const plugin = await registry.resolve(kind, use, pipeline.baseDir, `${where}.use`);
     const parsed = parsePluginOptions(plugin, opts, `${where}.options`);
-    return { plugin, value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K] };
+    return {
+      plugin,
+      parsed: parsed as Record<string, unknown>,
+      value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K],
+    };
   };
   const disposers: (() => void)[] = [];
   try {
-    const encoder =
-      (await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder")).value;
+    const built = await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder");
+    const encoder = built.value;
+    const encoderOptions = built.parsed;
     disposers.push(() => encoder.dispose());
     const s = pipeline.sampler;
     const sampler = (await build(
@@ -762,14 +787,16 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
       { variables: encoder.trainableVariables() },
     )).value;
     disposers.push(() => optimizer.dispose());
-    await Deno.mkdir(pipeline.output.dir, { recursive: true });
-    await writeFileAtomic(
-      join(pipeline.output.dir, "pipeline.json"),
-      new TextEncoder().encode(JSON.stringify(pipeline, null, 2)),
-    );
     const saveImages = options.saveImages ??
       (pipeline.output.saveImages ? await imageSaver() : undefined);
-    const trainer = new Trainer(pipeline, { encoder, sampler, rewards, optimizer, prompts }, {
+    const trainer = new Trainer(pipeline, {
+      encoder,
+      sampler,
+      rewards,
+      optimizer,
+      prompts,
+      encoderOptions,
+    }, {
       ...options,
       log,
       saveImages,
@@ -777,9 +804,13 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
     const result = await trainer.run();
     if (encoder.exportWeights) {
       for (const format of pipeline.output.exportFormats) {
-        const files = await encoder.exportWeights(
+        const files = await writeFolderAtomic(
           join(pipeline.output.dir, "export", format),
-          format,
+          async (tmp) => {
+            const written = await encoder.exportWeights!(tmp, format);
+            await faultPoint("export-write", tmp);
+            return written;
+          },
         );
         log(`exported ${format}: ${files.join(", ")}`);
       }
