@@ -22,3 +22,4 @@ export * from "./progress.ts";
 export * from "./report.ts";
 export * from "./rng.ts";
 export * from "./trainer.ts";
+export * from "./run_folder.ts";

@@ -43,6 +43,7 @@ export const RESUME_SAFE_KEYS: readonly string[] = [
   "name",
   "baseDir",
   "train.epochs",
+  "train.microBatchSize",
   "eval",
   "checkpoint.every",
   "checkpoint.keep",
@@ -329,8 +330,10 @@ export async function truncateMetrics(
 
 /**
  * Fill a folder atomically: `fill` writes into a temporary sibling, which then replaces `dir`
- * (the old contents stay whole until the new ones are). Paths `fill` returns under the
- * temporary folder are mapped to `dir`.
+ * (the old contents stay whole until the new ones are). With `replace: false` (a folder the
+ * user named, which may hold other files) the new files are renamed into `dir` one by one
+ * instead, each atomically, and nothing else in `dir` is touched. Paths `fill` returns under
+ * the temporary folder are mapped to `dir`.
  *
  * @example
  * ```ts
@@ -344,6 +347,7 @@ export async function truncateMetrics(
 export async function writeFolderAtomic(
   dir: string,
   fill: (tmp: string) => Promise<string[]>,
+  options: { replace?: boolean } = {},
 ): Promise<string[]> {
   const final = resolve(dir);
   await Deno.mkdir(dirname(final), { recursive: true });
@@ -358,13 +362,27 @@ export async function writeFolderAtomic(
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw e;
   }
-  let replaced = false;
-  try {
-    await Deno.rename(final, old);
-    replaced = true;
-  } catch { /* first write */ }
-  await Deno.rename(tmp, final);
-  if (replaced) await Deno.remove(old, { recursive: true }).catch(() => {});
+  if (options.replace === false) {
+    await Deno.mkdir(final, { recursive: true });
+    const move = async (from: string, to: string) => {
+      for await (const e of Deno.readDir(from)) {
+        if (e.isDirectory) {
+          await Deno.mkdir(join(to, e.name), { recursive: true });
+          await move(join(from, e.name), join(to, e.name));
+        } else await Deno.rename(join(from, e.name), join(to, e.name));
+      }
+    };
+    await move(tmp, final);
+    await Deno.remove(tmp, { recursive: true });
+  } else {
+    let replaced = false;
+    try {
+      await Deno.rename(final, old);
+      replaced = true;
+    } catch { /* first write */ }
+    await Deno.rename(tmp, final);
+    if (replaced) await Deno.remove(old, { recursive: true }).catch(() => {});
+  }
   // Leftovers of earlier writers of this folder that were killed.
   const base = final.slice(dirname(final).length + 1);
   for await (const e of Deno.readDir(dirname(final))) {

@@ -8,7 +8,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { resolve } from "node:path";
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../core/plugin.ts";
+import { definePlugin, type Plugin, type PluginIssue } from "../core/plugin.ts";
+import { clipModelIssues, tokenizerIssues } from "./_clip_files.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import { ClipModel, l2Normalize } from "../adapters/clip_vision_model.ts";
 import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
@@ -113,4 +114,12 @@ export const clipScorePlugin: Plugin<"reward", ClipScoreOptions> = definePlugin(
   }),
   create: (options: ClipScoreOptions, context): Promise<Reward> =>
     clipScoreReward(options, context.baseDir),
+  preflight: async (options: ClipScoreOptions, context): Promise<PluginIssue[]> => [
+    ...await clipModelIssues(context.baseDir, "clipModel", options.clipModel),
+    ...await tokenizerIssues(
+      context.baseDir,
+      options.tokenizer ? "tokenizer" : "clipModel",
+      options.tokenizer ?? options.clipModel,
+    ),
+  ],
 });
