@@ -20,7 +20,13 @@ import {
   parsePipeline,
   type Pipeline,
 } from "../core/pipeline_schema.ts";
-import { parsePluginOptions, type PluginRegistry } from "../core/plugin.ts";
+import {
+  parsePluginOptions,
+  pluginAllowed,
+  pluginOrigin,
+  type PluginRegistry,
+  readPluginAllowList,
+} from "../core/plugin.ts";
 import type { Encoder } from "../core/encoder.ts";
 import {
   boolFlag,
@@ -55,6 +61,8 @@ Options:
   -o, --out <dir>        Output folder (default <run>/export/<format>; with several formats,
                          one sub-folder per format)
   --model <folder>       The base model, when the run's model folder has moved
+  --allow-plugin <spec>  Consent to import the checkpoint's encoder module when it is not
+                         inside the run's pipeline folder
   -h, --help             Show this help
 `;
 
@@ -154,12 +162,32 @@ async function loraSettings(
 export async function exportCheckpoint(
   path: string,
   formats: ExportFormat[],
-  options: { out?: string; model?: string; registry?: PluginRegistry } = {},
+  options: {
+    out?: string;
+    model?: string;
+    registry?: PluginRegistry;
+    allowPlugins?: string[];
+  } = {},
 ): Promise<Record<string, string[]>> {
   const { checkpoint, run } = await locate(path);
   const ckpt = await loadCheckpoint(checkpoint);
   const lora = await loraSettings(ckpt, checkpoint, run, options.model);
   const registry = options.registry ?? builtinRegistry();
+  // The checkpoint names the encoder; a module from outside the run's pipeline folder needs the
+  // same consent as in `run`.
+  const origin = await pluginOrigin(lora.encoder, lora.baseDir);
+  if (
+    origin !== "builtin" && origin !== "inside" &&
+    !pluginAllowed(lora.encoder, [
+      ...(options.allowPlugins ?? []),
+      ...await readPluginAllowList(lora.baseDir),
+    ])
+  ) {
+    throw new InputError(
+      `${checkpoint}: its encoder '${lora.encoder}' is not inside the pipeline's folder ` +
+        `(${lora.baseDir}); importing it runs its code: pass --allow-plugin ${lora.encoder}`,
+    );
+  }
   const plugin = await registry.resolve("encoder", lora.encoder, lora.baseDir, "encoder.use");
   const opts = parsePluginOptions(plugin, lora.options, `${checkpoint}: lora.options`);
   const encoder = await plugin.create(opts, {
@@ -218,6 +246,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       format: { type: "string", multiple: true, short: "f" },
       out: { type: "string", short: "o" },
       model: { type: "string" },
+      "allow-plugin": { type: "string", multiple: true },
     });
     if (boolFlag(p, "help")) {
       console.log(EXPORT_HELP.trimEnd());
@@ -237,6 +266,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       {
         out: stringFlag(p, "out"),
         model: stringFlag(p, "model"),
+        allowPlugins: listFlag(p, "allow-plugin"),
       },
     );
     for (const [format, files] of Object.entries(written)) {

@@ -5,7 +5,6 @@
  */
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { loadPipeline } from "../core/pipeline.ts";
-import { preflightRunFolder } from "../core/run_folder.ts";
 import { boolFlag, EXIT, listFlag, parseCommandArgs, positionals, reportError } from "./_args.ts";
 
 /** Help of `texforce run`. */
@@ -103,12 +102,6 @@ export async function runCommand(args: string[]): Promise<number> {
       onImport: quiet ? undefined : (line) => console.error(line),
     });
     const resume = boolFlag(p, "resume") || pipeline.checkpoint.resume;
-    // The run folder's policy before any weight loads: a refused run changes nothing.
-    await preflightRunFolder(pipeline, {
-      resume,
-      force: boolFlag(p, "force"),
-      warn: quiet ? undefined : (line) => console.error(line),
-    });
     const registry = builtinRegistry();
     const { train } = await import("../core/trainer.ts");
     for (const [sig, handler] of handlers) {

@@ -257,7 +257,8 @@ export class Trainer {
    * with a warning) and drop metrics rows written past it; returns its path or null.
    */
   async restoreLatest(): Promise<string | null> {
-    const hit = await latestIntactCheckpoint(this.#checkpointDir(), (l) => this.#progress.log(l));
+    // (A damaged checkpoint skipped here was reported by the run folder's preflight.)
+    const hit = await latestIntactCheckpoint(this.#checkpointDir());
     const dropped = await truncateMetrics(
       this.config.output.dir,
       hit ? { epoch: hit.checkpoint.state.epoch, step: hit.checkpoint.state.step } : null,
@@ -715,7 +716,8 @@ export interface TrainOptions extends TrainerOptions {
 export async function train(pipeline: Pipeline, options: TrainOptions): Promise<TrainResult> {
   const { registry } = options;
   const log = options.log ?? ((line: string) => console.error(line));
-  // The run folder's policy first: a refused run loads no weights and changes nothing.
+  // The run folder's policy first: a refused run loads no weights and changes nothing (the
+  // trainer checks it again, and reports what it found, once the parts are built).
   await preflightRunFolder(pipeline, {
     resume: Boolean(options.resume || pipeline.checkpoint.resume),
     force: options.force,
