@@ -23,3 +23,4 @@ export * from "./report.ts";
 export * from "./rng.ts";
 export * from "./trainer.ts";
 export * from "./run_folder.ts";
+export * from "./preflight.ts";

@@ -277,6 +277,33 @@ export async function appendMetric(dir: string, row: Record<string, unknown>): P
 }
 
 /**
+ * Whether `metrics.jsonl` holds an evaluation row labelled `label` (a resumed run evaluates
+ * "before" only once).
+ *
+ * @example
+ * ```ts
+ * import { hasEvalRow } from "@texforce/core";
+ * console.log(await hasEvalRow("runs/demo", "before"));
+ * ```
+ */
+export async function hasEvalRow(dir: string, label: string): Promise<boolean> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(join(dir, "metrics.jsonl"));
+  } catch {
+    return false;
+  }
+  return text.split("\n").some((l) => {
+    try {
+      const r = JSON.parse(l);
+      return r.type === "eval" && r.label === label;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
  * Whether a metrics row belongs to the state of a checkpoint that completed `epoch` epochs and
  * `step` optimizer steps: train rows up to `step`, other rows (epoch, eval) up to `epoch`.
  */

@@ -28,6 +28,7 @@ import {
 } from "./checkpoint.ts";
 import {
   appendMetric,
+  hasEvalRow,
   preflightRunFolder,
   truncateMetrics,
   writeFolderAtomic,
@@ -304,7 +305,10 @@ export class Trainer {
     let interrupted = false;
     try {
       try {
-        if (cfg.eval && this.#epoch === 0 && this.#step === 0) await this.evaluate("before");
+        if (
+          cfg.eval && this.#epoch === 0 && this.#step === 0 &&
+          !(await hasEvalRow(cfg.output.dir, "before"))
+        ) await this.evaluate("before");
         while (this.#epoch < cfg.train.epochs) {
           if (signal?.aborted) {
             interrupted = true;

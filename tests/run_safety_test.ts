@@ -251,6 +251,17 @@ Deno.test("run safety: faults during a run", async (t) => {
       );
     }
 
+    await t.step("SIGTERM before the first step: resumed, 'before' is evaluated once", async () => {
+      const dir = join(root, "early");
+      const file = await fakeRun(dir);
+      const r = await cli(["run", file], { fault: "sampling@1=pause", signal: "SIGTERM" });
+      assert.equal(r.code, 143, r.stderr);
+      ok(await cli(["run", file, "--resume"]), "resume");
+      const keys = await metricKeys(join(dir, "run"));
+      assert.deepEqual(keys.filter((k) => k.startsWith("eval:before")), ["eval:before:0:0"]);
+      assert.equal(keys.filter((k) => k.startsWith("epoch:")).length, 3);
+    });
+
     await t.step(
       "a damaged newest checkpoint: resume falls back to the newest intact one",
       async () => {
