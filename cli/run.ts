@@ -41,6 +41,13 @@ function shellQuote(arg: string): string {
 /**
  * The command that continues a run, in the form the user ran it: the same arguments (and so the
  * same --set overrides) with --resume.
+ *
+ * @example
+ * ```ts
+ * import { resumeCommand } from "./run.ts";
+ * console.log(resumeCommand(["my.yaml", "--set", "train.epochs=3"]));
+ * // texforce run my.yaml --set train.epochs=3 --resume
+ * ```
  */
 export function resumeCommand(args: string[]): string {
   const rest = args.filter((a) => a !== "--resume");

@@ -78,7 +78,15 @@ export interface LoraSettings {
   layout: Record<string, number[]>;
 }
 
-/** One file of a checkpoint's manifest. */
+/**
+ * One file of a checkpoint's manifest.
+ *
+ * @example
+ * ```ts
+ * import type { ManifestEntry } from "@texforce/core";
+ * const e: ManifestEntry = { size: 1024, sha256: "ab12…" };
+ * ```
+ */
 export interface ManifestEntry {
   /** Bytes. */
   size: number;
@@ -86,7 +94,15 @@ export interface ManifestEntry {
   sha256: string;
 }
 
-/** A checkpoint that is missing, incomplete or fails its manifest. */
+/**
+ * A checkpoint that is missing, incomplete or fails its manifest.
+ *
+ * @example
+ * ```ts
+ * import { CheckpointError } from "@texforce/core";
+ * const e = new CheckpointError("runs/x/checkpoints/step-00000004/lora.safetensors: damaged");
+ * ```
+ */
 export class CheckpointError extends Error {
   /** Builds the error. */
   constructor(message: string) {

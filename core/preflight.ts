@@ -16,7 +16,15 @@ import {
 import { openWeights } from "./io/weights.ts";
 import type { WeightSource } from "./io/safetensors.ts";
 
-/** The model components every pipeline needs. */
+/**
+ * The model components every pipeline needs.
+ *
+ * @example
+ * ```ts
+ * import { REQUIRED_COMPONENTS } from "@texforce/core";
+ * console.log(REQUIRED_COMPONENTS.join(", "));
+ * ```
+ */
 export const REQUIRED_COMPONENTS: readonly string[] = [
   "text_encoder",
   "tokenizer",

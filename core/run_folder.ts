@@ -53,7 +53,15 @@ export const RESUME_SAFE_KEYS: readonly string[] = [
   "output.exportFormats",
 ];
 
-/** One difference between two configs. */
+/**
+ * One difference between two configs.
+ *
+ * @example
+ * ```ts
+ * import type { ConfigDifference } from "@texforce/core";
+ * const d: ConfigDifference = { path: "optimizer.lr", before: 1e-4, after: 3e-4, safe: false };
+ * ```
+ */
 export interface ConfigDifference {
   /** Dotted path, e.g. `optimizer.lr`. */
   path: string;
@@ -107,7 +115,15 @@ function show(v: unknown): string {
   return v === undefined ? "(absent)" : JSON.stringify(v);
 }
 
-/** What {@linkcode preflightRunFolder} decided. */
+/**
+ * What {@linkcode preflightRunFolder} decided.
+ *
+ * @example
+ * ```ts
+ * import type { RunFolderPlan } from "@texforce/core";
+ * const plan: RunFolderPlan = { dir: "runs/demo", resumeFrom: null, existing: false };
+ * ```
+ */
 export interface RunFolderPlan {
   /** The run folder. */
   dir: string;
@@ -117,7 +133,15 @@ export interface RunFolderPlan {
   existing: boolean;
 }
 
-/** How a run may use a folder that already holds one. */
+/**
+ * How a run may use a folder that already holds one.
+ *
+ * @example
+ * ```ts
+ * import type { RunFolderPolicy } from "@texforce/core";
+ * const policy: RunFolderPolicy = { resume: true, force: false, warn: console.error };
+ * ```
+ */
 export interface RunFolderPolicy {
   /** Continue the run in the folder (`--resume`). */
   resume: boolean;
@@ -127,7 +151,15 @@ export interface RunFolderPolicy {
   warn?: (line: string) => void;
 }
 
-/** Whether `dir` already holds a run: checkpoints, metrics or a pipeline.json. */
+/**
+ * Whether `dir` already holds a run: checkpoints, metrics or a pipeline.json.
+ *
+ * @example
+ * ```ts
+ * import { holdsRun } from "@texforce/core";
+ * console.log(await holdsRun("runs/demo"));
+ * ```
+ */
 export async function holdsRun(dir: string): Promise<boolean> {
   if ((await listCheckpoints(join(dir, "checkpoints"))).length) return true;
   for (const f of ["metrics.jsonl", "pipeline.json"]) {

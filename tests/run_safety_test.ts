@@ -312,6 +312,7 @@ Deno.test("run safety: faults during a run", async (t) => {
       assert.match(r.stderr, /optimizer\.lr: 0\.05 → 0\.01/);
       assert.match(r.stderr, /encoder\.options\.rank: \(absent\) → 8/);
       assert.match(r.stderr, /--force/);
+      assert.ok(!r.stderr.includes("backend:"), "refused before any model was loaded");
       assert.deepEqual(await snapshot(refRun), before, "the run folder is unchanged");
       // Safe keys may change: more epochs continue the run.
       const more = await cli(["run", refFile, "--resume", "--set", "train.epochs=4"]);

@@ -512,7 +512,15 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
   await syncFolder(dirname(path));
 }
 
-/** fsync a folder, so a rename inside it survives a power cut (best effort). */
+/**
+ * fsync a folder, so a rename inside it survives a power cut (best effort).
+ *
+ * @example
+ * ```ts
+ * import { syncFolder } from "@texforce/core";
+ * await syncFolder("runs/demo");
+ * ```
+ */
 export async function syncFolder(dir: string): Promise<void> {
   try {
     const d = await Deno.open(dir, { read: true });
