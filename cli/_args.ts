@@ -4,6 +4,7 @@ import { SafetensorsError } from "../core/io/safetensors.ts";
 import { ModelFolderError } from "../core/io/model_folder.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
 import { PluginError } from "../core/plugin.ts";
+import { RunFolderError } from "../core/run_folder.ts";
 
 /** Exit codes: 0 ok, 1 run failure, 2 usage or validation error, 130 interrupted (Ctrl-C). */
 export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
@@ -155,7 +156,7 @@ export function reportError(e: unknown): number {
   }
   if (
     e instanceof PipelineError || e instanceof PluginError || e instanceof ModelFolderError ||
-    e instanceof SafetensorsError || e instanceof InputError
+    e instanceof SafetensorsError || e instanceof InputError || e instanceof RunFolderError
   ) {
     console.error(`error: ${e.message}`);
     return EXIT.usage;

@@ -7,14 +7,26 @@
 import { dirname, join, resolve } from "node:path";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { useBackend } from "../core/backend.ts";
-import { latestCheckpoint, loadCheckpoint, restoreVariables } from "../core/checkpoint.ts";
+import {
+  type Checkpoint,
+  latestIntactCheckpoint,
+  loadCheckpoint,
+  restoreVariables,
+} from "../core/checkpoint.ts";
+import { writeFolderAtomic } from "../core/run_folder.ts";
 import {
   EXPORT_FORMATS,
   type ExportFormat,
   parsePipeline,
   type Pipeline,
 } from "../core/pipeline_schema.ts";
-import { parsePluginOptions, type PluginRegistry } from "../core/plugin.ts";
+import {
+  parsePluginOptions,
+  pluginAllowed,
+  pluginOrigin,
+  type PluginRegistry,
+  readPluginAllowList,
+} from "../core/plugin.ts";
 import type { Encoder } from "../core/encoder.ts";
 import {
   boolFlag,
@@ -34,8 +46,9 @@ const FORMATS = EXPORT_FORMATS;
 const EXPORT_HELP: string = `Usage: texforce export <checkpoint> --format <format> [options]
 
 Export the LoRA of a checkpoint folder (runs/<name>/checkpoints/step-…), or of the newest
-checkpoint of a run folder (runs/<name>), for other tools. The run's pipeline.json gives the
-model and the encoder settings.
+intact checkpoint of a run folder (runs/<name>), for other tools. The checkpoint itself records
+the LoRA's settings (encoder, rank, alpha, targets, the model and its key layout); the run's
+pipeline.json is read only for checkpoints of older versions that lack them.
 
 Formats:
   peft       adapter_config.json + adapter_model.safetensors (diffusers, PEFT)
@@ -48,6 +61,8 @@ Options:
   -o, --out <dir>        Output folder (default <run>/export/<format>; with several formats,
                          one sub-folder per format)
   --model <folder>       The base model, when the run's model folder has moved
+  --allow-plugin <spec>  Consent to import the checkpoint's encoder module when it is not
+                         inside the run's pipeline folder
   -h, --help             Show this help
 `;
 
@@ -68,7 +83,10 @@ async function locate(path: string): Promise<{ checkpoint: string; run: string }
   } catch {
     throw new InputError(`${abs}: not found (expected a checkpoint folder or a run folder)`);
   }
-  const latest = await latestCheckpoint(join(abs, "checkpoints")).catch(() => null);
+  const latest = (await latestIntactCheckpoint(
+    join(abs, "checkpoints"),
+    (line) => console.error(line),
+  ).catch(() => null))?.path;
   if (!latest) {
     throw new InputError(
       `${abs}: neither a checkpoint folder (no state.json) nor a run folder with checkpoints/`,
@@ -94,6 +112,43 @@ async function runPipeline(run: string, model: string | undefined): Promise<Pipe
   return parsePipeline(input, { file, baseDir: typeof baseDir === "string" ? baseDir : run });
 }
 
+/** The LoRA's settings: from the checkpoint, or (older checkpoints) the run's pipeline.json. */
+async function loraSettings(
+  ckpt: Checkpoint,
+  checkpoint: string,
+  run: string,
+  model: string | undefined,
+): Promise<{
+  encoder: string;
+  options: Record<string, unknown>;
+  model: string;
+  baseDir: string;
+  layout?: Record<string, number[]>;
+}> {
+  const recorded = ckpt.state.lora;
+  const p = ckpt.pipeline as { baseDir?: unknown } | undefined;
+  if (recorded) {
+    return {
+      encoder: recorded.encoder,
+      options: recorded.options,
+      model: model ? resolve(model) : recorded.model,
+      baseDir: typeof p?.baseDir === "string" ? p.baseDir : run,
+      layout: recorded.layout,
+    };
+  }
+  console.error(
+    `note: ${checkpoint} does not record its LoRA settings (an older checkpoint); ` +
+      `reading them from ${join(run, "pipeline.json")}`,
+  );
+  const pipeline = await runPipeline(run, model);
+  return {
+    encoder: pipeline.encoder.use,
+    options: pipeline.encoder.options,
+    model: pipeline.model,
+    baseDir: pipeline.baseDir,
+  };
+}
+
 /**
  * Build the run's encoder, load a checkpoint's trained weights into it and export them;
  * returns the files written per format.
@@ -107,34 +162,67 @@ async function runPipeline(run: string, model: string | undefined): Promise<Pipe
 export async function exportCheckpoint(
   path: string,
   formats: ExportFormat[],
-  options: { out?: string; model?: string; registry?: PluginRegistry } = {},
+  options: {
+    out?: string;
+    model?: string;
+    registry?: PluginRegistry;
+    allowPlugins?: string[];
+  } = {},
 ): Promise<Record<string, string[]>> {
   const { checkpoint, run } = await locate(path);
-  const pipeline = await runPipeline(run, options.model);
   const ckpt = await loadCheckpoint(checkpoint);
+  const lora = await loraSettings(ckpt, checkpoint, run, options.model);
   const registry = options.registry ?? builtinRegistry();
-  const plugin = await registry.resolve(
-    "encoder",
-    pipeline.encoder.use,
-    pipeline.baseDir,
-    "encoder.use",
-  );
-  const opts = parsePluginOptions(plugin, pipeline.encoder.options, "encoder.options");
+  // The checkpoint names the encoder; a module from outside the run's pipeline folder needs the
+  // same consent as in `run`.
+  const origin = await pluginOrigin(lora.encoder, lora.baseDir);
+  if (
+    origin !== "builtin" && origin !== "inside" &&
+    !pluginAllowed(lora.encoder, [
+      ...(options.allowPlugins ?? []),
+      ...await readPluginAllowList(lora.baseDir),
+    ])
+  ) {
+    throw new InputError(
+      `${checkpoint}: its encoder '${lora.encoder}' is not inside the pipeline's folder ` +
+        `(${lora.baseDir}); importing it runs its code: pass --allow-plugin ${lora.encoder}`,
+    );
+  }
+  const plugin = await registry.resolve("encoder", lora.encoder, lora.baseDir, "encoder.use");
+  const opts = parsePluginOptions(plugin, lora.options, `${checkpoint}: lora.options`);
   const encoder = await plugin.create(opts, {
-    baseDir: pipeline.baseDir,
-    modelPath: pipeline.model,
+    baseDir: lora.baseDir,
+    modelPath: lora.model,
   }) as Encoder;
   try {
     if (!encoder.exportWeights) {
-      throw new InputError(`encoder '${pipeline.encoder.use}' cannot export its weights`);
+      throw new InputError(`encoder '${lora.encoder}' cannot export its weights`);
     }
-    restoreVariables(encoder.trainableVariables(), ckpt.weights, checkpoint);
+    const vars = encoder.trainableVariables();
+    if (lora.layout) {
+      for (const [name, v] of vars) {
+        const want = lora.layout[name];
+        if (!want || want.join(",") !== v.shape.join(",")) {
+          throw new InputError(
+            `${checkpoint}: the rebuilt encoder's '${name}' is [${v.shape}] but the checkpoint ` +
+              `was trained as ${want ? `[${want}]` : "without it"} (model ${lora.model})`,
+          );
+        }
+      }
+    }
+    restoreVariables(vars, ckpt.weights, checkpoint);
     const written: Record<string, string[]> = {};
     for (const format of formats) {
       const dir = options.out
         ? (formats.length > 1 ? join(resolve(options.out), format) : resolve(options.out))
         : join(run, "export", format);
-      written[format] = await encoder.exportWeights(dir, format);
+      // The run's own export folder is replaced whole; a folder named with --out may hold
+      // other files, so the new files are moved in one by one.
+      written[format] = await writeFolderAtomic(
+        dir,
+        (tmp) => encoder.exportWeights!(tmp, format),
+        { replace: !options.out },
+      );
     }
     return written;
   } finally {
@@ -158,6 +246,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       format: { type: "string", multiple: true, short: "f" },
       out: { type: "string", short: "o" },
       model: { type: "string" },
+      "allow-plugin": { type: "string", multiple: true },
     });
     if (boolFlag(p, "help")) {
       console.log(EXPORT_HELP.trimEnd());
@@ -177,6 +266,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       {
         out: stringFlag(p, "out"),
         model: stringFlag(p, "model"),
+        allowPlugins: listFlag(p, "allow-plugin"),
       },
     );
     for (const [format, files] of Object.entries(written)) {

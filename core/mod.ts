@@ -24,3 +24,5 @@ export * from "./run_plan.ts";
 export * from "./report.ts";
 export * from "./rng.ts";
 export * from "./trainer.ts";
+export * from "./run_folder.ts";
+export * from "./preflight.ts";

@@ -20,20 +20,21 @@ import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { toFileUrl } from "./_file_url.ts";
-import { readModelFolder, requireComponent } from "./io/model_folder.ts";
 import { PipelineError, type PipelineIssue } from "./pipeline_error.ts";
 import { parsePipeline, type Pipeline, type PipelineInput } from "./pipeline_schema.ts";
 import {
   type AnyPlugin,
   parsePluginOptions,
+  PLUGIN_ALLOW_FILE,
+  pluginAllowed,
   PluginError,
   type PluginKind,
+  pluginOrigin,
   type PluginRegistry,
+  readPluginAllowList,
 } from "./plugin.ts";
+import { preflightModel } from "./preflight.ts";
 import { resolvePrompts } from "./prompts.ts";
-
-/** The model components every pipeline needs. */
-const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "vae", "scheduler"];
 
 /** Pipeline file extensions and how they are read. */
 const FORMATS: Record<string, "yaml" | "json" | "module"> = {
@@ -95,6 +96,14 @@ export interface ValidatePipelineOptions {
   checkPlugins?: boolean;
   /** The pipeline file, named in errors. */
   file?: string;
+  /**
+   * Plugin modules the user consents to import although they are not inside the pipeline's
+   * folder (`--allow-plugin`): exact specifiers, or prefixes ending in `/` or `:`. The
+   * pipeline folder's `texforce.allow` adds to them.
+   */
+  allowPlugins?: string[];
+  /** Told, before anything is imported, what each plugin module is and whether it will be. */
+  onImport?: (line: string) => void;
 }
 
 /**
@@ -205,16 +214,53 @@ export async function validatePipeline(
 ): Promise<void> {
   const issues: PipelineIssue[] = [];
   if (options.checkModel !== false) {
-    try {
-      const folder = await readModelFolder(pipeline.model);
-      for (const c of REQUIRED_COMPONENTS) requireComponent(folder, c);
-    } catch (e) {
-      issues.push({ path: "model", message: (e as Error).message });
+    const variant = pipeline.encoder.options.variant;
+    for (
+      const message of await preflightModel(pipeline.model, {
+        variant: typeof variant === "string" ? variant : undefined,
+      })
+    ) {
+      issues.push({ path: "model", message });
     }
   }
   if (options.checkPlugins !== false) {
     const registry = options.registry ?? builtinRegistry();
-    for (const step of pipelineSteps(pipeline)) {
+    const steps = pipelineSteps(pipeline);
+    // Decide what may be imported, and say so, before importing anything: a plugin module runs
+    // code with the command's permissions the moment it is imported.
+    const allowed = [
+      ...(options.allowPlugins ?? []),
+      ...await readPluginAllowList(pipeline.baseDir),
+    ];
+    const refused = new Set<string>();
+    for (const step of steps) {
+      const origin = await pluginOrigin(step.use, pipeline.baseDir);
+      if (origin === "builtin") continue;
+      if (origin === "inside") {
+        options.onImport?.(`${step.usePath}: importing ${step.use} (inside the pipeline's folder)`);
+        continue;
+      }
+      const what = {
+        outside: "a file outside the pipeline's folder",
+        remote: "a remote module",
+        package: "a package from a registry",
+      }[origin];
+      if (pluginAllowed(step.use, allowed)) {
+        options.onImport?.(`${step.usePath}: importing ${step.use} (${what}, allowed)`);
+        continue;
+      }
+      options.onImport?.(`${step.usePath}: not importing ${step.use} (${what}, not allowed)`);
+      refused.add(step.usePath);
+      issues.push({
+        path: step.usePath,
+        message: `'${step.use}' is ${what}; importing it runs its code with your permissions, ` +
+          `so it is not imported without consent: pass --allow-plugin ${step.use}, or add it ` +
+          `to ${PLUGIN_ALLOW_FILE} beside the pipeline`,
+      });
+    }
+    const context = { baseDir: pipeline.baseDir, modelPath: pipeline.model, seed: pipeline.seed };
+    for (const step of steps) {
+      if (refused.has(step.usePath)) continue;
       let plugin: AnyPlugin;
       try {
         plugin = await registry.resolve(step.kind, step.use, pipeline.baseDir, step.usePath);
@@ -222,8 +268,9 @@ export async function validatePipeline(
         issues.push(...pluginIssues(e, step.usePath));
         continue;
       }
+      let parsed: unknown;
       try {
-        parsePluginOptions(plugin, step.options, step.optionsPath);
+        parsed = parsePluginOptions(plugin, step.options, step.optionsPath);
       } catch (e) {
         // The sampler's steps/eta/guidance are written as sampler.<key>, not in its options.
         issues.push(
@@ -232,6 +279,19 @@ export async function validatePipeline(
             path: i.path.replace(/^sampler\.options\.(steps|eta|guidance)\b/, "sampler.$1"),
           })),
         );
+        continue;
+      }
+      if (plugin.preflight && options.checkModel !== false) {
+        try {
+          for (const i of await plugin.preflight(parsed, context)) {
+            issues.push({
+              path: i.path ? `${step.optionsPath}.${i.path}` : step.optionsPath,
+              message: i.message,
+            });
+          }
+        } catch (e) {
+          issues.push({ path: step.optionsPath, message: (e as Error).message });
+        }
       }
     }
   }

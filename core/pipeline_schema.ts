@@ -180,6 +180,11 @@ export interface TrainConfig {
   advClipMax: number;
   /** Minibatches per optimizer step. */
   gradientAccumulation: number;
+  /**
+   * Samples per backward pass through the UNet (a minibatch is split into chunks of this size);
+   * memory grows with it, results do not (beyond float rounding).
+   */
+  microBatchSize: number;
   /** Per-prompt reward normalisation. */
   perPromptTracking: PerPromptTrackingConfig;
 }
@@ -417,6 +422,8 @@ export interface TrainConfigInput {
   advClipMax?: number;
   /** Minibatches per optimizer step (default 1). */
   gradientAccumulation?: number;
+  /** Samples per backward pass (default 2; lower it to save memory). */
+  microBatchSize?: number;
   /** Per-prompt tracking (default enabled, buffer 16, min count 16). */
   perPromptTracking?: Partial<PerPromptTrackingConfig>;
 }
@@ -583,6 +590,7 @@ const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
     clipRange: z.number().positive().default(1e-4),
     advClipMax: z.number().positive().default(5),
     gradientAccumulation: posInt(1),
+    microBatchSize: posInt(2),
     perPromptTracking: z.strictObject({
       enabled: z.boolean().default(true),
       bufferSize: posInt(16),

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, relative, resolve } from "node:path";
 import { toFileUrl } from "./_file_url.ts";
 import type { z } from "zod";
 import { didYouMean, errorMap, issueLines, zodIssues } from "./_zod_issues.ts";
@@ -114,6 +114,12 @@ export interface Plugin<K extends PluginKind = PluginKind, O = unknown> {
   options: Schema<O>;
   /** Build the object from validated options. */
   create(options: O, context: PluginContext): PluginKinds[K] | Promise<PluginKinds[K]>;
+  /**
+   * Check the files `create` would read (they exist and parse) without loading weights; each
+   * problem's `path` is the option that names the file (e.g. `clipModel`). `validate` and the
+   * start of `run` call it, so a missing file is reported before minutes of model loading.
+   */
+  preflight?(options: O, context: PluginContext): PluginIssue[] | Promise<PluginIssue[]>;
 }
 
 /**
@@ -345,5 +351,92 @@ export function parsePluginOptions<O>(
   throw new PluginError(
     `invalid options for ${plugin.kind} plugin '${plugin.name}':\n${issueLines(issues)}`,
     issues,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust: which plugin modules a pipeline file may import.
+
+/**
+ * The file beside a pipeline that lists the plugin modules its owner allows it to import, one
+ * specifier per line (`#` starts a comment); an entry ending in `/` or `:` allows every
+ * specifier it begins (`npm:`, `https://deno.land/x/mylib/`).
+ *
+ * @example
+ * ```ts
+ * import { PLUGIN_ALLOW_FILE } from "@texforce/core";
+ * console.log(PLUGIN_ALLOW_FILE); // texforce.allow
+ * ```
+ */
+export const PLUGIN_ALLOW_FILE = "texforce.allow";
+
+/**
+ * Where a plugin specifier points: a built-in name, a file inside the pipeline's folder (both
+ * trusted), or something that needs the user's consent — a file outside the folder, a remote
+ * URL, or an `npm:`/`jsr:` package.
+ *
+ * @example
+ * ```ts
+ * import type { PluginOrigin } from "@texforce/core";
+ * const o: PluginOrigin = "remote";
+ * ```
+ */
+export type PluginOrigin = "builtin" | "inside" | "outside" | "remote" | "package";
+
+/**
+ * Classify a `use` value relative to the pipeline's folder (symbolic links are followed, so a
+ * link inside the folder to a file elsewhere counts as outside).
+ *
+ * @example
+ * ```ts
+ * import { pluginOrigin } from "@texforce/core";
+ * console.log(await pluginOrigin("npm:left-pad", "/work/pipelines")); // package
+ * ```
+ */
+export async function pluginOrigin(use: string, baseDir: string): Promise<PluginOrigin> {
+  if (!isModuleSpecifier(use)) return "builtin";
+  if (/^(npm|jsr):/.test(use)) return "package";
+  if (/^https?:/.test(use)) return "remote";
+  let abs = use.startsWith("file:") ? new URL(use).pathname : resolve(baseDir, use);
+  let base = resolve(baseDir);
+  try {
+    base = await Deno.realPath(base);
+    abs = await Deno.realPath(abs);
+  } catch { /* a missing file: judged by its path (the import then fails) */ }
+  const rel = relative(base, abs);
+  return rel && !rel.startsWith("..") && !isAbsolute(rel) ? "inside" : "outside";
+}
+
+/**
+ * The consent entries of a pipeline's folder ({@linkcode PLUGIN_ALLOW_FILE}), or none.
+ *
+ * @example
+ * ```ts
+ * import { readPluginAllowList } from "@texforce/core";
+ * const allowed = await readPluginAllowList("examples");
+ * ```
+ */
+export async function readPluginAllowList(baseDir: string): Promise<string[]> {
+  try {
+    const text = await Deno.readTextFile(resolve(baseDir, PLUGIN_ALLOW_FILE));
+    return text.split("\n").map((l) => l.replace(/#.*$/, "").trim()).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whether `allowed` (consent entries) covers `use`: an exact match, or an entry ending in `/`
+ * or `:` that `use` begins with, or `*`.
+ *
+ * @example
+ * ```ts
+ * import { pluginAllowed } from "@texforce/core";
+ * console.log(pluginAllowed("npm:left-pad@1", ["npm:"])); // true
+ * ```
+ */
+export function pluginAllowed(use: string, allowed: readonly string[]): boolean {
+  return allowed.some((a) =>
+    a === "*" || a === use || ((a.endsWith("/") || a.endsWith(":")) && use.startsWith(a))
   );
 }

@@ -52,7 +52,26 @@ export interface PpoGradients {
 }
 
 /**
- * Loss, diagnostics and gradients of one PPO pass.
+ * Options of {@linkcode ppoGradients}: the loss settings and how many samples go through the
+ * UNet's backward pass at once.
+ *
+ * @example
+ * ```ts
+ * import type { PpoStepOptions } from "@texforce/core";
+ * const o: PpoStepOptions = { clipRange: 1e-4, advClipMax: 5, microBatchSize: 2 };
+ * ```
+ */
+export interface PpoStepOptions extends PpoLossOptions {
+  /**
+   * Samples per backward pass (default: the whole minibatch). The gradient tape keeps every
+   * activation of the UNet until the backward pass ends, so memory grows with this; the
+   * minibatch's loss is the mean over samples, so chunks combine exactly (up to float rounding).
+   */
+  microBatchSize?: number;
+}
+
+/**
+ * Loss, diagnostics and gradients of one PPO pass, `microBatchSize` samples at a time.
  *
  * @example
  * ```ts
@@ -67,6 +86,55 @@ export interface PpoGradients {
  * ```
  */
 export async function ppoGradients(
+  encoder: Encoder,
+  sampler: Sampler,
+  variables: Map<string, Variable>,
+  input: PpoInput,
+  options: PpoStepOptions,
+): Promise<PpoGradients> {
+  const n = input.latent.shape[0];
+  const m = options.microBatchSize ?? n;
+  if (m >= n) return await onePass(encoder, sampler, variables, input, options);
+  const out: PpoGradients = { loss: 0, approxKl: 0, clipFraction: 0, newLogProb: [], grads: {} };
+  for (let s = 0; s < n; s += m) {
+    const k = Math.min(m, n - s);
+    const part = <T extends Tensor>(t: T): T =>
+      t.slice([s, ...t.shape.slice(1).map(() => 0)], [k, ...t.shape.slice(1)]) as T;
+    const ids = (x: string[] | Tensor2D) => (Array.isArray(x) ? x.slice(s, s + k) : part(x));
+    const sub: PpoInput = {
+      prompt: ids(input.prompt),
+      negative: ids(input.negative),
+      latent: part(input.latent),
+      next: part(input.next),
+      oldLogProb: part(input.oldLogProb),
+      advantages: part(input.advantages),
+      stepIndex: input.stepIndex,
+    };
+    try {
+      const r = await onePass(encoder, sampler, variables, sub, options);
+      // The minibatch mean is the size-weighted mean of the chunk means.
+      const w = k / n;
+      out.loss += w * r.loss;
+      out.approxKl += w * r.approxKl;
+      out.clipFraction += w * r.clipFraction;
+      out.newLogProb.push(...r.newLogProb);
+      for (const [name, g] of Object.entries(r.grads)) {
+        const prev = out.grads[name];
+        out.grads[name] = tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, w)) : tf.mul(g, w)));
+        prev?.dispose();
+        g.dispose();
+      }
+    } finally {
+      for (const t of [sub.prompt, sub.negative, sub.latent, sub.next, sub.oldLogProb]) {
+        if (!Array.isArray(t)) t.dispose();
+      }
+      sub.advantages.dispose();
+    }
+  }
+  return out;
+}
+
+async function onePass(
   encoder: Encoder,
   sampler: Sampler,
   variables: Map<string, Variable>,

@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
 import { type BackendInfo, useBackend } from "./backend.ts";
 import { writeFileAtomic } from "./io/safetensors.ts";
+import { faultPoint } from "./_fault.ts";
 import {
   parsePluginOptions,
   type PluginContext,
@@ -21,12 +22,19 @@ import { writeReport } from "./report.ts";
 import {
   type Checkpoint,
   hashConfig,
-  latestCheckpoint,
-  loadCheckpoint,
+  latestIntactCheckpoint,
   restoreVariables,
   saveCheckpoint,
   snapshotVariables,
 } from "./checkpoint.ts";
+import {
+  appendMetric,
+  hasEvalRow,
+  preflightRunFolder,
+  truncateMetrics,
+  writeFolderAtomic,
+  writeRunPipeline,
+} from "./run_folder.ts";
 import type { Encoder } from "./encoder.ts";
 import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
 import { learningRate } from "./lr_schedule.ts";
@@ -69,14 +77,21 @@ export interface TrainerParts {
   optimizer: Optimizer;
   /** Training prompts. */
   prompts: string[];
+  /**
+   * The encoder's options as its plugin resolved them (defaults filled in), recorded in each
+   * checkpoint so `export` rebuilds the same LoRA (default: `encoder.options` of the pipeline).
+   */
+  encoderOptions?: Record<string, unknown>;
 }
 
 /** Options of a run. */
 export interface TrainerOptions {
   /** Stops the run between steps; a final checkpoint is written. */
   signal?: AbortSignal;
-  /** Resume from the newest checkpoint of the output folder. */
+  /** Resume from the newest intact checkpoint of the output folder. */
   resume?: boolean;
+  /** Resume even when the config changed in keys that are not safe to change. */
+  force?: boolean;
   /** Progress events (phase, epoch i/N, step, images/s, ETA); `progressPrinter()` draws them. */
   onProgress?: (e: TrainProgress) => void;
   /**
@@ -84,6 +99,11 @@ export interface TrainerOptions {
    * (`detail`). Nothing is printed without it: the library never writes to the console itself.
    */
   log?: (line: string, level?: "info" | "detail") => void;
+  /**
+   * What produced the run's numbers besides the pipeline (backend, each reward's plugin version,
+   * models and files), written to `run.json` once the run folder is accepted.
+   */
+  runInfo?: Record<string, unknown>;
   /** Writes an image grid (NHWC [0,1]) with one caption per image; images are skipped without. */
   saveImages?: (path: string, images: Tensor4D, captions: string[]) => Promise<void>;
 }
@@ -151,7 +171,6 @@ export class Trainer {
   #lastLr = 0;
   #clock: ProgressClock | undefined;
   #firstEpochLogged = false;
-  #metricsPath: string;
   #variables: Map<string, Variable>;
 
   /** Prepare a run (nothing is sampled until `run`). */
@@ -162,7 +181,6 @@ export class Trainer {
     this.#rng = new Rng(config.seed);
     const pp = config.train.perPromptTracking;
     this.#tracker = new PerPromptTracker(pp.bufferSize, pp.minCount);
-    this.#metricsPath = join(config.output.dir, "metrics.jsonl");
     this.#variables = parts.encoder.trainableVariables();
     if (parts.prompts.length === 0) throw new TrainingError("no training prompts");
   }
@@ -262,11 +280,7 @@ export class Trainer {
   }
 
   async #metric(record: Record<string, unknown>): Promise<void> {
-    await Deno.writeTextFile(
-      this.#metricsPath,
-      JSON.stringify({ time: new Date().toISOString(), ...record }) + "\n",
-      { append: true },
-    );
+    await appendMetric(this.config.output.dir, record);
   }
 
   #checkpointDir(): string {
@@ -294,15 +308,33 @@ export class Trainer {
       },
       weights: await snapshotVariables(this.#variables),
       optimizer: await this.parts.optimizer.getState(),
+      pipeline: this.config,
+    };
+    ckpt.state.lora = {
+      encoder: this.config.encoder.use,
+      options: this.parts.encoderOptions ?? this.config.encoder.options,
+      model: this.config.model,
+      layout: Object.fromEntries(Object.entries(ckpt.weights).map(([k, w]) => [k, w.shape])),
     };
     return await saveCheckpoint(this.#checkpointDir(), ckpt, this.config.checkpoint.keep);
   }
 
-  /** Restore the newest checkpoint of the output folder; returns its path or null. */
+  /**
+   * Restore the newest intact checkpoint of the output folder (a damaged newer one is skipped
+   * with a warning) and drop metrics rows written past it; returns its path or null.
+   */
   async restoreLatest(): Promise<string | null> {
-    const path = await latestCheckpoint(this.#checkpointDir());
-    if (!path) return null;
-    const c = await loadCheckpoint(path);
+    // (A damaged checkpoint skipped here was reported by the run folder's preflight.)
+    const hit = await latestIntactCheckpoint(this.#checkpointDir());
+    const dropped = await truncateMetrics(
+      this.config.output.dir,
+      hit ? { epoch: hit.checkpoint.state.epoch, step: hit.checkpoint.state.step } : null,
+    );
+    if (dropped) {
+      this.#log(`metrics.jsonl: dropped ${dropped} row(s) written after the checkpoint`);
+    }
+    if (!hit) return null;
+    const { path, checkpoint: c } = hit;
     restoreVariables(this.#variables, c.weights, path);
     this.parts.optimizer.setState(c.optimizer);
     this.#tracker.setState(c.state.tracker);
@@ -310,38 +342,28 @@ export class Trainer {
     this.#step = c.state.step;
     this.#epoch = c.state.epoch;
     this.#lastLr = c.state.lr;
-    if (c.state.configHash !== (await this.#configHash())) {
-      this.#log(
-        `note: ${path} was written with a different pipeline config; continuing with the new one`,
-      );
-    }
     return path;
-  }
-
-  async #hasPreviousRun(): Promise<boolean> {
-    if ((await latestCheckpoint(this.#checkpointDir())) !== null) return true;
-    try {
-      await Deno.stat(this.#metricsPath);
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   /** Run the remaining epochs. */
   async run(): Promise<TrainResult> {
     const cfg = this.config;
-    await Deno.mkdir(cfg.output.dir, { recursive: true });
     let checkpoint = "";
     const resume = this.#opts.resume || cfg.checkpoint.resume;
-    if (!resume && await this.#hasPreviousRun()) {
-      // Never overwrite another run's checkpoints or metrics.
-      throw new TrainingError(
-        `${cfg.output.dir} already holds a run (checkpoints or metrics.jsonl): resume it ` +
-          "(--resume, or checkpoint.resume: true), or choose another output.dir",
+    // Never touch another run's files: the folder policy is decided before anything is written.
+    const plan = await preflightRunFolder(cfg, {
+      resume,
+      force: this.#opts.force,
+      warn: (l) => this.#log(l),
+    });
+    await writeRunPipeline(cfg);
+    if (this.#opts.runInfo) {
+      await writeFileAtomic(
+        join(cfg.output.dir, "run.json"),
+        new TextEncoder().encode(JSON.stringify(this.#opts.runInfo, null, 2)),
       );
     }
-    if (resume) {
+    if (plan.existing) {
       const p = await this.restoreLatest();
       if (p) {
         checkpoint = p;
@@ -356,7 +378,10 @@ export class Trainer {
     let interrupted = false;
     try {
       try {
-        if (cfg.eval && this.#epoch === 0) await this.evaluate("before");
+        if (
+          cfg.eval && this.#epoch === 0 && this.#step === 0 &&
+          !(await hasEvalRow(cfg.output.dir, "before"))
+        ) await this.evaluate("before");
         while (this.#epoch < cfg.train.epochs) {
           if (signal?.aborted) {
             interrupted = true;
@@ -373,6 +398,7 @@ export class Trainer {
             await this.evaluate(`epoch-${this.#epoch}`);
           }
           if (this.#epoch % cfg.checkpoint.every === 0 || this.#epoch === cfg.train.epochs) {
+            await faultPoint("metrics-written");
             this.#emit("checkpoint", this.#epoch);
             checkpoint = await this.saveCheckpoint();
           }
@@ -386,9 +412,10 @@ export class Trainer {
         // Epochs count only completed ones, so a resumed run repeats the interrupted epoch. When
         // no optimizer step was taken since the last checkpoint, that one already says it all
         // (and is never replaced in place).
-        const last = await latestCheckpoint(this.#checkpointDir());
-        const lastStep = last ? (await loadCheckpoint(last)).state.step : -1;
-        checkpoint = last && lastStep === this.#step ? last : await this.saveCheckpoint(true);
+        const last = await latestIntactCheckpoint(this.#checkpointDir());
+        checkpoint = last && last.checkpoint.state.step === this.#step
+          ? last.path
+          : await this.saveCheckpoint(true);
         this.#log(`interrupted: checkpoint written to ${checkpoint}`);
       }
     } finally {
@@ -477,6 +504,7 @@ export class Trainer {
           () => this.parts.prompts[this.#rng.int(this.parts.prompts.length)],
         );
         const seed = this.#rng.nextU32();
+        await faultPoint("sampling");
         const tBatch = performance.now();
         let t0 = tBatch;
         const s = await this.#sampleBatch(prompts, seed);
@@ -485,6 +513,7 @@ export class Trainer {
         this.#emit("rewards", epoch + 1, b, nb);
         let scored;
         try {
+          await faultPoint("scoring");
           scored = await this.#score(s.images, prompts);
         } catch (e) {
           s.latents.dispose();
@@ -520,6 +549,7 @@ export class Trainer {
       const record: Record<string, unknown> = {
         type: "epoch",
         epoch: epoch + 1,
+        step: 0,
         reward_mean: rewardStats.mean,
         reward_std: rewardStats.std,
       };
@@ -538,6 +568,7 @@ export class Trainer {
         record.seconds_sampling = times.sampling / 1000;
         record.seconds_rewards = times.rewards / 1000;
         record.seconds_training = times.training / 1000;
+        record.step = this.#step;
         await this.#metric(record);
         this.#logEpoch(epoch + 1, rewardStats, times, record);
         return ok ? rewardStats.mean : null;
@@ -584,6 +615,7 @@ export class Trainer {
           try {
             for (const j of js) {
               if (this.#opts.signal?.aborted) return false;
+              await faultPoint("training");
               this.#emit("training", this.#epoch + 1, done, total);
               const tPass = performance.now();
               const r = await this.ppoGradients(mbPrompts, latents, logProbs, idxT, adv, j);
@@ -776,6 +808,12 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   const { registry } = options;
   // Silent unless the app asks: no default console output.
   const log = options.log ?? (() => {});
+  // The run folder's policy first: a refused run loads no weights and changes nothing (the
+  // trainer checks it again, and reports what it found, once the parts are built).
+  await preflightRunFolder(pipeline, {
+    resume: Boolean(options.resume || pipeline.checkpoint.resume),
+    force: options.force,
+  });
   const backend = await useBackend(pipeline.backend);
   for (const line of runHeader(pipeline, backend)) log(line);
   const prompts = await resolvePrompts(pipeline);
@@ -794,12 +832,17 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   ) => {
     const plugin = await registry.resolve(kind, use, pipeline.baseDir, `${where}.use`);
     const parsed = parsePluginOptions(plugin, opts, `${where}.options`);
-    return { plugin, value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K] };
+    return {
+      plugin,
+      parsed: parsed as Record<string, unknown>,
+      value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K],
+    };
   };
   const disposers: (() => void)[] = [];
   try {
-    const encoder =
-      (await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder")).value;
+    const built = await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder");
+    const encoder = built.value;
+    const encoderOptions = built.parsed;
     disposers.push(() => encoder.dispose());
     const s = pipeline.sampler;
     const sampler = (await build(
@@ -847,32 +890,31 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
       { variables: encoder.trainableVariables() },
     )).value;
     disposers.push(() => optimizer.dispose());
-    await Deno.mkdir(pipeline.output.dir, { recursive: true });
-    await writeFileAtomic(
-      join(pipeline.output.dir, "pipeline.json"),
-      new TextEncoder().encode(JSON.stringify(pipeline, null, 2)),
-    );
-    // What produced the run's numbers besides the pipeline: each reward's plugin version and
-    // what it reports about itself (models, their versions and files).
-    await writeFileAtomic(
-      join(pipeline.output.dir, "run.json"),
-      new TextEncoder().encode(
-        JSON.stringify({ backend: backend.name, rewards: rewardRecords }, null, 2),
-      ),
-    );
     const saveImages = options.saveImages ??
       (pipeline.output.saveImages ? await imageSaver() : undefined);
-    const trainer = new Trainer(pipeline, { encoder, sampler, rewards, optimizer, prompts }, {
+    const trainer = new Trainer(pipeline, {
+      encoder,
+      sampler,
+      rewards,
+      optimizer,
+      prompts,
+      encoderOptions,
+    }, {
       ...options,
       log,
       saveImages,
+      runInfo: { backend: backend.name, rewards: rewardRecords },
     });
     const result = await trainer.run();
     if (encoder.exportWeights) {
       for (const format of pipeline.output.exportFormats) {
-        const files = await encoder.exportWeights(
+        const files = await writeFolderAtomic(
           join(pipeline.output.dir, "export", format),
-          format,
+          async (tmp) => {
+            const written = await encoder.exportWeights!(tmp, format);
+            await faultPoint("export-write", tmp);
+            return written;
+          },
         );
         log(`exported ${format}: ${files.join(", ")}`);
       }

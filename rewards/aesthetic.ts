@@ -8,7 +8,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { resolve } from "node:path";
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../core/plugin.ts";
+import { definePlugin, type Plugin, type PluginIssue } from "../core/plugin.ts";
+import { clipModelIssues, weightsFileIssues } from "./_clip_files.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { l2Normalize } from "../adapters/clip_vision_model.ts";
@@ -171,4 +172,8 @@ export const aestheticPlugin: Plugin<"reward", AestheticOptions> = definePlugin(
   }),
   create: (options: AestheticOptions, context): Promise<Reward> =>
     aestheticReward(options, context.baseDir, context.models),
+  preflight: async (options: AestheticOptions, context): Promise<PluginIssue[]> => [
+    ...await clipModelIssues(context.baseDir, "clipModel", options.clipModel),
+    ...await weightsFileIssues(context.baseDir, "head", options.head, "layers.0.weight"),
+  ],
 });

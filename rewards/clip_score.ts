@@ -7,7 +7,8 @@
  */
 import { resolve } from "node:path";
 import { z } from "zod";
-import { definePlugin, type Plugin } from "../core/plugin.ts";
+import { definePlugin, type Plugin, type PluginIssue } from "../core/plugin.ts";
+import { clipModelIssues, tokenizerIssues } from "./_clip_files.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import type { ModelCache } from "../core/model_cache.ts";
 import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
@@ -95,4 +96,12 @@ export const clipScorePlugin: Plugin<"reward", ClipScoreOptions> = definePlugin(
   }),
   create: (options: ClipScoreOptions, context): Promise<Reward> =>
     clipScoreReward(options, context.baseDir, context.models),
+  preflight: async (options: ClipScoreOptions, context): Promise<PluginIssue[]> => [
+    ...await clipModelIssues(context.baseDir, "clipModel", options.clipModel),
+    ...await tokenizerIssues(
+      context.baseDir,
+      options.tokenizer ? "tokenizer" : "clipModel",
+      options.tokenizer ?? options.clipModel,
+    ),
+  ],
 });

@@ -10,16 +10,20 @@ import { parsePipeline } from "../core/pipeline_schema.ts";
 import type { Pipeline } from "../core/pipeline_schema.ts";
 import type { TrainerParts } from "../core/trainer.ts";
 import { adamw } from "../adapters/adamw.ts";
+import { writeSafetensors } from "../core/io/safetensors.ts";
 
-export function fakeEncoder(): Encoder {
-  const w = tf.variable(tf.tensor1d([0.1, -0.2, 0.3, 0.05]), true);
+export function fakeEncoder(rank = 4): Encoder {
+  const init = [0.1, -0.2, 0.3, 0.05];
+  const w = tf.variable(tf.tensor1d(Array.from({ length: rank }, (_, i) => init[i % 4])), true);
   const tokenize = (prompts: string[]) =>
     tf.tensor2d(prompts.map((p) => [0, 1, 2].map((i) => (p.charCodeAt(i) || 0) / 100)), [
       prompts.length,
       3,
     ], "float32");
   const encodeIds = (ids: tf.Tensor2D) =>
-    tf.tidy(() => ids.expandDims(2).mul(w.reshape([1, 1, 4])).add(0.01) as tf.Tensor3D);
+    tf.tidy(() =>
+      ids.expandDims(2).mul(w.slice([0], [4]).reshape([1, 1, 4])).add(0.01) as tf.Tensor3D
+    );
   return {
     name: "fake",
     hiddenSize: 4,
@@ -28,6 +32,14 @@ export function fakeEncoder(): Encoder {
     encodeIds,
     encode: (prompts) => tf.tidy(() => encodeIds(tokenize(prompts))),
     trainableVariables: () => new Map([["lora.w", w]]),
+    exportWeights: async (dir: string) => {
+      await Deno.mkdir(dir, { recursive: true });
+      const path = `${dir}/lora.safetensors`;
+      await writeSafetensors(path, {
+        "lora.w": { dtype: "F32", shape: [rank], data: await w.data() },
+      });
+      return [path];
+    },
     dispose: () => w.dispose(),
   };
 }

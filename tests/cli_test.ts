@@ -467,7 +467,10 @@ Deno.test("cli: Ctrl-C stops a run with exit code 130", async () => {
     assert.ok(sent, stderr);
     assert.equal(status.code, 130, stderr);
     assert.match(stderr, /interrupt: stopping after the current step/);
-    assert.match(stderr, /resume .*with: texforce run examples\/tiny_brightness\.yaml --resume/);
+    // The hint is the exact command that continues this run, --set flags included.
+    const hint = "texforce run examples/tiny_brightness.yaml --set train.epochs=1000 --set " +
+      `backend=wasm --set output.saveImages=false --set output.dir=${dir} --resume`;
+    assert.ok(stderr.includes(`continue this run with:\n  ${hint}`), stderr);
     assert.ok(!stderr.includes("    at "), stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -59,6 +59,7 @@ Deno.test("pipeline schema", async (t) => {
         clipRange: 1e-4,
         advClipMax: 5,
         gradientAccumulation: 1,
+        microBatchSize: 2,
         perPromptTracking: { enabled: true, bufferSize: 16, minCount: 16 },
       },
       prompts: { list: ["a cat"] },

@@ -5,6 +5,7 @@ import { useBackend } from "../core/backend.ts";
 import { latestCheckpoint, listCheckpoints, loadCheckpoint } from "../core/checkpoint.ts";
 import { readMetrics, writeReport } from "../core/report.ts";
 import { Trainer, TrainingError } from "../core/trainer.ts";
+import { ppoGradients } from "../core/ppo_step.ts";
 import type { Reward } from "../core/reward.ts";
 import { brightness, disposeParts, fakeParts, fakePipeline } from "./_fake_parts.ts";
 
@@ -227,4 +228,65 @@ for (let step = Number(Deno.args[1]); ; step++) {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("ppoGradients: micro-batches give the minibatch's loss and gradients", async () => {
+  await useBackend("wasm");
+  const p = fakeParts();
+  const vars = p.encoder.trainableVariables();
+  const prompts = ["a cat", "a dog", "a red circle", "a cat"];
+  const cond = {
+    prompt: p.encoder.encode(prompts),
+    negative: p.encoder.encode(prompts.map(() => "")),
+  };
+  const traj = await p.sampler.sample(cond, { seed: 3 });
+  const [b, , h, w, c] = traj.latents.shape;
+  const at = (j: number) =>
+    traj.latents.slice([0, j, 0, 0, 0], [b, 1, h, w, c]).reshape([b, h, w, c]);
+  const input = {
+    prompt: prompts,
+    negative: prompts.map(() => ""),
+    latent: at(1) as tf.Tensor4D,
+    next: at(2) as tf.Tensor4D,
+    oldLogProb: traj.logProbs.slice([0, 1], [b, 1]).reshape([b]).add(0.01) as tf.Tensor1D,
+    advantages: tf.tensor1d([1, -0.5, 2, -1]),
+    stepIndex: 1,
+  };
+  const before = tf.memory().numTensors;
+  const whole = await ppoGradients(p.encoder, p.sampler, vars, input, {
+    clipRange: 0.2,
+    advClipMax: 5,
+  });
+  for (const m of [1, 3]) {
+    const parts = await ppoGradients(p.encoder, p.sampler, vars, input, {
+      clipRange: 0.2,
+      advClipMax: 5,
+      microBatchSize: m,
+    });
+    assert.ok(
+      Math.abs(parts.loss - whole.loss) <= 1e-6 * Math.max(1, Math.abs(whole.loss)),
+      `${m}`,
+    );
+    assert.ok(Math.abs(parts.approxKl - whole.approxKl) <= 1e-6 * Math.max(1, whole.approxKl));
+    assert.equal(parts.clipFraction.toFixed(6), whole.clipFraction.toFixed(6));
+    assert.deepEqual(
+      parts.newLogProb.map((x) => x.toFixed(4)),
+      whole.newLogProb.map((x) => x.toFixed(4)),
+    );
+    const g = Array.from(await parts.grads["lora.w"].data());
+    const ref = Array.from(await whole.grads["lora.w"].data());
+    const scale = Math.max(...ref.map(Math.abs));
+    for (let i = 0; i < g.length; i++) {
+      assert.ok(
+        Math.abs(g[i] - ref[i]) <= 1e-5 * scale,
+        `micro-batch ${m}: grad[${i}] ${g[i]} vs ${ref[i]}`,
+      );
+    }
+    tf.dispose(Object.values(parts.grads));
+  }
+  tf.dispose(Object.values(whole.grads));
+  assert.equal(tf.memory().numTensors, before, "no tensors leak");
+  tf.dispose([cond.prompt, cond.negative, traj.latents, traj.logProbs, traj.images]);
+  tf.dispose([input.latent, input.next, input.oldLogProb, input.advantages]);
+  disposeParts(p);
 });

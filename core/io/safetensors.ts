@@ -16,6 +16,7 @@ import {
   type SafetensorsDtype,
 } from "./_dtype.ts";
 import type { Tensor } from "../tensor_types.ts";
+import { dirname } from "node:path";
 
 export type { SafetensorsDtype } from "./_dtype.ts";
 
@@ -493,15 +494,42 @@ export async function writeSafetensors(
  */
 export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
   const tmp = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    let off = 0;
-    while (off < data.byteLength) off += await f.write(data.subarray(off));
-    await f.sync();
-  } finally {
-    f.close();
+    const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      let off = 0;
+      while (off < data.byteLength) off += await f.write(data.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    // A failed write (a full disk) leaves neither a partial file nor the temporary one.
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
   }
-  await Deno.rename(tmp, path);
+  await syncFolder(dirname(path));
+}
+
+/**
+ * fsync a folder, so a rename inside it survives a power cut (best effort).
+ *
+ * @example
+ * ```ts
+ * import { syncFolder } from "@texforce/core";
+ * await syncFolder("runs/demo");
+ * ```
+ */
+export async function syncFolder(dir: string): Promise<void> {
+  try {
+    const d = await Deno.open(dir, { read: true });
+    try {
+      await d.sync();
+    } finally {
+      d.close();
+    }
+  } catch { /* not supported on this platform or file system */ }
 }
 
 /**
