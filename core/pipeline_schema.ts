@@ -271,8 +271,8 @@ export const EXPORT_LAYOUTS: readonly ExportLayout[] = ["transformers-4", "trans
 
 /**
  * The default export layout: `transformers-4` (keys with `text_model.`). Every SD 1.x/2.x model
- * folder on disk and every released TexForce adapter has these keys, the diffusers installs most
- * users run use transformers 4, and transformers 5 still reads merged encoders in this layout.
+ * folder on disk and every released TexForce adapter has these keys, transformers 4 reads no
+ * other, and transformers 5 reads them too for every loader but `PeftModel.from_pretrained`.
  *
  * @example
  * ```ts
