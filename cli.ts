@@ -53,7 +53,7 @@ Commands:
   validate <pipeline>  Check a pipeline and print it normalised
   generate             Generate images with and without LoRA adapters, side by side
   export <checkpoint>  Export a trained LoRA (peft, diffusers, kohya, merged)
-  inspect <model>      Summarise a diffusers model folder
+  inspect <path>       Summarise a model folder, or say which loaders read an export
 
 Options:
   -h, --help     Show help (also: texforce <command> --help)

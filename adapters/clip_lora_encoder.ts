@@ -17,7 +17,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
-import type { Encoder } from "../core/encoder.ts";
+import type { Encoder, ExportOptions } from "../core/encoder.ts";
 import { componentFile, readModelFolder, requireComponent } from "../core/io/model_folder.ts";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
 import { ClipTextModel, type ClipTextOutput } from "./clip_text_model.ts";
@@ -35,8 +35,10 @@ import {
   readLora,
   writeLora,
   type WriteLoraOptions,
+  type WriteMergedOptions,
   writeMergedTextEncoder,
 } from "./lora_formats.ts";
+import { DEFAULT_EXPORT_LAYOUT, EXPORT_LAYOUTS } from "../core/pipeline_schema.ts";
 import type { Tensor2D, Tensor3D, Variable } from "../core/tensor_types.ts";
 
 /** A pre-trained adapter to load next to (or instead of) the fresh trainable one. */
@@ -304,20 +306,30 @@ export class ClipLoraEncoder implements Encoder {
    * Write the adapters for other tools under `dir`: `peft` (the folder gets
    * `adapter_config.json` + `adapter_model.safetensors`), `diffusers`
    * (`pytorch_lora_weights.safetensors`), `kohya` (`texforce_lora.safetensors`) or `merged`
-   * (`model.safetensors` + `config.json` with every enabled adapter folded in).
+   * (`model.safetensors` + `config.json` with every enabled adapter folded in). `layout`
+   * (default `transformers-4`, keys with `text_model.`) applies to peft, diffusers and merged;
+   * kohya keys are always the `lora_te_text_model_…` ones A1111 and ComfyUI read.
    *
    * @example
    * ```ts
    * import type { ClipLoraEncoder } from "@texforce/core/adapters";
    * declare const enc: ClipLoraEncoder;
-   * const files = await enc.exportWeights("out/export/kohya", "kohya");
+   * const files = await enc.exportWeights("out/export/peft", "peft", { layout: "transformers-5" });
    * ```
    */
   async exportWeights(
     dir: string,
     format: LoraFormat | "merged",
+    options: ExportOptions = {},
   ): Promise<string[]> {
-    if (format === "merged") return await saveMergedTextEncoder(this, dir);
+    const layout = options.layout ?? DEFAULT_EXPORT_LAYOUT;
+    if (!EXPORT_LAYOUTS.includes(layout)) {
+      throw new Error(
+        `clip-lora: unknown export layout '${layout}' (expected ${EXPORT_LAYOUTS.join(", ")})`,
+      );
+    }
+    const textModelPrefix = layout === "transformers-4";
+    if (format === "merged") return await saveMergedTextEncoder(this, dir, { textModelPrefix });
     if (!LORA_FORMATS.includes(format)) {
       throw new Error(
         `clip-lora: unknown export format '${format}' (expected ${
@@ -325,7 +337,7 @@ export class ClipLoraEncoder implements Encoder {
         })`,
       );
     }
-    return await saveLora(this, dir, format);
+    return await saveLora(this, dir, format, format === "kohya" ? {} : { textModelPrefix });
   }
 
   /** Release weights and adapters. */
@@ -369,7 +381,8 @@ export async function saveLora(
 
 /**
  * Write the text encoder with every enabled adapter folded in (`model.safetensors` +
- * `config.json`, same key layout and dtypes as the input) to `outDir`.
+ * `config.json`, same dtypes as the input, keys in the transformers-4 layout unless
+ * `options.textModelPrefix` says otherwise) to `outDir`.
  *
  * @example
  * ```ts
@@ -381,11 +394,13 @@ export async function saveLora(
 export async function saveMergedTextEncoder(
   encoder: ClipLoraEncoder,
   outDir: string,
+  options: WriteMergedOptions = {},
 ): Promise<string[]> {
   return await writeMergedTextEncoder(
     outDir,
     encoder.textEncoderDir,
     await encoder.lora.mergedDeltas(),
+    options,
   );
 }
 

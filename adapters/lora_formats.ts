@@ -6,7 +6,9 @@
  *   `peft.PeftModel.from_pretrained` and the released TexForce adapters use);
  * - `diffusers`: `pytorch_lora_weights.safetensors`, keys
  *   `text_encoder.[text_model.]encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight`
- *   (or `.lora_A.weight`), alpha in the `lora_adapter_metadata` header entry;
+ *   (or `.lora_A.weight`); written with alpha / r folded into the up matrix and
+ *   `lora_alpha = r` in the `lora_adapter_metadata` header entry, so that every diffusers reads
+ *   it at the trained strength (before 0.34 diffusers ignores that entry and takes alpha = r);
  * - `kohya`: one safetensors file for AUTOMATIC1111 / ComfyUI, keys
  *   `lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight`, `.lora_up.weight`
  *   and a float `.alpha` per module; `lora_te1_` and integer alphas are read too.
@@ -60,8 +62,9 @@ export interface ReadLoraOptions {
 /** Options of {@linkcode writeLora} and {@linkcode encodeLora}. */
 export interface WriteLoraOptions {
   /**
-   * Keys with `text_model.` (PEFT, diffusers, kohya's `text_model_`). Default: the layout the
-   * weights came from (the base checkpoint's), and always true for kohya.
+   * Keys with `text_model.` (PEFT, diffusers, kohya's `text_model_`): the transformers-4 layout
+   * (default, what every SD 1.x/2.x checkpoint has); false writes the transformers-5 layout.
+   * Kohya files keep `text_model_` unless this is false: A1111 and ComfyUI expect it.
    */
   textModelPrefix?: boolean;
   /**
@@ -458,6 +461,44 @@ function peftConfig(
 }
 
 /**
+ * The same LoRA with every module's scale folded into its up matrix (B' = scale · B) and
+ * alpha = rank, so that a loader applying scale 1 (alpha = r) reproduces the trained delta.
+ * Modules of lower rank are padded with zero rows of A and columns of B to the highest rank:
+ * diffusers before 0.34 gives every module the alpha of one rank, so only a uniform rank reads
+ * scale 1 everywhere. The delta B' A is unchanged by the padding.
+ *
+ * @example
+ * ```ts
+ * import { foldScale, readLora } from "@texforce/core/adapters";
+ * const folded = foldScale(await readLora("lora_peft/")); // r 4, alpha 8 → alpha 4, B × 2
+ * console.log(folded.alpha === folded.rank);
+ * ```
+ */
+export function foldScale(weights: LoraWeights): LoraWeights {
+  let rank = 0;
+  for (const m of weights.modules.values()) rank = Math.max(rank, m.down.shape[0]);
+  const modules = new Map<string, LoraModuleWeights>();
+  for (const [module, m] of weights.modules) {
+    const [r, inF] = m.down.shape;
+    const outF = m.up.shape[0];
+    const scale = weights.useRslora ? m.alpha / Math.sqrt(r) : m.alpha / r;
+    const down = new Float32Array(rank * inF);
+    down.set(m.down.data);
+    const up = new Float32Array(outF * rank);
+    for (let o = 0; o < outF; o++) {
+      for (let k = 0; k < r; k++) up[o * rank + k] = scale * m.up.data[o * r + k];
+    }
+    modules.set(module, {
+      down: { dtype: "float32", shape: [rank, inF], data: down },
+      up: { dtype: "float32", shape: [outF, rank], data: up },
+      alpha: rank,
+      keys: m.keys,
+    });
+  }
+  return { ...weights, modules, rank, alpha: rank, useRslora: false };
+}
+
+/**
  * Encode a LoRA as the tensors (and config) of a format, without writing.
  *
  * @example
@@ -473,8 +514,8 @@ export function encodeLora(
   options: WriteLoraOptions = {},
 ): EncodedLora {
   const dtype = options.dtype ?? "F32";
-  const tm = options.textModelPrefix ??
-    (format === "kohya" ? true : weights.textModelPrefix ?? true);
+  // The layout is the user's choice, not the base checkpoint's: default transformers 4.
+  const tm = options.textModelPrefix ?? true;
   const layout = tm ? "text_model." : "";
   const tensors: Record<string, WritableTensor> = {};
   if (format === "peft") {
@@ -487,15 +528,17 @@ export function encodeLora(
   if (format === "diffusers") {
     const prefix = (options.diffusersPrefix ?? "text_encoder.") + layout;
     const peftStyle = options.diffusersStyle === "peft";
-    for (const [module, m] of weights.modules) {
+    const folded = foldScale(weights);
+    for (const [module, m] of folded.modules) {
       const [a, b] = peftStyle
         ? ["lora_A.weight", "lora_B.weight"]
         : ["lora_linear_layer.down.weight", "lora_linear_layer.up.weight"];
       tensors[`${prefix}${module}.${a}`] = tensor(m.down, dtype);
       tensors[`${prefix}${module}.${b}`] = tensor(m.up, dtype);
     }
-    // diffusers (≥ 0.34) reads the LoraConfig from here; without it alpha would be taken = r.
-    const cfg = peftConfig(weights, layout, options);
+    // diffusers ≥ 0.34 reads the LoraConfig from here, older ones take alpha = r from the
+    // shapes: with the scale folded in, both read scale 1.
+    const cfg = peftConfig(folded, layout, options);
     const meta: Record<string, unknown> = {};
     for (
       const k of [
@@ -585,11 +628,23 @@ export async function writeLora(
   return written;
 }
 
+/** Options of {@linkcode writeMergedTextEncoder}. */
+export interface WriteMergedOptions {
+  /**
+   * Keys with `text_model.` (transformers-4 layout, default: transformers 4 reads only these)
+   * or without (transformers-5 layout); null keeps the input's layout.
+   */
+  textModelPrefix?: boolean | null;
+}
+
+// Top-level modules of CLIPTextModel's `text_model` (what gains or loses the prefix).
+const CLIP_TEXT_ROOTS = /^(embeddings|encoder|final_layer_norm)\./;
+
 /**
  * Write a full text encoder with LoRA folded in: `outDir/model.safetensors` (every tensor of
- * the input, in its key layout and dtypes, with `W + Δ` for each module of `deltas`) and a copy
- * of `config.json`. `deltas` maps module paths to [out, in] row-major arrays, e.g. from
- * `LoraStack.mergedDeltas()`.
+ * the input, in its dtypes, with `W + Δ` for each module of `deltas`, keys in the chosen
+ * layout) and a copy of `config.json`. `deltas` maps module paths to [out, in] row-major
+ * arrays, e.g. from `LoraStack.mergedDeltas()`.
  *
  * @example
  * ```ts
@@ -602,10 +657,21 @@ export async function writeMergedTextEncoder(
   outDir: string,
   textEncoderDir: string,
   deltas: Map<string, Float32Array>,
+  options: WriteMergedOptions = {},
 ): Promise<string[]> {
   const source = await openWeights(textEncoderDir, { names: ["model"] });
   try {
     const prefix = clipTextKeyPrefix(source);
+    const want = options.textModelPrefix === null
+      ? prefix
+      : (options.textModelPrefix ?? true)
+      ? "text_model."
+      : "";
+    const outKey = (key: string): string => {
+      if (want === prefix) return key;
+      if (prefix && key.startsWith(prefix)) return key.slice(prefix.length);
+      return CLIP_TEXT_ROOTS.test(key) ? want + key : key;
+    };
     const tensors: Record<string, WritableTensor> = {};
     const merged = new Set<string>();
     for (const [module, delta] of deltas) {
@@ -634,7 +700,7 @@ export async function writeMergedTextEncoder(
         for (let i = 0; i < out.length; i++) out[i] = host.data[i] + delta[i];
         data = out;
       }
-      tensors[key] = { dtype: info.dtype, shape: [...info.shape], data };
+      tensors[outKey(key)] = { dtype: info.dtype, shape: [...info.shape], data };
     }
     await Deno.mkdir(outDir, { recursive: true });
     const file = join(outDir, "model.safetensors");

@@ -9,6 +9,7 @@ export * from "./clip_tokenizer.ts";
 export * from "./clip_text_model.ts";
 export * from "./lora.ts";
 export * from "./lora_formats.ts";
+export * from "./lora_loaders.ts";
 export {
   type AdapterSpec,
   ClipLoraEncoder,

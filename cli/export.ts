@@ -15,8 +15,11 @@ import {
 } from "../core/checkpoint.ts";
 import { writeFolderAtomic } from "../core/run_folder.ts";
 import {
+  DEFAULT_EXPORT_LAYOUT,
   EXPORT_FORMATS,
+  EXPORT_LAYOUTS,
   type ExportFormat,
+  type ExportLayout,
   parsePipeline,
   type Pipeline,
 } from "../core/pipeline_schema.ts";
@@ -50,20 +53,40 @@ intact checkpoint of a run folder (runs/<name>), for other tools. The checkpoint
 the LoRA's settings (encoder, rank, alpha, targets, the model and its key layout); the run's
 pipeline.json is read only for checkpoints of older versions that lack them.
 
-Formats:
-  peft       adapter_config.json + adapter_model.safetensors (diffusers, PEFT)
-  diffusers  pytorch_lora_weights.safetensors (diffusers' load_lora_weights)
-  kohya      AUTOMATIC1111 / ComfyUI LoRA file (lora_te_… keys)
-  merged     a full text encoder with the LoRA folded in (config.json + model.safetensors)
+Formats, and the call that loads each (checked with transformers 4.57/5.18, peft 0.21,
+diffusers 0.33/0.39/0.40):
+  merged     a full text encoder with the LoRA folded in (config.json + model.safetensors):
+               CLIPTextModel.from_pretrained(dir), passed as text_encoder= to
+               StableDiffusionPipeline.from_pretrained
+  peft       adapter_config.json + adapter_model.safetensors:
+               PeftModel.from_pretrained(text_encoder, dir) (only on the transformers major
+               of --layout), or pipe.text_encoder.load_adapter(dir) in diffusers;
+               NOT pipe.load_lora_weights(dir), which finds no text-encoder keys in it
+  diffusers  pytorch_lora_weights.safetensors: pipe.load_lora_weights(file); alpha/r is
+               folded into the up matrices, so diffusers before 0.34 (which ignores
+               lora_adapter_metadata) loads it at the trained strength too
+  kohya      lora_te_text_model_… keys, float alpha, ss_* metadata: AUTOMATIC1111 / Forge
+               (models/Lora), ComfyUI (LoraLoader), or pipe.load_lora_weights(file) on
+               transformers 4; diffusers on transformers 5 crashes on kohya text-encoder
+               files (IndexError in peft_utils.py, diffusers issue #13984)
+
+Layouts (peft, diffusers, merged; kohya keys are fixed):
+  transformers-4  keys with text_model. (default): what every SD 1.x/2.x checkpoint on disk
+                  has; read by transformers 4 and, except PeftModel.from_pretrained, by 5
+  transformers-5  keys without text_model., as transformers 5 saves CLIP: for
+                  PeftModel.from_pretrained on transformers 5; transformers 4 drops it
 
 Options:
   -f, --format <format>  ${FORMATS.join(", ")} (repeatable; default peft)
+  --layout <layout>      ${EXPORT_LAYOUTS.join(" or ")} (default ${DEFAULT_EXPORT_LAYOUT})
   -o, --out <dir>        Output folder (default <run>/export/<format>; with several formats,
                          one sub-folder per format)
   --model <folder>       The base model, when the run's model folder has moved
   --allow-plugin <spec>  Consent to import the checkpoint's encoder module when it is not
                          inside the run's pipeline folder
   -h, --help             Show this help
+
+Run 'texforce inspect <export>' to see which loaders read an exported file or folder.
 `;
 
 async function isFile(path: string): Promise<boolean> {
@@ -165,6 +188,7 @@ export async function exportCheckpoint(
   options: {
     out?: string;
     model?: string;
+    layout?: ExportLayout;
     registry?: PluginRegistry;
     allowPlugins?: string[];
   } = {},
@@ -220,7 +244,8 @@ export async function exportCheckpoint(
       // other files, so the new files are moved in one by one.
       written[format] = await writeFolderAtomic(
         dir,
-        (tmp) => encoder.exportWeights!(tmp, format),
+        (tmp) =>
+          encoder.exportWeights!(tmp, format, { layout: options.layout ?? DEFAULT_EXPORT_LAYOUT }),
         { replace: !options.out },
       );
     }
@@ -247,6 +272,7 @@ export async function exportCommand(args: string[]): Promise<number> {
       out: { type: "string", short: "o" },
       model: { type: "string" },
       "allow-plugin": { type: "string", multiple: true },
+      layout: { type: "string" },
     });
     if (boolFlag(p, "help")) {
       console.log(EXPORT_HELP.trimEnd());
@@ -259,6 +285,13 @@ export async function exportCommand(args: string[]): Promise<number> {
         throw new UsageError(cmd, `--format: expected ${FORMATS.join(", ")}, got '${f}'`);
       }
     }
+    const layout = stringFlag(p, "layout") ?? DEFAULT_EXPORT_LAYOUT;
+    if (!(EXPORT_LAYOUTS as readonly string[]).includes(layout)) {
+      throw new UsageError(
+        cmd,
+        `--layout: expected ${EXPORT_LAYOUTS.join(" or ")}, got '${layout}'`,
+      );
+    }
     await useBackend("wasm");
     const written = await exportCheckpoint(
       path,
@@ -267,6 +300,7 @@ export async function exportCommand(args: string[]): Promise<number> {
         out: stringFlag(p, "out"),
         model: stringFlag(p, "model"),
         allowPlugins: listFlag(p, "allow-plugin"),
+        layout: layout as ExportLayout,
       },
     );
     for (const [format, files] of Object.entries(written)) {

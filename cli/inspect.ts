@@ -1,7 +1,8 @@
 /**
  * `texforce inspect <model>`: a diffusers model folder's components, classes, key config values,
  * parameter counts and dtypes, read from `model_index.json`, the configs and the safetensors
- * headers (no tensor data is read).
+ * headers (no tensor data is read). On an export (a LoRA file or folder, or a merged text
+ * encoder) it says the format, key layout, rank and alpha, and which loader calls read it.
  *
  * @module
  */
@@ -9,12 +10,17 @@ import { join } from "node:path";
 import { openWeights } from "../core/io/weights.ts";
 import { readJsonFile, readModelFolder } from "../core/io/model_folder.ts";
 import { boolFlag, EXIT, InputError, parseCommandArgs, positionals, reportError } from "./_args.ts";
+import { formatExportSummary, inspectExport, isExportPath } from "./_inspect_lora.ts";
 
 /** Help of `texforce inspect`. */
-const INSPECT_HELP: string = `Usage: texforce inspect <model> [options]
+const INSPECT_HELP: string = `Usage: texforce inspect <model | export> [options]
 
 Summarise a diffusers model folder: components and classes, key config values, parameter counts
 and dtypes (from the safetensors headers; no weights are loaded).
+
+On an export (a PEFT folder, a diffusers or kohya .safetensors file or its folder, or a merged
+text encoder folder): its format, key layout (transformers-4: keys with text_model.,
+transformers-5: without), rank, alpha and scale, and the loader calls that read it.
 
 Options:
   --json      Print everything (full configs included) as JSON
@@ -282,6 +288,16 @@ export async function inspectCommand(args: string[]): Promise<number> {
       return EXIT.ok;
     }
     const [model] = positionals("inspect", p, ["model"]);
+    if (await isExportPath(model)) {
+      let s;
+      try {
+        s = await inspectExport(model);
+      } catch (e) {
+        throw new InputError((e as Error).message);
+      }
+      console.log(boolFlag(p, "json") ? JSON.stringify(s, null, 2) : formatExportSummary(s));
+      return EXIT.ok;
+    }
     const summary = await inspectModel(model);
     console.log(
       boolFlag(p, "json") ? JSON.stringify(summary, null, 2) : formatModelSummary(summary),

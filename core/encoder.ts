@@ -5,6 +5,21 @@
  * @module
  */
 import type { Tensor2D, Tensor3D, Variable } from "./tensor_types.ts";
+import type { ExportFormat, ExportLayout } from "./pipeline_schema.ts";
+
+/**
+ * Options of {@linkcode Encoder.exportWeights}.
+ *
+ * @example
+ * ```ts
+ * import type { ExportOptions } from "@texforce/core";
+ * const o: ExportOptions = { layout: "transformers-5" };
+ * ```
+ */
+export interface ExportOptions {
+  /** Key layout (default `transformers-4`: keys with `text_model.`). */
+  layout?: ExportLayout;
+}
 
 /**
  * A text encoder whose output conditions the diffusion model.
@@ -40,7 +55,11 @@ export interface Encoder {
    * `merged` for a full text encoder) under `dir`; returns the files written. Optional: an
    * encoder without it is not exported at the end of a run.
    */
-  exportWeights?(dir: string, format: "peft" | "diffusers" | "kohya" | "merged"): Promise<string[]>;
+  exportWeights?(
+    dir: string,
+    format: ExportFormat,
+    options?: ExportOptions,
+  ): Promise<string[]>;
   /** Release all weights. */
   dispose(): void;
 }

@@ -249,6 +249,45 @@ export type ExportFormat = "peft" | "diffusers" | "kohya" | "merged";
 export const EXPORT_FORMATS: readonly ExportFormat[] = ["peft", "diffusers", "kohya", "merged"];
 
 /**
+ * The key layout of an export, named after the transformers major that reads it:
+ * `transformers-4` keys carry the `text_model.` prefix (`text_model.encoder.layers.0…`), as every
+ * Stable Diffusion 1.x/2.x checkpoint on disk does; `transformers-5` keys do not
+ * (`encoder.layers.0…`), as transformers 5 saves CLIP. PEFT adapters and merged encoders load
+ * only under the transformers major of their layout.
+ *
+ * @example
+ * ```ts
+ * import type { ExportLayout } from "@texforce/core";
+ * const layout: ExportLayout = "transformers-5";
+ * ```
+ */
+export type ExportLayout = "transformers-4" | "transformers-5";
+
+/**
+ * The export key layouts, for schemas and CLI help.
+ *
+ * @example
+ * ```ts
+ * import { EXPORT_LAYOUTS } from "@texforce/core";
+ * console.log(EXPORT_LAYOUTS.join("|")); // transformers-4|transformers-5
+ * ```
+ */
+export const EXPORT_LAYOUTS: readonly ExportLayout[] = ["transformers-4", "transformers-5"];
+
+/**
+ * The default export layout: `transformers-4` (keys with `text_model.`). Every SD 1.x/2.x model
+ * folder on disk and every released TexForce adapter has these keys, transformers 4 reads no
+ * other, and transformers 5 reads them too for every loader but `PeftModel.from_pretrained`.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_EXPORT_LAYOUT } from "@texforce/core";
+ * console.log(DEFAULT_EXPORT_LAYOUT); // transformers-4
+ * ```
+ */
+export const DEFAULT_EXPORT_LAYOUT: ExportLayout = "transformers-4";
+
+/**
  * Run outputs.
  *
  * @example

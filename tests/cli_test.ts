@@ -55,6 +55,27 @@ Deno.test("cli: help and usage", async (t) => {
     assert.match(v.stdout, /^texforce \d+\.\d+\.\d+/);
   });
 
+  await t.step(
+    "export --help names the loader call of each format and the upstream bugs",
+    async () => {
+      const r = await cli("export", "--help");
+      for (
+        const call of [
+          "CLIPTextModel.from_pretrained(dir)",
+          "PeftModel.from_pretrained(text_encoder, dir)",
+          "pipe.text_encoder.load_adapter(dir)",
+          "NOT pipe.load_lora_weights(dir)",
+          "pipe.load_lora_weights(file)",
+          "AUTOMATIC1111",
+          "ComfyUI",
+          "diffusers issue #13984",
+          "before 0.34",
+          "--layout <layout>      transformers-4 or transformers-5 (default transformers-4)",
+        ]
+      ) assert.ok(r.stdout.includes(call), `export --help lacks '${call}'`);
+    },
+  );
+
   await t.step("each command's help", async () => {
     for (const c of ["run", "validate", "generate", "export", "inspect"]) {
       const r = await cli(c, "--help");
@@ -361,8 +382,84 @@ Deno.test("cli: run, export and generate on the tiny model", async (t) => {
       assert.equal(one.code, 0, one.stderr);
       await Deno.stat(join(dir, "one", "adapter_config.json"));
       assertUsageError(await cli("export", run, "--format", "onnx"), /--format: expected peft/);
+      assertUsageError(
+        await cli("export", run, "--layout", "transformers-6"),
+        /--layout: expected transformers-4 or transformers-5, got 'transformers-6'/,
+      );
       assertUsageError(await cli("export", join(dir, "nothing")), /not found/);
       assertUsageError(await cli("export", dir), /neither a checkpoint folder/);
+    });
+
+    await t.step("export --layout, and inspect says which loaders read each export", async () => {
+      const exp = join(dir, "exp5");
+      const r = await cli(
+        "export",
+        run,
+        "--format",
+        "peft,diffusers,merged",
+        "--layout",
+        "transformers-5",
+        "-o",
+        exp,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const keysOf = async (file: string): Promise<string[]> => {
+        const bytes = await Deno.readFile(file);
+        const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+        const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+        return Object.keys(header).filter((k) => k !== "__metadata__");
+      };
+      for (
+        const [file, re] of [
+          [join(exp, "peft", "adapter_model.safetensors"), /^base_model\.model\.encoder\./],
+          [join(exp, "diffusers", "pytorch_lora_weights.safetensors"), /^text_encoder\.encoder\./],
+          [join(exp, "merged", "model.safetensors"), /^(embeddings|encoder|final_layer_norm)\./],
+          [
+            join(dir, "exp", "peft", "adapter_model.safetensors"),
+            /^base_model\.model\.text_model\./,
+          ],
+          [join(dir, "exp", "merged", "model.safetensors"), /^text_model\./],
+        ] as const
+      ) {
+        const keys = await keysOf(file);
+        assert.ok(keys.length > 0 && keys.every((k) => re.test(k)), `${file}: ${keys[0]}`);
+      }
+
+      const peft4 = await cli("inspect", join(dir, "exp", "peft"));
+      assert.equal(peft4.code, 0, peft4.stderr);
+      assert.match(
+        peft4.stdout,
+        /format: peft\n {2}layout: transformers-4 \(keys with text_model\.\)/,
+      );
+      assert.match(peft4.stdout, /lora: rank \d+, alpha \d+/);
+      assert.match(peft4.stdout, /PeftModel\.from_pretrained\(.*\n {6}works: transformers 4 only/);
+      assert.match(
+        peft4.stdout,
+        /pipe\.text_encoder\.load_adapter\(dir\)\n {6}works: transformers 4 and 5/,
+      );
+      assert.match(peft4.stdout, /not pipe\.load_lora_weights\(dir\)/);
+      const peft5 = await cli("inspect", join(exp, "peft"));
+      assert.match(peft5.stdout, /layout: transformers-5/);
+      assert.match(peft5.stdout, /PeftModel\.from_pretrained\(.*\n {6}works: transformers 5 only/);
+      const diff = await cli("inspect", join(exp, "diffusers", "pytorch_lora_weights.safetensors"));
+      assert.equal(diff.code, 0, diff.stderr);
+      assert.match(diff.stdout, /format: diffusers/);
+      assert.match(diff.stdout, /pipe\.load_lora_weights\(file\)/);
+      assert.doesNotMatch(diff.stdout, /warning:/);
+      const kohya = await cli("inspect", join(dir, "exp", "kohya"));
+      assert.match(kohya.stdout, /format: kohya/);
+      assert.match(kohya.stdout, /AUTOMATIC1111/);
+      assert.match(kohya.stdout, /ComfyUI/);
+      assert.match(kohya.stdout, /diffusers issue #13984/);
+      const merged5 = await cli("inspect", join(exp, "merged"));
+      assert.match(merged5.stdout, /merged text encoder/);
+      assert.match(merged5.stdout, /CLIPTextModel\.from_pretrained\(dir\)/);
+      assert.match(merged5.stdout, /works: transformers 5 only/);
+      assert.match(merged5.stdout, /warning: .*randomly initialised/);
+      const json = JSON.parse((await cli("inspect", "--json", join(dir, "exp", "merged"))).stdout);
+      assert.equal(json.format, "merged");
+      assert.equal(json.layout, "transformers-4");
+      assert.equal(json.loaders[0].works, "transformers 4 and 5");
     });
 
     await t.step("generate writes base and LoRA images and a grid", async () => {

@@ -6,6 +6,7 @@ import { SafetensorsFile, type WritableTensor, writeSafetensors } from "../core/
 import { ClipLoraEncoder, saveLora, saveMergedTextEncoder } from "../adapters/clip_lora_encoder.ts";
 import { ClipTextModel } from "../adapters/clip_text_model.ts";
 import type { LoraWeights } from "../adapters/lora.ts";
+import type { HostTensor } from "../core/io/safetensors.ts";
 import { detectLoraFormat, encodeLora, readLora, writeLora } from "../adapters/lora_formats.ts";
 import { assertClose, fixture, golden, TINY_SD } from "./_helpers.ts";
 
@@ -40,7 +41,7 @@ function effective(w: LoraWeights): Map<string, Float64Array> {
     const [r, inF] = m.down.shape;
     const outF = m.up.shape[0];
     const d = new Float64Array(outF * inF);
-    const s = m.alpha / r;
+    const s = w.useRslora ? m.alpha / Math.sqrt(r) : m.alpha / r;
     for (let o = 0; o < outF; o++) {
       for (let i = 0; i < inF; i++) {
         let acc = 0;
@@ -51,6 +52,77 @@ function effective(w: LoraWeights): Map<string, Float64Array> {
     out.set(module, d);
   }
   return out;
+}
+
+/** up · down in float64, times `scale`. */
+function product(up: HostTensor, down: HostTensor, scale: number): Float64Array {
+  const [r, inF] = down.shape;
+  const outF = up.shape[0];
+  assert.equal(up.shape[1], r);
+  const d = new Float64Array(outF * inF);
+  for (let o = 0; o < outF; o++) {
+    for (let i = 0; i < inF; i++) {
+      let acc = 0;
+      for (let k = 0; k < r; k++) acc += up.data[o * r + k] * down.data[k * inF + i];
+      d[o * inF + i] = scale * acc;
+    }
+  }
+  return d;
+}
+
+/**
+ * The deltas diffusers applies for a text-encoder file, by its own rules, read from the raw
+ * tensors (not through texforce's reader). Before 0.34 (`get_peft_kwargs`, no metadata):
+ * r = the most common rank, lora_alpha = the first module's rank, other ranks in rank_pattern,
+ * so scale = lora_alpha / rank of the module. From 0.34 on: the LoraConfig in
+ * `lora_adapter_metadata` (lora_alpha, alpha_pattern, use_rslora).
+ */
+async function diffusersDeltas(
+  file: string,
+  readsMetadata: boolean,
+): Promise<Map<string, Float64Array>> {
+  const f = await SafetensorsFile.open(file);
+  const parts = new Map<string, { down?: HostTensor; up?: HostTensor }>();
+  try {
+    for (const key of f.keys().sort()) {
+      const m = /^text_encoder\.(?:text_model\.)?(.+)\.lora_linear_layer\.(down|up)\.weight$/
+        .exec(key);
+      assert.ok(m, `${key}: not a diffusers text-encoder key`);
+      const e = parts.get(m[1]) ?? {};
+      e[m[2] as "down" | "up"] = await f.read(key);
+      parts.set(m[1], e);
+    }
+  } finally {
+    f.close();
+  }
+  const ranks = [...parts.values()].map((e) => e.up!.shape[1]);
+  let alphaOf = (_module: string, _rank: number) => ranks[0];
+  let rs = false;
+  if (readsMetadata && f.metadata.lora_adapter_metadata) {
+    const meta = JSON.parse(f.metadata.lora_adapter_metadata);
+    const pattern = meta["text_encoder.alpha_pattern"] ?? {};
+    rs = meta["text_encoder.use_rslora"] === true;
+    alphaOf = (module) =>
+      pattern[`text_model.${module}`] ?? pattern[module] ?? meta["text_encoder.lora_alpha"];
+  }
+  const out = new Map<string, Float64Array>();
+  for (const [module, e] of parts) {
+    const r = e.up!.shape[1];
+    const alpha = alphaOf(module, r);
+    out.set(module, product(e.up!, e.down!, rs ? alpha / Math.sqrt(r) : alpha / r));
+  }
+  return out;
+}
+
+function assertSameDeltas(
+  actual: Map<string, Float64Array>,
+  expected: Map<string, Float64Array>,
+  what: string,
+): void {
+  assert.deepEqual([...actual.keys()].sort(), [...expected.keys()].sort(), what);
+  for (const [module, e] of expected) {
+    assertClose(actual.get(module)!, e, 1e-6, `${what} ${module}`);
+  }
 }
 
 async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
@@ -103,33 +175,46 @@ Deno.test("LoRA file formats", async (t) => {
     for (const [module, e] of effPeft) assert.deepEqual(fixed.get(module), e, module);
   });
 
-  await t.step("round trip PEFT → diffusers → kohya → PEFT is bit-exact", async () => {
-    await withTemp(async (dir) => {
-      const [dFile] = await writeLora(join(dir, "d"), peft, "diffusers");
-      assert.ok(dFile.endsWith("pytorch_lora_weights.safetensors"));
-      const d = await readLora(dFile);
-      assertSameLora(peft, d, "diffusers");
-      const [kFile] = await writeLora(join(dir, "lora_a1111.safetensors"), d, "kohya");
-      const k = await readLora(kFile);
-      assertSameLora(peft, k, "kohya");
-      await writeLora(join(dir, "p"), k, "peft", { textModelPrefix: false });
-      const p = await readLora(join(dir, "p"));
-      assertSameLora(peft, p, "peft");
-      assert.equal(p.rank, 4);
-      assert.equal(p.alpha, 8);
-      assert.deepEqual(
-        await keysOf(join(dir, "p", "adapter_model.safetensors")),
-        await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
-      );
-    });
-  });
+  await t.step(
+    "round trip PEFT → kohya → PEFT is bit-exact; diffusers keeps the delta",
+    async () => {
+      await withTemp(async (dir) => {
+        const [dFile] = await writeLora(join(dir, "d"), peft, "diffusers");
+        assert.ok(dFile.endsWith("pytorch_lora_weights.safetensors"));
+        // The diffusers file has the scale (2, a power of two) folded into B: same delta, exactly.
+        const d = await readLora(dFile);
+        assert.deepEqual(effective(d), effective(peft));
+        assert.ok([...d.modules.values()].every((m) => m.alpha === 4));
+        const [kFile] = await writeLora(join(dir, "lora_a1111.safetensors"), peft, "kohya");
+        const k = await readLora(kFile);
+        assertSameLora(peft, k, "kohya");
+        await writeLora(join(dir, "p"), k, "peft", { textModelPrefix: false });
+        const p = await readLora(join(dir, "p"));
+        assertSameLora(peft, p, "peft");
+        assert.equal(p.rank, 4);
+        assert.equal(p.alpha, 8);
+        assert.deepEqual(
+          await keysOf(join(dir, "p", "adapter_model.safetensors")),
+          await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
+        );
+      });
+    },
+  );
 
   await t.step("exported key sets and PEFT config fields equal the fixtures'", async () => {
     await withTemp(async (dir) => {
-      const [cfgPath, peftFile] = await writeLora(join(dir, "peft"), peft, "peft");
+      const [cfgPath, peftFile] = await writeLora(join(dir, "peft"), peft, "peft", {
+        textModelPrefix: false,
+      });
       assert.deepEqual(
         await keysOf(peftFile),
         await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
+      );
+      // Default: the transformers-4 layout, whatever the layout the LoRA was read from.
+      const [, tm] = await writeLora(join(dir, "peft4"), peft, "peft");
+      assert.deepEqual(
+        await keysOf(tm),
+        (await keysOf(peftFile)).map((k) => k.replace("base_model.model.", "$&text_model.")),
       );
       const cfg = JSON.parse(await Deno.readTextFile(cfgPath));
       const ref = JSON.parse(await Deno.readTextFile(join(PEFT_DIR, "adapter_config.json")));
@@ -143,6 +228,7 @@ Deno.test("LoRA file formats", async (t) => {
       // The fixture's diffusers file was saved from a PEFT-wrapped encoder.
       const wrapped = await writeLora(join(dir, "wrapped.safetensors"), peft, "diffusers", {
         diffusersPrefix: "text_encoder.base_model.model.",
+        textModelPrefix: false,
       });
       assert.deepEqual(await keysOf(wrapped[0]), await keysOf(DIFFUSERS_FILE));
 
@@ -152,11 +238,24 @@ Deno.test("LoRA file formats", async (t) => {
         "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.down.weight" in
           sd15.tensors,
       );
-      const newer = encodeLora(peft, "diffusers", { diffusersStyle: "peft" });
+      assert.deepEqual(
+        Object.keys(encodeLora(peft, "diffusers").tensors),
+        Object.keys(sd15.tensors),
+        "the default layout is transformers-4",
+      );
+      const newer = encodeLora(peft, "diffusers", {
+        diffusersStyle: "peft",
+        textModelPrefix: false,
+      });
       assert.ok("text_encoder.encoder.layers.2.self_attn.v_proj.lora_B.weight" in newer.tensors);
+      // The scale is in the matrices, so the metadata says alpha = r: diffusers ≥ 0.34 (which
+      // reads it) and older ones (which take alpha = r) apply the same scale 1.
       const adapterMeta = JSON.parse(sd15.metadata.lora_adapter_metadata);
-      assert.equal(adapterMeta["text_encoder.lora_alpha"], 8);
+      assert.equal(adapterMeta["text_encoder.lora_alpha"], 4);
       assert.equal(adapterMeta["text_encoder.r"], 4);
+      assert.deepEqual(adapterMeta["text_encoder.alpha_pattern"], {});
+      assert.deepEqual(adapterMeta["text_encoder.rank_pattern"], {});
+      assert.equal(adapterMeta["text_encoder.use_rslora"], false);
 
       // kohya for A1111 / ComfyUI: lora_te_text_model_…, float alpha holding the real alpha.
       const [kFile] = await writeLora(join(dir, "k.safetensors"), peft, "kohya");
@@ -168,6 +267,105 @@ Deno.test("LoRA file formats", async (t) => {
       assert.ok(kf.has("lora_te_text_model_encoder_layers_2_self_attn_out_proj.lora_up.weight"));
       assert.equal(kf.keys().length, 36);
       kf.close();
+    });
+  });
+
+  await t.step(
+    "diffusers export: diffusers' rules before and after 0.34 give the trained delta",
+    async () => {
+      // Mixed ranks and alphas too: rank 2 / alpha 3 on one module, rsLoRA on another copy.
+      const mixed: LoraWeights = { ...peft, modules: new Map(peft.modules) };
+      const q = peft.modules.get("encoder.layers.0.self_attn.q_proj")!;
+      const [, inF] = q.down.shape;
+      const outF = q.up.shape[0];
+      mixed.modules.set("encoder.layers.0.self_attn.q_proj", {
+        alpha: 3,
+        down: { dtype: "float32", shape: [2, inF], data: q.down.data.slice(0, 2 * inF) },
+        up: {
+          dtype: "float32",
+          shape: [outF, 2],
+          data: Float32Array.from(
+            { length: outF * 2 },
+            (_, i) => q.up.data[(i >> 1) * 4 + (i & 1)],
+          ),
+        },
+      });
+      const cases: [string, LoraWeights][] = [
+        ["r 4 / alpha 8", peft],
+        ["mixed ranks and alphas", mixed],
+        ["rsLoRA", { ...mixed, useRslora: true }],
+      ];
+      await withTemp(async (dir) => {
+        for (const [what, w] of cases) {
+          const file = join(dir, `${what.replaceAll(/\W+/g, "_")}.safetensors`);
+          await writeLora(file, w, "diffusers");
+          const trained = effective(w);
+          assertSameDeltas(await diffusersDeltas(file, false), trained, `${what}, diffusers 0.33`);
+          assertSameDeltas(await diffusersDeltas(file, true), trained, `${what}, diffusers 0.34+`);
+          // And texforce's own reader.
+          assertSameDeltas(effective(await readLora(file)), trained, `${what}, texforce`);
+        }
+        // The old export (alpha only in the metadata, B as trained): the rules disagree, and
+        // diffusers 0.33 applies half the trained delta. This is what the fold fixes.
+        const old = join(dir, "metadata_only.safetensors");
+        const tensors: Record<string, WritableTensor> = {};
+        for (const [module, m] of peft.modules) {
+          const stem = `text_encoder.text_model.${module}.lora_linear_layer`;
+          tensors[`${stem}.down.weight`] = { dtype: "F32", shape: m.down.shape, data: m.down.data };
+          tensors[`${stem}.up.weight`] = { dtype: "F32", shape: m.up.shape, data: m.up.data };
+        }
+        await writeSafetensors(old, tensors, {
+          lora_adapter_metadata: JSON.stringify({
+            "text_encoder.r": 4,
+            "text_encoder.lora_alpha": 8,
+          }),
+        });
+        const trained = effective(peft);
+        assertSameDeltas(await diffusersDeltas(old, true), trained, "old file, diffusers 0.34+");
+        const m = "encoder.layers.1.self_attn.v_proj";
+        const half = [...trained.get(m)!].map((x) => x / 2);
+        assertClose((await diffusersDeltas(old, false)).get(m)!, half, 1e-6, "old file, 0.33");
+      });
+    },
+  );
+
+  await t.step("kohya: A1111/ComfyUI key map and scale rule give the trained delta", async () => {
+    await withTemp(async (dir) => {
+      const [file] = await writeLora(join(dir, "k.safetensors"), peft, "kohya");
+      const f = await SafetensorsFile.open(file);
+      const unused = new Set(f.keys());
+      const trained = effective(peft);
+      // ComfyUI's model_lora_keys_clip (SD 1.x): for each CLIP weight
+      // text_model.encoder.layers.{b}.{c}.weight, the LoRA stem
+      // lora_te_text_model_encoder_layers_{b}_{c with . → _}; scale = alpha / rank (lora_down
+      // rows), alpha read as a float from `.alpha`. A1111's network key map is the same.
+      const got = new Map<string, Float64Array>();
+      for (let b = 0; b < 3; b++) {
+        for (
+          const c of [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+          ]
+        ) {
+          const stem = `lora_te_text_model_encoder_layers_${b}_${c.replace(".", "_")}`;
+          const down = await f.read(`${stem}.lora_down.weight`);
+          const up = await f.read(`${stem}.lora_up.weight`);
+          const alphaInfo = f.info(`${stem}.alpha`);
+          assert.equal(alphaInfo.dtype, "F32", `${stem}.alpha is a float`);
+          const alpha = (await f.read(`${stem}.alpha`)).data[0];
+          got.set(`encoder.layers.${b}.${c}`, product(up, down, alpha / down.shape[0]));
+          for (const p of [".lora_down.weight", ".lora_up.weight", ".alpha"]) {
+            unused.delete(stem + p);
+          }
+        }
+      }
+      assert.deepEqual([...unused], [], "keys A1111/ComfyUI would not load");
+      assert.equal(f.metadata.ss_network_alpha, "8");
+      assert.equal(f.metadata.ss_network_dim, "4");
+      f.close();
+      assertSameDeltas(got, trained, "ComfyUI rule");
     });
   });
 
@@ -308,7 +506,7 @@ Deno.test("saving from the encoder", async (t) => {
       const enc = await ClipLoraEncoder.load(TINY_SD, {
         adapters: [{ path: PEFT_DIR, trainable: true }],
       });
-      const peftFiles = await saveLora(enc, join(dir, "peft"), "peft");
+      const peftFiles = await saveLora(enc, join(dir, "peft"), "peft", { textModelPrefix: false });
       const cfg = JSON.parse(await Deno.readTextFile(peftFiles[0]));
       assert.equal(cfg.base_model_name_or_path, TINY_SD);
       assert.deepEqual(
@@ -356,33 +554,96 @@ Deno.test("saving from the encoder", async (t) => {
     },
   );
 
-  await t.step("merged text encoder equals base + LoRA, in the input's key layout", async () => {
+  await t.step("merged text encoder equals base + LoRA, in either layout", async () => {
     await withTemp(async (dir) => {
       const enc = await ClipLoraEncoder.load(TINY_SD, {
         train: false,
         adapters: [{ path: PEFT_DIR }],
       });
       const ids = enc.tokenize(prompts);
-      const [file, cfg] = await saveMergedTextEncoder(enc, join(dir, "text_encoder"));
+      const baseKeys = await keysOf(join(TINY_SD, "text_encoder", "model.safetensors"));
+      const layouts: [string, boolean | null | undefined, string[]][] = [
+        ["default (transformers-4)", undefined, baseKeys.map((k) => `text_model.${k}`)],
+        ["transformers-5", false, baseKeys],
+        ["the input's (null)", null, baseKeys],
+      ];
+      for (const [what, textModelPrefix, keys] of layouts) {
+        const out = join(dir, what.replaceAll(/\W+/g, "_"));
+        const [file, cfg] = await saveMergedTextEncoder(enc, out, { textModelPrefix });
+        assert.deepEqual(await keysOf(file), keys.sort(), what);
+        assert.equal(
+          await Deno.readTextFile(cfg),
+          await Deno.readTextFile(join(TINY_SD, "text_encoder", "config.json")),
+        );
+        const merged = await ClipTextModel.load(out);
+        const h = merged.forward(ids).lastHiddenState;
+        const err = assertClose(await h.data(), expected, 1e-4, `merged, ${what}`);
+        console.log(
+          `  merged (${what}) vs lora.last_hidden_state: rel err ${err.toExponential(2)}`,
+        );
+        h.dispose();
+        merged.dispose();
+      }
       enc.dispose();
-      assert.deepEqual(
-        await keysOf(file),
-        await keysOf(join(TINY_SD, "text_encoder", "model.safetensors")),
-      );
-      assert.equal(
-        await Deno.readTextFile(cfg),
-        await Deno.readTextFile(join(TINY_SD, "text_encoder", "config.json")),
-      );
-      const merged = await ClipTextModel.load(join(dir, "text_encoder"));
-      const h = merged.forward(ids).lastHiddenState;
-      const err = assertClose(await h.data(), expected, 1e-4, "merged");
-      console.log(
-        `  merged text encoder vs lora.last_hidden_state: rel err ${err.toExponential(2)}`,
-      );
-      tf.dispose([ids, h]);
-      merged.dispose();
+      ids.dispose();
     });
   });
+
+  await t.step(
+    "exportWeights in both layouts: every export reloads to texforce's LoRA output",
+    async () => {
+      await withTemp(async (dir) => {
+        const enc = await ClipLoraEncoder.load(TINY_SD, {
+          adapters: [{ path: PEFT_DIR, trainable: true }],
+        });
+        const ids = enc.tokenize(prompts);
+        const mine = enc.encodeIds(ids);
+        const reference = await mine.data();
+        mine.dispose();
+        for (const layout of ["transformers-4", "transformers-5"] as const) {
+          const prefixed = layout === "transformers-4";
+          for (const format of ["peft", "diffusers", "kohya", "merged"] as const) {
+            const out = join(dir, layout, format);
+            const files = await enc.exportWeights(out, format, { layout });
+            const weights = files.find((f) => f.endsWith(".safetensors"))!;
+            const keys = await keysOf(weights);
+            const want = format === "kohya"
+              ? /^lora_te_text_model_/ // A1111/ComfyUI keys, whatever the layout
+              : format === "merged"
+              ? (prefixed ? /^text_model\./ : /^(embeddings|encoder|final_layer_norm)\./)
+              : format === "peft"
+              ? (prefixed ? /^base_model\.model\.text_model\./ : /^base_model\.model\.encoder\./)
+              : (prefixed ? /^text_encoder\.text_model\./ : /^text_encoder\.encoder\./);
+            assert.ok(keys.every((k) => want.test(k)), `${layout} ${format}: ${keys[0]}`);
+            let h: tf.Tensor;
+            if (format === "merged") {
+              const merged = await ClipTextModel.load(out);
+              h = merged.forward(ids).lastHiddenState;
+              merged.dispose();
+            } else {
+              const e2 = await ClipLoraEncoder.load(TINY_SD, {
+                train: false,
+                adapters: [{ path: format === "peft" ? out : weights }],
+              });
+              h = e2.encodeIds(ids);
+              e2.dispose();
+            }
+            assertClose(await h.data(), reference, 1e-5, `${layout} ${format}`);
+            h.dispose();
+          }
+        }
+        await assert.rejects(
+          () =>
+            enc.exportWeights(join(dir, "x"), "peft", {
+              layout: "diffusers-7" as "transformers-4",
+            }),
+          /unknown export layout 'diffusers-7' \(expected transformers-4, transformers-5\)/,
+        );
+        ids.dispose();
+        enc.dispose();
+      });
+    },
+  );
 
   await t.step("merging keeps the text_model. prefix of a real checkpoint", async () => {
     await withTemp(async (dir) => {
@@ -421,9 +682,13 @@ Deno.test("saving from the encoder", async (t) => {
       assert.ok(peftCfg.endsWith("adapter_config.json"));
       assert.ok((await keysOf(peftFile))[0].startsWith("base_model.model.text_model."));
       const [file] = await saveMergedTextEncoder(enc, join(dir, "merged"));
+      const [file5] = await saveMergedTextEncoder(enc, join(dir, "merged5"), {
+        textModelPrefix: false,
+      });
       enc.dispose();
       const keys = await keysOf(file);
       assert.ok(keys.every((k) => k.startsWith("text_model.")));
+      assert.deepEqual(await keysOf(file5), keys.map((k) => k.slice("text_model.".length)));
       const merged = await ClipTextModel.load(join(dir, "merged"));
       assert.equal(merged.keyPrefix, "text_model.");
       const ids = tf.tensor2d(
