@@ -8,11 +8,15 @@ import { ClipTextModel } from "../adapters/clip_text_model.ts";
 import type { LoraWeights } from "../adapters/lora.ts";
 import type { HostTensor } from "../core/io/safetensors.ts";
 import { detectLoraFormat, encodeLora, readLora, writeLora } from "../adapters/lora_formats.ts";
-import { assertClose, fixture, golden, TINY_SD } from "./_helpers.ts";
+import { assertClose, fixture, golden, textEncoderFacts, TINY_SD } from "./_helpers.ts";
 
 const PEFT_DIR = fixture("sd-tiny", "lora_peft");
 const DIFFUSERS_FILE = fixture("sd-tiny", "lora_diffusers.safetensors");
 const KOHYA_RAW = fixture("sd-tiny", "lora_kohya_raw.safetensors");
+/** The fixture adapter's own settings and the encoder's sizes (nothing hard-coded below). */
+const { lora, hidden, layers } = await textEncoderFacts();
+const LAST = layers - 1;
+const MODULES = layers * lora.targets.length;
 
 async function keysOf(file: string): Promise<string[]> {
   const f = await SafetensorsFile.open(file);
@@ -138,14 +142,13 @@ Deno.test("LoRA file formats", async (t) => {
   const peft = await readLora(PEFT_DIR);
 
   await t.step("reads the PEFT fixture", () => {
-    assert.equal(peft.rank, 4);
-    assert.equal(peft.alpha, 8);
-    assert.equal(peft.modules.size, 12);
-    assert.equal(peft.textModelPrefix, false);
-    const m = peft.modules.get("encoder.layers.1.self_attn.out_proj")!;
-    assert.deepEqual(m.down.shape, [4, 32]);
-    assert.deepEqual(m.up.shape, [32, 4]);
-    assert.equal(m.alpha, 8);
+    assert.equal(peft.rank, lora.r);
+    assert.equal(peft.alpha, lora.alpha);
+    assert.equal(peft.modules.size, MODULES);
+    const m = peft.modules.get(`encoder.layers.${LAST}.self_attn.out_proj`)!;
+    assert.deepEqual(m.down.shape, [lora.r, hidden]);
+    assert.deepEqual(m.up.shape, [hidden, lora.r]);
+    assert.equal(m.alpha, lora.alpha);
   });
 
   await t.step(
@@ -154,8 +157,12 @@ Deno.test("LoRA file formats", async (t) => {
       const d = await readLora(DIFFUSERS_FILE);
       assertSameLora(peft, d, "diffusers", false);
       // Like diffusers' loader without metadata or network alphas.
-      assert.ok([...d.modules.values()].every((m) => m.alpha === 4));
-      assertSameLora(peft, await readLora(DIFFUSERS_FILE, { alpha: 8 }), "diffusers alpha 8");
+      assert.ok([...d.modules.values()].every((m) => m.alpha === lora.r));
+      assertSameLora(
+        peft,
+        await readLora(DIFFUSERS_FILE, { alpha: lora.alpha }),
+        "diffusers with the real alpha",
+      );
     },
   );
 
@@ -163,15 +170,18 @@ Deno.test("LoRA file formats", async (t) => {
     assert.equal(detectLoraFormat(await keysOf(KOHYA_RAW), KOHYA_RAW), "kohya");
     const k = await readLora(KOHYA_RAW);
     assertSameLora(peft, k, "kohya raw", false);
-    // The converter stores alpha = rank (4), so its scale is 1 where PEFT's is 2: the effective
-    // weights are half of PEFT's. Given the real alpha, they are the same.
+    // The converter stores alpha = rank, so its scale is 1 where PEFT's is alpha / r: the
+    // effective weights are r / alpha of PEFT's. Given the real alpha, they are the same.
     const effPeft = effective(peft);
     const effRaw = effective(k);
+    const ratio = lora.alpha / lora.r;
     for (const [module, e] of effPeft) {
       const r = effRaw.get(module)!;
-      for (let i = 0; i < e.length; i++) assert.equal(r[i] * 2, e[i]);
+      for (let i = 0; i < e.length; i++) {
+        assert.ok(Math.abs(r[i] * ratio - e[i]) <= 1e-12 * Math.max(1, Math.abs(e[i])), module);
+      }
     }
-    const fixed = effective(await readLora(KOHYA_RAW, { alpha: 8 }));
+    const fixed = effective(await readLora(KOHYA_RAW, { alpha: lora.alpha }));
     for (const [module, e] of effPeft) assert.deepEqual(fixed.get(module), e, module);
   });
 
@@ -181,18 +191,24 @@ Deno.test("LoRA file formats", async (t) => {
       await withTemp(async (dir) => {
         const [dFile] = await writeLora(join(dir, "d"), peft, "diffusers");
         assert.ok(dFile.endsWith("pytorch_lora_weights.safetensors"));
-        // The diffusers file has the scale (2, a power of two) folded into B: same delta, exactly.
+        // The diffusers file has the scale folded into B: the same delta (exactly, when alpha / r
+        // is a power of two; to float32 rounding otherwise).
         const d = await readLora(dFile);
-        assert.deepEqual(effective(d), effective(peft));
-        assert.ok([...d.modules.values()].every((m) => m.alpha === 4));
+        const effD = effective(d);
+        for (const [module, e] of effective(peft)) {
+          assertClose(effD.get(module)!, e, 1e-6, `folded delta ${module}`);
+        }
+        assert.ok([...d.modules.values()].every((m) => m.alpha === lora.r));
         const [kFile] = await writeLora(join(dir, "lora_a1111.safetensors"), peft, "kohya");
         const k = await readLora(kFile);
         assertSameLora(peft, k, "kohya");
-        await writeLora(join(dir, "p"), k, "peft", { textModelPrefix: false });
+        await writeLora(join(dir, "p"), k, "peft", {
+          textModelPrefix: peft.textModelPrefix ?? false,
+        });
         const p = await readLora(join(dir, "p"));
         assertSameLora(peft, p, "peft");
-        assert.equal(p.rank, 4);
-        assert.equal(p.alpha, 8);
+        assert.equal(p.rank, lora.r);
+        assert.equal(p.alpha, lora.alpha);
         assert.deepEqual(
           await keysOf(join(dir, "p", "adapter_model.safetensors")),
           await keysOf(join(PEFT_DIR, "adapter_model.safetensors")),
@@ -203,8 +219,9 @@ Deno.test("LoRA file formats", async (t) => {
 
   await t.step("exported key sets and PEFT config fields equal the fixtures'", async () => {
     await withTemp(async (dir) => {
+      // In the fixture's own layout, the keys are the fixture's.
       const [cfgPath, peftFile] = await writeLora(join(dir, "peft"), peft, "peft", {
-        textModelPrefix: false,
+        textModelPrefix: peft.textModelPrefix ?? false,
       });
       assert.deepEqual(
         await keysOf(peftFile),
@@ -214,13 +231,15 @@ Deno.test("LoRA file formats", async (t) => {
       const [, tm] = await writeLora(join(dir, "peft4"), peft, "peft");
       assert.deepEqual(
         await keysOf(tm),
-        (await keysOf(peftFile)).map((k) => k.replace("base_model.model.", "$&text_model.")),
+        (await keysOf(peftFile)).map((k) =>
+          k.replace(/^base_model\.model\.(text_model\.)?/, "base_model.model.text_model.")
+        ).sort(),
       );
       const cfg = JSON.parse(await Deno.readTextFile(cfgPath));
       const ref = JSON.parse(await Deno.readTextFile(join(PEFT_DIR, "adapter_config.json")));
       assert.deepEqual(Object.keys(cfg).sort(), Object.keys(ref).sort());
-      assert.equal(cfg.r, 4);
-      assert.equal(cfg.lora_alpha, 8);
+      assert.equal(cfg.r, lora.r);
+      assert.equal(cfg.lora_alpha, lora.alpha);
       assert.deepEqual([...cfg.target_modules].sort(), [...ref.target_modules].sort());
       const meta = (await SafetensorsFile.open(peftFile)).metadata;
       assert.deepEqual(meta, { format: "pt" });
@@ -228,7 +247,7 @@ Deno.test("LoRA file formats", async (t) => {
       // The fixture's diffusers file was saved from a PEFT-wrapped encoder.
       const wrapped = await writeLora(join(dir, "wrapped.safetensors"), peft, "diffusers", {
         diffusersPrefix: "text_encoder.base_model.model.",
-        textModelPrefix: false,
+        textModelPrefix: peft.textModelPrefix ?? false,
       });
       assert.deepEqual(await keysOf(wrapped[0]), await keysOf(DIFFUSERS_FILE));
 
@@ -247,12 +266,14 @@ Deno.test("LoRA file formats", async (t) => {
         diffusersStyle: "peft",
         textModelPrefix: false,
       });
-      assert.ok("text_encoder.encoder.layers.2.self_attn.v_proj.lora_B.weight" in newer.tensors);
+      assert.ok(
+        `text_encoder.encoder.layers.${LAST}.self_attn.v_proj.lora_B.weight` in newer.tensors,
+      );
       // The scale is in the matrices, so the metadata says alpha = r: diffusers ≥ 0.34 (which
       // reads it) and older ones (which take alpha = r) apply the same scale 1.
       const adapterMeta = JSON.parse(sd15.metadata.lora_adapter_metadata);
-      assert.equal(adapterMeta["text_encoder.lora_alpha"], 4);
-      assert.equal(adapterMeta["text_encoder.r"], 4);
+      assert.equal(adapterMeta["text_encoder.lora_alpha"], lora.r);
+      assert.equal(adapterMeta["text_encoder.r"], lora.r);
       assert.deepEqual(adapterMeta["text_encoder.alpha_pattern"], {});
       assert.deepEqual(adapterMeta["text_encoder.rank_pattern"], {});
       assert.equal(adapterMeta["text_encoder.use_rslora"], false);
@@ -263,9 +284,12 @@ Deno.test("LoRA file formats", async (t) => {
       const alphaKey = "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha";
       assert.equal(kf.info(alphaKey).dtype, "F32");
       assert.deepEqual(kf.info(alphaKey).shape, []);
-      assert.equal((await kf.read(alphaKey)).data[0], 8);
-      assert.ok(kf.has("lora_te_text_model_encoder_layers_2_self_attn_out_proj.lora_up.weight"));
-      assert.equal(kf.keys().length, 36);
+      assert.equal((await kf.read(alphaKey)).data[0], lora.alpha);
+      assert.ok(
+        kf.has(`lora_te_text_model_encoder_layers_${LAST}_self_attn_out_proj.lora_up.weight`),
+      );
+      // down, up and alpha per module.
+      assert.equal(kf.keys().length, 3 * MODULES);
       kf.close();
     });
   });
@@ -286,12 +310,12 @@ Deno.test("LoRA file formats", async (t) => {
           shape: [outF, 2],
           data: Float32Array.from(
             { length: outF * 2 },
-            (_, i) => q.up.data[(i >> 1) * 4 + (i & 1)],
+            (_, i) => q.up.data[(i >> 1) * lora.r + (i & 1)],
           ),
         },
       });
       const cases: [string, LoraWeights][] = [
-        ["r 4 / alpha 8", peft],
+        [`r ${lora.r} / alpha ${lora.alpha}`, peft],
         ["mixed ranks and alphas", mixed],
         ["rsLoRA", { ...mixed, useRslora: true }],
       ];
@@ -306,7 +330,7 @@ Deno.test("LoRA file formats", async (t) => {
           assertSameDeltas(effective(await readLora(file)), trained, `${what}, texforce`);
         }
         // The old export (alpha only in the metadata, B as trained): the rules disagree, and
-        // diffusers 0.33 applies half the trained delta. This is what the fold fixes.
+        // diffusers 0.33 applies r / alpha of the trained delta. This is what the fold fixes.
         const old = join(dir, "metadata_only.safetensors");
         const tensors: Record<string, WritableTensor> = {};
         for (const [module, m] of peft.modules) {
@@ -316,15 +340,15 @@ Deno.test("LoRA file formats", async (t) => {
         }
         await writeSafetensors(old, tensors, {
           lora_adapter_metadata: JSON.stringify({
-            "text_encoder.r": 4,
-            "text_encoder.lora_alpha": 8,
+            "text_encoder.r": lora.r,
+            "text_encoder.lora_alpha": lora.alpha,
           }),
         });
         const trained = effective(peft);
         assertSameDeltas(await diffusersDeltas(old, true), trained, "old file, diffusers 0.34+");
         const m = "encoder.layers.1.self_attn.v_proj";
-        const half = [...trained.get(m)!].map((x) => x / 2);
-        assertClose((await diffusersDeltas(old, false)).get(m)!, half, 1e-6, "old file, 0.33");
+        const scaled = [...trained.get(m)!].map((x) => x * lora.r / lora.alpha);
+        assertClose((await diffusersDeltas(old, false)).get(m)!, scaled, 1e-6, "old file, 0.33");
       });
     },
   );
@@ -362,8 +386,8 @@ Deno.test("LoRA file formats", async (t) => {
         }
       }
       assert.deepEqual([...unused], [], "keys A1111/ComfyUI would not load");
-      assert.equal(f.metadata.ss_network_alpha, "8");
-      assert.equal(f.metadata.ss_network_dim, "4");
+      assert.equal(f.metadata.ss_network_alpha, String(lora.alpha));
+      assert.equal(f.metadata.ss_network_dim, String(lora.r));
       f.close();
       assertSameDeltas(got, trained, "ComfyUI rule");
     });
@@ -403,7 +427,7 @@ Deno.test("LoRA file formats", async (t) => {
       await writeSafetensors(file, tensors);
       const w = await readLora(file);
       assert.deepEqual(w.ignoredKeys, ["unet.down_blocks.0.attentions.0.proj_in.lora.down.weight"]);
-      assert.equal(w.modules.size, 12);
+      assert.equal(w.modules.size, MODULES);
     });
   });
 
@@ -438,8 +462,8 @@ Deno.test("LoRA file formats", async (t) => {
       delete t3["lora_te_text_model_encoder_layers_1_mlp_fc1.lora_up.weight"];
       t3["lora_te_text_model_encoder_layers_1_mlp_fc1.lora_down.weight"] = {
         dtype: "F32",
-        shape: [4, 32],
-        data: new Float32Array(128),
+        shape: [lora.r, hidden],
+        data: new Float32Array(lora.r * hidden),
       };
       await writeSafetensors(half, t3);
       await assert.rejects(
@@ -464,8 +488,12 @@ Deno.test("LoRA file formats", async (t) => {
       const wrong: LoraWeights = { ...peft, modules: new Map(peft.modules) };
       const m = peft.modules.get("encoder.layers.1.self_attn.k_proj")!;
       wrong.modules.set("encoder.layers.1.self_attn.k_proj", {
-        alpha: 8,
-        down: { dtype: "float32", shape: [4, 64], data: new Float32Array(256) },
+        alpha: lora.alpha,
+        down: {
+          dtype: "float32",
+          shape: [lora.r, 2 * hidden],
+          data: new Float32Array(lora.r * 2 * hidden),
+        },
         up: m.up,
       });
       const file = join(dir, "wide.safetensors");
@@ -478,15 +506,21 @@ Deno.test("LoRA file formats", async (t) => {
           e.message.includes(
             "'lora_te_text_model_encoder_layers_1_self_attn_k_proj.lora_down.weight'",
           ) &&
-          e.message.includes("shape [4,64]") && e.message.includes("expected [rank, 32]"),
+          e.message.includes(`shape [${lora.r},${2 * hidden}]`) &&
+          e.message.includes(`expected [rank, ${hidden}]`),
       );
       const deep: LoraWeights = { ...peft, modules: new Map(peft.modules) };
-      deep.modules.set("encoder.layers.7.self_attn.q_proj", m);
+      deep.modules.set(`encoder.layers.${layers + 4}.self_attn.q_proj`, m);
       const file2 = join(dir, "deep.safetensors");
       await writeLora(file2, deep, "kohya");
       await assert.rejects(
         () => enc.loadAdapter(file2),
-        /deep\.safetensors: 'lora_te_text_model_encoder_layers_7_self_attn_q_proj\.lora_down\.weight': the model has no linear layer 'encoder\.layers\.7\.self_attn\.q_proj'/,
+        new RegExp(
+          `deep\\.safetensors: 'lora_te_text_model_encoder_layers_${layers + 4}_self_attn_q_proj` +
+            `\\.lora_down\\.weight': the model has no linear layer 'encoder\\.layers\\.${
+              layers + 4
+            }\\.self_attn\\.q_proj'`,
+        ),
       );
       assert.equal(enc.lora.adapters.size, 0);
       enc.dispose();
@@ -506,7 +540,9 @@ Deno.test("saving from the encoder", async (t) => {
       const enc = await ClipLoraEncoder.load(TINY_SD, {
         adapters: [{ path: PEFT_DIR, trainable: true }],
       });
-      const peftFiles = await saveLora(enc, join(dir, "peft"), "peft", { textModelPrefix: false });
+      const peftFiles = await saveLora(enc, join(dir, "peft"), "peft", {
+        textModelPrefix: (await readLora(PEFT_DIR)).textModelPrefix ?? false,
+      });
       const cfg = JSON.parse(await Deno.readTextFile(peftFiles[0]));
       assert.equal(cfg.base_model_name_or_path, TINY_SD);
       assert.deepEqual(
@@ -561,11 +597,14 @@ Deno.test("saving from the encoder", async (t) => {
         adapters: [{ path: PEFT_DIR }],
       });
       const ids = enc.tokenize(prompts);
-      const baseKeys = await keysOf(join(TINY_SD, "text_encoder", "model.safetensors"));
+      // The base's keys without the prefix (the fixture may be saved in either layout).
+      const baseKeys = (await keysOf(join(TINY_SD, "text_encoder", "model.safetensors")))
+        .map((k) => k.replace(/^text_model\./, ""));
+      const inputKeys = await keysOf(join(TINY_SD, "text_encoder", "model.safetensors"));
       const layouts: [string, boolean | null | undefined, string[]][] = [
         ["default (transformers-4)", undefined, baseKeys.map((k) => `text_model.${k}`)],
         ["transformers-5", false, baseKeys],
-        ["the input's (null)", null, baseKeys],
+        ["the input's (null)", null, inputKeys],
       ];
       for (const [what, textModelPrefix, keys] of layouts) {
         const out = join(dir, what.replaceAll(/\W+/g, "_"));
