@@ -574,11 +574,32 @@ Deno.test("cli: Ctrl-C stops a run with exit code 130", async () => {
   }
 });
 
+/** Copy a safetensors file, adding one F32 tensor of `bytes` bytes as a sparse region. */
+async function withPadding(from: string, to: string, bytes: number): Promise<void> {
+  const src = await Deno.readFile(from);
+  const n = Number(new DataView(src.buffer, src.byteOffset).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(src.subarray(8, 8 + n)));
+  const data = src.subarray(8 + n);
+  header.texforce_test_padding = {
+    dtype: "F32",
+    shape: [bytes / 4],
+    data_offsets: [data.length, data.length + bytes],
+  };
+  const h = new TextEncoder().encode(JSON.stringify(header));
+  const size = new Uint8Array(8);
+  new DataView(size.buffer).setBigUint64(0, BigInt(h.length), true);
+  const file = await Deno.open(to, { create: true, write: true, truncate: true });
+  for (const part of [size, h, data]) await file.write(part);
+  await file.truncate(8 + h.length + data.length + bytes);
+  file.close();
+}
+
 Deno.test("cli: run --dry-run prints the plan and reads no weights", async () => {
   const dir = await Deno.makeTempDir({ prefix: "texforce_cli_dry_" });
   try {
-    // A copy of the tiny model whose UNet weights are an 8 GiB sparse file of zeros: reading
-    // them would take long and fill memory, and parsing them would fail (no header).
+    // A copy of the tiny model whose UNet file also holds an 8 GiB tensor (a sparse region of
+    // zeros) that no config names: preflight parses the headers, which stay valid, and the dry
+    // run sizes the weights from them; reading the file's data would take long and fill memory.
     const model = join(dir, "model");
     await Deno.mkdir(model);
     for await (const e of Deno.readDir(TINY_SD)) {
@@ -590,10 +611,8 @@ Deno.test("cli: run --dry-run prints the plan and reads no weights", async () =>
       await Deno.mkdir(join(model, e.name));
       for await (const f of Deno.readDir(src)) {
         const to = join(model, e.name, f.name);
-        if (f.name.endsWith(".safetensors")) {
-          const file = await Deno.open(to, { create: true, write: true });
-          await file.truncate(e.name === "unet" ? 8 * 2 ** 30 : 2 ** 20);
-          file.close();
+        if (f.name.endsWith(".safetensors") && e.name === "unet") {
+          await withPadding(join(src, f.name), to, 8 * 2 ** 30);
         } else await Deno.copyFile(join(src, f.name), to);
       }
     }
@@ -626,7 +645,8 @@ Deno.test("cli: run --dry-run prints the plan and reads no weights", async () =>
       stdout,
       /^dry run: .*p\.yaml is valid; nothing is trained and no weights are read/,
     );
-    assert.match(stdout, /^model: {4}.*: 8\.59 GB of weights on disk \(.*unet 8\.59 GB/m);
+    // 8 GiB of padding plus the tiny model's own weights.
+    assert.match(stdout, /^model: {4}.*: 8\.6\d GB of weights on disk \(.*unet 8\.6\d GB/m);
     assert.match(stdout, /^backend: {2}wasm on WebAssembly/m);
     assert.match(stdout, /^plan: {5}1 epoch × 4 images \(2 batches of 2\), 2 DDIM steps/m);
     assert.match(stdout, /^total: {4}4 training images .* 2 optimizer steps$/m);
