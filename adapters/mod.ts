@@ -24,3 +24,4 @@ export * from "./unet/mod.ts";
 export type { LinearRegistry } from "./unet/_linear_registry.ts";
 export * from "./clip_vision_model.ts";
 export * from "./clip_image_processor.ts";
+export * from "./webgpu/mod.ts";
