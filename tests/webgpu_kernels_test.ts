@@ -59,12 +59,15 @@ async function relErr(a: tf.Tensor, b: tf.Tensor): Promise<number> {
 async function noGpuErrors(fn: () => Promise<void>): Promise<void> {
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
   device.pushErrorScope("validation");
+  let failure: unknown = null;
   try {
     await fn();
-  } finally {
-    const err = await device.popErrorScope();
-    if (err) throw new Error(`WebGPU validation error: ${err.message}`);
+  } catch (e) {
+    failure = e;
   }
+  const err = await device.popErrorScope();
+  if (err) throw new Error(`WebGPU validation error: ${err.message}`);
+  if (failure) throw failure;
 }
 
 /** Worst errors seen per check, printed at the end (the report quotes them). */
