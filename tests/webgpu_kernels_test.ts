@@ -12,7 +12,8 @@ import { tiledConstLinear, tiledMatMul } from "../adapters/webgpu/tiled_matmul.t
 import { groupNormSilu } from "../adapters/webgpu/group_norm_silu.ts";
 import { groupNorm } from "../adapters/nn/group_norm.ts";
 import { silu } from "../adapters/unet/_activations.ts";
-import { availableBackends, strictRelativeError } from "./_helpers.ts";
+import { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
+import { assertClose, availableBackends, fixture, strictRelativeError } from "./_helpers.ts";
 
 const hasWebgpu = (await availableBackends()).includes("webgpu");
 if (!hasWebgpu) {
@@ -282,6 +283,45 @@ Deno.test({
           }),
       );
     }
+  },
+});
+
+Deno.test({
+  name: "webgpu kernels: tiny UNet forward and gradients equal with the kernels on and off",
+  ignore: !hasWebgpu,
+  fn: async () => {
+    await useBackend("webgpu");
+    await noGpuErrors(async () => {
+      const unet = await UNet2DConditionModel.load(fixture("sd-tiny", "tiny-sd", "unet"));
+      const c = unet.config;
+      const sample = seeded([2, 8, 8, c.inChannels], 16) as tf.Tensor4D;
+      const states = seeded([2, 7, c.crossAttentionDim[0]], 17) as tf.Tensor3D;
+      const loss = (s: tf.Tensor, x: tf.Tensor) =>
+        unet.forward(x as tf.Tensor4D, [999, 10], s as tf.Tensor3D).square().mean();
+      const run = async () => {
+        const y = unet.forward(sample, [999, 10], states);
+        const [gs, gx] = tf.grads(loss)([states, sample]);
+        const out = [await y.data(), await gs.data(), await gx.data()];
+        tf.dispose([y, gs, gx]);
+        return out;
+      };
+      const before = setWebgpuKernels({
+        flashAttention: false,
+        tiledMatmul: false,
+        groupNormSilu: false,
+      });
+      const stock = await run();
+      setWebgpuKernels(before);
+      const n0 = tf.memory().numTensors;
+      const mine = await run();
+      assert.equal(tf.memory().numTensors, n0, "no tensor left behind");
+      // Through ~40 layers, as tests/unet_test.ts allows webgpu against diffusers.
+      for (const [i, what] of ["forward", "d/d states", "d/d sample"].entries()) {
+        note(`tiny UNet ${what}`, assertClose(mine[i], stock[i], 1e-4, `tiny UNet ${what}`));
+      }
+      tf.dispose([sample, states]);
+      unet.dispose();
+    });
   },
 });
 
