@@ -7,7 +7,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { batchMatMul } from "../_fast_matmul.ts";
 import { multiHeadAttention } from "../nn/attention.ts";
-import { flashAttention } from "../webgpu/flash_attention.ts";
+import { FLASH_MAX_HEAD_DIM, flashAttention } from "../webgpu/flash_attention.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
@@ -122,7 +122,7 @@ export function attention(
     const [b, lq, d] = q.shape as [number, number, number];
     const lk = k.shape[1] as number;
     let h: Tensor;
-    if (useWebgpuKernel("flashAttention")) {
+    if (useWebgpuKernel("flashAttention") && d / w.heads <= FLASH_MAX_HEAD_DIM) {
       h = flashAttention(q, k, v, { heads: w.heads });
     } else if (slice > 0 && lq > slice) {
       const dh = d / w.heads;

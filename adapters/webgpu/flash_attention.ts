@@ -39,6 +39,19 @@ export interface FlashAttentionOptions {
   causal?: boolean;
 }
 
+/**
+ * Widest head {@linkcode flashAttention} is used for by the models: each thread keeps about four
+ * head-rows in registers, so wider heads (the VAE's single 512-wide head) spill and are left to
+ * the stock path, whose score matrix is small for a single head.
+ *
+ * @example
+ * ```ts
+ * import { FLASH_MAX_HEAD_DIM } from "@texforce/core/adapters";
+ * console.log(FLASH_MAX_HEAD_DIM); // 160: SD 1.5's widest (1280 / 8)
+ * ```
+ */
+export const FLASH_MAX_HEAD_DIM = 160;
+
 const FORWARD = "TexforceFlashAttention";
 const GRAD_Q = "TexforceFlashAttentionGradQ";
 const GRAD_KV = "TexforceFlashAttentionGradKV";
