@@ -1,13 +1,13 @@
 /**
  * Stock tfjs WebGPU vs texforce's WebGPU kernels, on the GPU machine: attention at 4096 tokens,
- * matmul 2048² and 4096², the SD 1.5 UNet forward and forward + backward into the encoder
+ * matmul 2048² and 4096², the 3×3 conv 2×64×64×320 → 320, the SD 1.5 UNet forward and forward + backward into the encoder
  * states (random weights, CFG batch 2, 64×64 latents), the CLIP ViT-L text encoder with LoRA r16
  * forward + backward, and the VAE decode to 512². Prints median ms, TFLOP/s where the work is
  * counted exactly, the ratio to PyTorch on an H200 (`../shared/gpu/README.md`) and the speed-up
  * over stock; writes `gpu_kernels.json` under `$OUT` (or `--out`).
  *
  * Bundles (imports nothing native): `../shared/gpu/prepare.sh bench/gpu_kernels.ts`, then on the
- * device `bash .gpu/remote.sh [--only attention,matmul,unet,clip,vae] [--runs 5]`. Here:
+ * device `bash .gpu/remote.sh [--only attention,matmul,conv,unet,clip,vae] [--runs 5]`. Here:
  * `deno task bench gpu_kernels --tiny` runs small shapes on lavapipe (a functional check only:
  * lavapipe is a CPU rasteriser, its timings say nothing about a GPU).
  *
@@ -19,6 +19,7 @@ import { currentBackend, useBackend } from "../core/backend.ts";
 import { multiHeadAttention } from "../adapters/nn/attention.ts";
 import { flashAttention } from "../adapters/webgpu/flash_attention.ts";
 import { tiledMatMul } from "../adapters/webgpu/tiled_matmul.ts";
+import { conv3x3 } from "../adapters/webgpu/implicit_gemm_conv.ts";
 import { setWebgpuKernels, type WebgpuKernelOptions } from "../adapters/webgpu/kernel_options.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
@@ -33,6 +34,7 @@ import { formatBytes } from "./_peak_rss.ts";
 const PYTORCH_FP32_MS: Record<string, number> = {
   "matmul 2048²": 0.345,
   "matmul 4096²": 2.68,
+  "conv 3×3 2×64×64×320→320": 0.518,
   "UNet forward": 71.7,
   "UNet forward+backward": 147,
   "CLIP LoRA forward+backward": 36.2,
@@ -66,11 +68,13 @@ const OFF: Partial<WebgpuKernelOptions> = {
   flashAttention: false,
   tiledMatmul: false,
   groupNormSilu: false,
+  implicitGemmConv: false,
 };
 const ON: Partial<WebgpuKernelOptions> = {
   flashAttention: true,
   tiledMatmul: true,
   groupNormSilu: true,
+  implicitGemmConv: true,
 };
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -108,7 +112,7 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
     args,
     options: {
       tiny: { type: "boolean", default: false },
-      only: { type: "string", default: "attention,matmul,unet,clip,vae" },
+      only: { type: "string", default: "attention,matmul,conv,unet,clip,vae" },
       warmup: { type: "string", default: "1" },
       runs: { type: "string", default: "5" },
       out: { type: "string" },
@@ -117,7 +121,7 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
   });
   if (values.help) {
     console.log(
-      "gpu_kernels: [--tiny] [--only attention,matmul,unet,clip,vae] [--warmup 1] [--runs 5] " +
+      "gpu_kernels: [--tiny] [--only attention,matmul,conv,unet,clip,vae] [--warmup 1] [--runs 5] " +
         "[--out DIR]",
     );
     return [];
@@ -239,6 +243,28 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
       }
       tf.dispose([a, bm]);
     }
+  }
+
+  if (only.has("conv")) {
+    const [side, ch] = tiny ? [16, 32] : [64, 320];
+    const x = tf.randomNormal([2, side, side, ch]) as tf.Tensor4D;
+    const w = tf.randomNormal([3, 3, ch, ch], 0, 0.05) as tf.Tensor4D;
+    const flop = 2 * 2 * side * side * ch * ch * 9;
+    const label = `conv 3×3 2×${side}×${side}×${ch}→${ch}`;
+    for (
+      const [path, f] of [
+        ["stock", () => tf.conv2d(x, w, 1, "same")],
+        ["texforce", () => conv3x3(x, w)],
+      ] as const
+    ) {
+      await time(label, path, {}, async () => {
+        const y = f();
+        await y.data();
+        y.dispose();
+        return x.size * 8;
+      }, flop);
+    }
+    tf.dispose([x, w]);
   }
 
   if (only.has("unet")) {

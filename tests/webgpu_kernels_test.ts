@@ -10,6 +10,7 @@ import { flashAttention } from "../adapters/webgpu/flash_attention.ts";
 import { setWebgpuKernels } from "../adapters/webgpu/kernel_options.ts";
 import { tiledConstLinear, tiledMatMul } from "../adapters/webgpu/tiled_matmul.ts";
 import { groupNormSilu } from "../adapters/webgpu/group_norm_silu.ts";
+import { conv3x3 } from "../adapters/webgpu/implicit_gemm_conv.ts";
 import { groupNorm } from "../adapters/nn/group_norm.ts";
 import { silu } from "../adapters/unet/_activations.ts";
 import { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
@@ -286,6 +287,54 @@ Deno.test({
   },
 });
 
+const CONV_CASES: [number, number, number, number, number, boolean][] = [
+  // [batch, height, width, in, out, bias]
+  [1, 5, 7, 3, 4, false], // fewer channels than a tile slice
+  [2, 9, 9, 40, 24, true],
+  [1, 17, 13, 64, 70, true], // > one 64-row tile of pixels and of output channels
+  [2, 1, 1, 8, 5, true], // every tap but the centre is padding
+];
+
+Deno.test({
+  name: "webgpu kernels: implicit-GEMM 3×3 conv matches tf.conv2d, forward and input gradient",
+  ignore: !hasWebgpu,
+  fn: async (t) => {
+    await useBackend("webgpu");
+    for (const [b, h, w, cin, cout, hasBias] of CONV_CASES) {
+      await t.step(
+        `${b}×${h}×${w}×${cin} → ${cout}${hasBias ? " + bias" : ""}`,
+        () =>
+          noGpuErrors(async () => {
+            const x = seeded([b, h, w, cin], 18) as tf.Tensor4D;
+            const wt = seeded([3, 3, cin, cout], 19) as tf.Tensor4D;
+            const bias = hasBias ? seeded([cout], 20) as tf.Tensor1D : undefined;
+            const dy = seeded([b, h, w, cout], 21);
+            const before = tf.memory().numTensors;
+            const stock = (v: tf.Tensor) => {
+              const y = tf.conv2d(v as tf.Tensor4D, wt, 1, "same");
+              return bias ? tf.add(y, bias) : y;
+            };
+            const want = tf.tidy(() => stock(x));
+            const got = conv3x3(x, wt, bias);
+            const ef = await relErr(got, want);
+            note("conv forward", ef);
+            assert.ok(ef <= TOL.forward, `forward error ${ef}`);
+            const gw = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(stock(v), dy)))(x);
+            const gg = tf.grad((v: tf.Tensor) =>
+              tf.sum(tf.mul(conv3x3(v as tf.Tensor4D, wt, bias), dy))
+            )(x);
+            const eg = await relErr(gg, gw);
+            note("conv dX", eg);
+            assert.ok(eg <= TOL.grad, `dX error ${eg}`);
+            tf.dispose([want, got, gw, gg]);
+            assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+            tf.dispose([x, wt, dy, bias ?? []].flat());
+          }),
+      );
+    }
+  },
+});
+
 Deno.test({
   name: "webgpu kernels: tiny UNet forward and gradients equal with the kernels on and off",
   ignore: !hasWebgpu,
@@ -309,6 +358,7 @@ Deno.test({
         flashAttention: false,
         tiledMatmul: false,
         groupNormSilu: false,
+        implicitGemmConv: false,
       });
       const stock = await run();
       setWebgpuKernels(before);

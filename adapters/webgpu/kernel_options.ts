@@ -15,7 +15,8 @@ import * as tf from "@tensorflow/tfjs";
  * ```ts
  * import type { WebgpuKernelOptions } from "@texforce/core/adapters";
  * const o: WebgpuKernelOptions = {
- *   flashAttention: true, tiledMatmul: true, groupNormSilu: true, recomputeBlocks: false,
+ *   flashAttention: true, tiledMatmul: true, groupNormSilu: true, implicitGemmConv: true,
+ *   recomputeBlocks: false,
  * };
  * ```
  */
@@ -26,6 +27,8 @@ export interface WebgpuKernelOptions {
   tiledMatmul: boolean;
   /** GroupNorm and SiLU in one pass. */
   groupNormSilu: boolean;
+  /** 3×3 stride-1 convolutions as an implicit GEMM on the tiled kernel. */
+  implicitGemmConv: boolean;
   /**
    * Recompute each UNet block's forward in the backward pass instead of keeping its
    * activations (any backend): less memory, about one more forward of compute.
@@ -38,6 +41,7 @@ export const webgpuKernelDefaults = {
   flashAttention: true,
   tiledMatmul: true,
   groupNormSilu: true,
+  implicitGemmConv: true,
   recomputeBlocks: false,
 } satisfies WebgpuKernelOptions;
 
@@ -47,7 +51,13 @@ function initial(): WebgpuKernelOptions {
     off = Deno.env.get("TEXFORCE_WEBGPU_KERNELS") === "off";
   } catch { /* no env permission: defaults */ }
   return off
-    ? { flashAttention: false, tiledMatmul: false, groupNormSilu: false, recomputeBlocks: false }
+    ? {
+      flashAttention: false,
+      tiledMatmul: false,
+      groupNormSilu: false,
+      implicitGemmConv: false,
+      recomputeBlocks: false,
+    }
     : { ...webgpuKernelDefaults };
 }
 
@@ -103,7 +113,7 @@ export function webgpuKernels(): WebgpuKernelOptions {
  * ```
  */
 export function useWebgpuKernel(
-  name: "flashAttention" | "tiledMatmul" | "groupNormSilu",
+  name: "flashAttention" | "tiledMatmul" | "groupNormSilu" | "implicitGemmConv",
 ): boolean {
   return current[name] && tf.getBackend() === "webgpu";
 }

@@ -8,3 +8,4 @@ export * from "./kernel_options.ts";
 export * from "./flash_attention.ts";
 export * from "./tiled_matmul.ts";
 export * from "./group_norm_silu.ts";
+export * from "./implicit_gemm_conv.ts";

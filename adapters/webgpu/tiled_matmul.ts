@@ -9,16 +9,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
-import {
-  registerWebgpuKernel,
-  runKernel,
-  type WebGPUBackendLike,
-  wgslProgram,
-} from "./_program.ts";
+import { registerWebgpuKernel, runKernel, type WebGPUBackendLike } from "./_program.ts";
+import { gemmProgram } from "./_tiled_gemm.ts";
 
 const KERNEL = "TexforceTiledMatMul";
-const TILE = 64;
-const TK = 16;
 
 function matMulKernel(args: {
   inputs: tf.NamedTensorInfoMap;
@@ -37,88 +31,17 @@ function matMulKernel(args: {
   const m = transposeA ? ac : ar;
   const k = transposeA ? ar : ac;
   const n = transposeB ? br : bc;
-  // Element (row, kk) of op(A) and (kk, col) of op(B), as flat indices within one batch.
+  // Element (row, kk) of op(A) and (kk, col) of op(B), within batch bt.
   const aIndex = transposeA ? "kk * uniforms.m + row" : "row * uniforms.k + kk";
   const bIndex = transposeB ? "col * uniforms.k + kk" : "kk * uniforms.n + col";
-  // Map a thread's load slot to tile coordinates so that consecutive threads read consecutive
-  // addresses of the operand as it is stored.
-  const aSlot = transposeA
-    ? "let r = e % 64; let kk0 = e / 64;"
-    : "let r = e / 16; let kk0 = e % 16;";
-  const bSlot = transposeB
-    ? "let r = e / 16; let kk0 = e % 16;"
-    : "let r = e % 64; let kk0 = e / 64;";
-  const code = `
-    // asub[kk * 16 + i] holds rows 4i..4i+3 of column kk of the A slice; bsub likewise for B.
-    var<workgroup> asub : array<vec4<f32>, ${TK * 16}>;
-    var<workgroup> bsub : array<vec4<f32>, ${TK * 16}>;
-    fn main() {
-      let tx = i32(localId.x) % 16;
-      let ty = i32(localId.x) / 16;
-      let tid = i32(localId.x);
-      let row0 = i32(workgroupId.y) * ${TILE};
-      let col0 = i32(workgroupId.x) * ${TILE};
-      let bt = i32(workgroupId.z);
-      let aOff = bt * uniforms.m * uniforms.k;
-      let bOff = bt * uniforms.k * uniforms.n;
-      var acc : array<vec4<f32>, 4>;
-      for (var i = 0; i < 4; i++) { acc[i] = vec4<f32>(0.0); }
-      for (var k0 = 0; k0 < uniforms.k; k0 += ${TK}) {
-        for (var s = 0; s < 4; s++) {
-          let e = tid + s * 256;
-          {
-            ${aSlot}
-            let row = row0 + r;
-            let kk = k0 + kk0;
-            var v = 0.0;
-            if (row < uniforms.m && kk < uniforms.k) { v = a[aOff + ${aIndex}]; }
-            asub[kk0 * 16 + r / 4][r % 4] = v;
-          }
-          {
-            ${bSlot}
-            let col = col0 + r;
-            let kk = k0 + kk0;
-            var v = 0.0;
-            if (col < uniforms.n && kk < uniforms.k) { v = b[bOff + ${bIndex}]; }
-            bsub[kk0 * 16 + r / 4][r % 4] = v;
-          }
-        }
-        workgroupBarrier();
-        for (var kk = 0; kk < ${TK}; kk++) {
-          let av = asub[kk * 16 + ty];
-          let bv = bsub[kk * 16 + tx];
-          acc[0] += av.x * bv;
-          acc[1] += av.y * bv;
-          acc[2] += av.z * bv;
-          acc[3] += av.w * bv;
-        }
-        workgroupBarrier();
-      }
-      let cOff = bt * uniforms.m * uniforms.n;
-      for (var i = 0; i < 4; i++) {
-        let row = row0 + ty * 4 + i;
-        if (row < uniforms.m) {
-          for (var j = 0; j < 4; j++) {
-            let col = col0 + tx * 4 + j;
-            if (col < uniforms.n) {
-              ${
-    bias
-      ? "result[cOff + row * uniforms.n + col] = acc[i][j] + bias[col];"
-      : "result[cOff + row * uniforms.n + col] = acc[i][j];"
-  }
-            }
-          }
-        }
-      }
-    }`;
-  const program = wgslProgram({
+  const program = gemmProgram({
     key: `texforceTiledMatMul_${transposeA}_${transposeB}_${bias ? "bias" : ""}`,
-    outputSize: batch * m * n,
-    dispatch: [Math.ceil(n / TILE), Math.ceil(m / TILE), batch],
-    workgroupSize: 256,
-    inputs: bias ? ["a", "b", "bias"] : ["a", "b"],
-    uniforms: "m : i32, n : i32, k : i32,",
-    code,
+    batch,
+    m,
+    n,
+    a: { read: `return a[bt * uniforms.m * uniforms.k + ${aIndex}];`, contiguousK: !transposeA },
+    b: { read: `return b[bt * uniforms.k * uniforms.n + ${bIndex}];`, contiguousK: transposeB },
+    bias: Boolean(bias),
   });
   const inputs = bias ? [a!, b!, bias] : [a!, b!];
   const flat = backend.runWebGPUProgram(program, inputs, "float32", [
