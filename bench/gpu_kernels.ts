@@ -70,7 +70,7 @@ const OFF: Partial<WebgpuKernelOptions> = {
   groupNormSilu: false,
   implicitGemmConv: false,
 };
-const ON: Partial<WebgpuKernelOptions> = {
+const ON: Partial<WebgpuKernelOptions> & { gemmTile?: 64 | 128 } = {
   flashAttention: true,
   tiledMatmul: true,
   groupNormSilu: true,
@@ -115,6 +115,7 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
       only: { type: "string", default: "attention,matmul,conv,unet,clip,vae" },
       warmup: { type: "string", default: "1" },
       runs: { type: "string", default: "5" },
+      "gemm-tile": { type: "string", default: "64" },
       out: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -122,11 +123,13 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
   if (values.help) {
     console.log(
       "gpu_kernels: [--tiny] [--only attention,matmul,conv,unet,clip,vae] [--warmup 1] [--runs 5] " +
-        "[--out DIR]",
+        "[--gemm-tile 64|128] [--out DIR]",
     );
     return [];
   }
   const tiny = values.tiny;
+  // The models' rows run the texforce path with this GEMM tile (64 or 128).
+  ON.gemmTile = Number(values["gemm-tile"]) === 128 ? 128 : 64;
   const only = new Set(values.only.split(","));
   const warmup = Number(values.warmup);
   const runs = Number(values.runs);
@@ -229,12 +232,13 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
       const a = tf.randomNormal([n, n]);
       const bm = tf.randomNormal([n, n]);
       for (
-        const [path, f] of [
-          ["stock", () => tf.matMul(a, bm)],
-          ["texforce", () => tiledMatMul(a, bm)],
+        const [path, f, tile] of [
+          ["stock", () => tf.matMul(a, bm), 64],
+          ["texforce", () => tiledMatMul(a, bm), 64],
+          ["texforce tile 128", () => tiledMatMul(a, bm), 128],
         ] as const
       ) {
-        await time(`matmul ${n}²`, path, {}, async () => {
+        await time(`matmul ${n}²`, path, { gemmTile: tile }, async () => {
           const y = f();
           await y.data();
           y.dispose();
@@ -252,12 +256,13 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
     const flop = 2 * 2 * side * side * ch * ch * 9;
     const label = `conv 3×3 2×${side}×${side}×${ch}→${ch}`;
     for (
-      const [path, f] of [
-        ["stock", () => tf.conv2d(x, w, 1, "same")],
-        ["texforce", () => conv3x3(x, w)],
+      const [path, f, tile] of [
+        ["stock", () => tf.conv2d(x, w, 1, "same"), 64],
+        ["texforce", () => conv3x3(x, w), 64],
+        ["texforce tile 128", () => conv3x3(x, w), 128],
       ] as const
     ) {
-      await time(label, path, {}, async () => {
+      await time(label, path, { gemmTile: tile }, async () => {
         const y = f();
         await y.data();
         y.dispose();

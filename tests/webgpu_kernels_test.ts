@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { useBackend } from "../core/backend.ts";
 import { multiHeadAttention } from "../adapters/nn/attention.ts";
 import { flashAttention } from "../adapters/webgpu/flash_attention.ts";
-import { setWebgpuKernels } from "../adapters/webgpu/kernel_options.ts";
+import { setWebgpuKernels, webgpuKernelDefaults } from "../adapters/webgpu/kernel_options.ts";
 import { tiledConstLinear, tiledMatMul } from "../adapters/webgpu/tiled_matmul.ts";
 import { groupNormSilu } from "../adapters/webgpu/group_norm_silu.ts";
 import { conv3x3 } from "../adapters/webgpu/implicit_gemm_conv.ts";
@@ -167,8 +167,11 @@ Deno.test({
     await useBackend("webgpu");
     for (const [batch, m, k, n] of MATMUL_SHAPES) {
       for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+        // Both GEMM tiles (64: 4 × 4 per thread, 128: 8 × 8), alternating to bound the time.
+        const tile = (m + k + n + Number(ta) + 2 * Number(tb)) % 2 ? 128 : 64;
+        setWebgpuKernels({ gemmTile: tile });
         await t.step(
-          `${batch || "2-D"} ${m}×${k}×${n} ${ta ? "Aᵀ" : "A"}·${tb ? "Bᵀ" : "B"}`,
+          `${batch || "2-D"} ${m}×${k}×${n} ${ta ? "Aᵀ" : "A"}·${tb ? "Bᵀ" : "B"} tile ${tile}`,
           () =>
             noGpuErrors(async () => {
               const lead = batch ? [batch] : [];
@@ -200,6 +203,7 @@ Deno.test({
         );
       }
     }
+    setWebgpuKernels({ gemmTile: webgpuKernelDefaults.gemmTile });
     await t.step(
       "frozen linear with bias: forward and input gradient",
       () =>
@@ -300,9 +304,11 @@ Deno.test({
   ignore: !hasWebgpu,
   fn: async (t) => {
     await useBackend("webgpu");
-    for (const [b, h, w, cin, cout, hasBias] of CONV_CASES) {
+    for (const c of CONV_CASES.flatMap((cc) => [64, 128].map((tile) => ({ cc, tile })))) {
+      const [b, h, w, cin, cout, hasBias] = c.cc;
+      setWebgpuKernels({ gemmTile: c.tile as 64 | 128 });
       await t.step(
-        `${b}×${h}×${w}×${cin} → ${cout}${hasBias ? " + bias" : ""}`,
+        `${b}×${h}×${w}×${cin} → ${cout}${hasBias ? " + bias" : ""} tile ${c.tile}`,
         () =>
           noGpuErrors(async () => {
             const x = seeded([b, h, w, cin], 18) as tf.Tensor4D;
@@ -340,6 +346,7 @@ Deno.test({
   ignore: !hasWebgpu,
   fn: async () => {
     await useBackend("webgpu");
+    setWebgpuKernels({ gemmTile: webgpuKernelDefaults.gemmTile });
     await noGpuErrors(async () => {
       const unet = await UNet2DConditionModel.load(fixture("sd-tiny", "tiny-sd", "unet"));
       const c = unet.config;

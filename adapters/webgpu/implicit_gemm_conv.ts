@@ -12,6 +12,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { Tensor1D, Tensor4D } from "../../core/tensor_types.ts";
 import { registerWebgpuKernel, runKernel, type WebGPUBackendLike } from "./_program.ts";
 import { gemmProgram } from "./_tiled_gemm.ts";
+import { webgpuKernels } from "./kernel_options.ts";
 
 const FORWARD = "TexforceConv3x3";
 const GRAD_INPUT = "TexforceConv3x3GradInput";
@@ -62,6 +63,7 @@ function convKernel(grad: boolean) {
         : { read: "return b[kk * uniforms.n + col];", contiguousK: false },
       bias: Boolean(bias),
       uniforms: "h : i32, w : i32, c : i32,",
+      tile: webgpuKernels().gemmTile,
     });
     const inputs = bias ? [x!, w!, bias] : [x!, w!];
     const out = backend.runWebGPUProgram(program, inputs, "float32", [

@@ -16,7 +16,7 @@ import * as tf from "@tensorflow/tfjs";
  * import type { WebgpuKernelOptions } from "@texforce/core/adapters";
  * const o: WebgpuKernelOptions = {
  *   flashAttention: true, tiledMatmul: true, groupNormSilu: true, implicitGemmConv: true,
- *   recomputeBlocks: false,
+ *   recomputeBlocks: false, gemmTile: 64,
  * };
  * ```
  */
@@ -34,6 +34,12 @@ export interface WebgpuKernelOptions {
    * activations (any backend): less memory, about one more forward of compute.
    */
   recomputeBlocks: boolean;
+  /**
+   * Output tile of the tiled matmul and the implicit-GEMM conv: 64 (4 × 4 outputs per thread,
+   * 8 KiB of workgroup memory) or 128 (8 × 8 per thread, 16 KiB; more reuse per load, more
+   * registers). Which is faster depends on the GPU: `bench/gpu_kernels.ts` times both.
+   */
+  gemmTile: 64 | 128;
 }
 
 /** Defaults: the kernels on (for webgpu only), block recomputation off. */
@@ -43,6 +49,7 @@ export const webgpuKernelDefaults = {
   groupNormSilu: true,
   implicitGemmConv: true,
   recomputeBlocks: false,
+  gemmTile: 64,
 } satisfies WebgpuKernelOptions;
 
 function initial(): WebgpuKernelOptions {
@@ -57,6 +64,7 @@ function initial(): WebgpuKernelOptions {
       groupNormSilu: false,
       implicitGemmConv: false,
       recomputeBlocks: false,
+      gemmTile: 64,
     }
     : { ...webgpuKernelDefaults };
 }
@@ -84,7 +92,11 @@ export function setWebgpuKernels(options: Partial<WebgpuKernelOptions>): WebgpuK
         }`,
       );
     }
-    if (typeof v !== "boolean") throw new Error(`setWebgpuKernels: '${k}' must be a boolean`);
+    if (k === "gemmTile") {
+      if (v !== 64 && v !== 128) throw new Error(`setWebgpuKernels: 'gemmTile' must be 64 or 128`);
+    } else if (typeof v !== "boolean") {
+      throw new Error(`setWebgpuKernels: '${k}' must be a boolean`);
+    }
   }
   current = { ...current, ...options };
   return before;

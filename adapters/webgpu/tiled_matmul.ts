@@ -11,6 +11,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { registerWebgpuKernel, runKernel, type WebGPUBackendLike } from "./_program.ts";
 import { gemmProgram } from "./_tiled_gemm.ts";
+import { webgpuKernels } from "./kernel_options.ts";
 
 const KERNEL = "TexforceTiledMatMul";
 
@@ -42,6 +43,7 @@ function matMulKernel(args: {
     a: { read: `return a[bt * uniforms.m * uniforms.k + ${aIndex}];`, contiguousK: !transposeA },
     b: { read: `return b[bt * uniforms.k * uniforms.n + ${bIndex}];`, contiguousK: transposeB },
     bias: Boolean(bias),
+    tile: webgpuKernels().gemmTile,
   });
   const inputs = bias ? [a!, b!, bias] : [a!, b!];
   const flat = backend.runWebGPUProgram(program, inputs, "float32", [
