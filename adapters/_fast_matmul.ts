@@ -8,11 +8,17 @@
 // extra transposes are cheap on every backend.
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D, Tensor2D } from "../core/tensor_types.ts";
+import { tiledConstLinear, tiledMatMul } from "./webgpu/tiled_matmul.ts";
+import { useWebgpuKernel } from "./webgpu/kernel_options.ts";
+
+// On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
+// (time embeddings, a handful of rows) would leave most of a 64-row tile idle.
+const TILED_MIN_ROWS = 32;
 
 type CustomGradFunc = Parameters<typeof tf.customGrad>[0];
 
 /** `a · b` (2-D) with gradients for both inputs computed from untransposed products. */
-export const matMul2d: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
+const matMul2dStock: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
   ((a: Tensor2D, b: Tensor2D, save: tf.GradSaveFunc) => {
     save([a, b]);
     return {
@@ -26,10 +32,31 @@ export const matMul2d: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
 ) as unknown as (a: Tensor2D, b: Tensor2D) => Tensor2D;
 
 /**
+ * `a · b` (2-D) with gradients for both inputs: texforce's tiled kernel on webgpu, else products
+ * whose gradients are untransposed (wasm's fast path).
+ */
+export function matMul2d(a: Tensor2D, b: Tensor2D): Tensor2D {
+  if (useWebgpuKernel("tiledMatmul") && a.shape[0] >= TILED_MIN_ROWS) {
+    return tiledMatMul(a, b) as Tensor2D;
+  }
+  return matMul2dStock(a, b);
+}
+
+/**
  * `x · w (+ bias)` for a constant weight `w` [in, out]: the gradient flows to `x` only (no
  * wasted weight gradient), as `(w · dyᵀ)ᵀ`.
  */
 export function constLinear(
+  w: Tensor2D,
+  bias?: Tensor1D,
+): (x: Tensor2D) => Tensor2D {
+  const stock = constLinearStock(w, bias);
+  const tiled = tiledConstLinear(w, bias);
+  return (x: Tensor2D): Tensor2D =>
+    useWebgpuKernel("tiledMatmul") && x.shape[0] >= TILED_MIN_ROWS ? tiled(x) : stock(x);
+}
+
+function constLinearStock(
   w: Tensor2D,
   bias?: Tensor1D,
 ): (x: Tensor2D) => Tensor2D {

@@ -16,6 +16,8 @@ import type { WeightSource } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { multiHeadAttention } from "./nn/attention.ts";
+import { FLASH_MAX_HEAD_DIM, flashAttention } from "./webgpu/flash_attention.ts";
+import { useWebgpuKernel } from "./webgpu/kernel_options.ts";
 import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
 import { disposeLinear, type LinearWeights } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
@@ -354,7 +356,10 @@ export class ClipTextModel {
         const q = this.#linear(`${p}.self_attn.q_proj`, x, lora).reshape([b, l, d]);
         const k = this.#linear(`${p}.self_attn.k_proj`, x, lora).reshape([b, l, d]);
         const v = this.#linear(`${p}.self_attn.v_proj`, x, lora).reshape([b, l, d]);
-        const att = multiHeadAttention(q, k, v, cfg.numAttentionHeads, causal)
+        const att = (useWebgpuKernel("flashAttention") &&
+            d / cfg.numAttentionHeads <= FLASH_MAX_HEAD_DIM
+          ? flashAttention(q, k, v, { heads: cfg.numAttentionHeads, causal: true })
+          : multiHeadAttention(q, k, v, cfg.numAttentionHeads, causal))
           .reshape([b * l, d]) as Tensor2D;
         h = tf.add(h, this.#linear(`${p}.self_attn.out_proj`, att, lora));
         const y = layerNorm(h, layer.ln2) as Tensor2D;

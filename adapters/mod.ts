@@ -34,3 +34,4 @@ export * from "./bert_tokenizer.ts";
 export * from "./blip_vit.ts";
 export * from "./bert_cross_encoder.ts";
 export * from "./image_reward_model.ts";
+export * from "./webgpu/mod.ts";

@@ -11,9 +11,8 @@ import { join } from "node:path";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { conv2d, type Conv2dWeights, loadConv2d } from "./nn/conv2d.ts";
-import { groupNorm, type GroupNormWeights, loadGroupNorm } from "./nn/group_norm.ts";
+import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "./nn/group_norm.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
-import { silu } from "./unet/_activations.ts";
 import type { LinearRegistry } from "./unet/_linear_registry.ts";
 import {
   loadTimestepEmbedding,
@@ -35,7 +34,9 @@ import {
 } from "./unet/unet_blocks.ts";
 import { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
 import { mergeUNetLora, type UNetLora } from "./unet/unet_lora.ts";
-import type { Tensor, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import { recomputed } from "./nn/recompute.ts";
+import { webgpuKernels } from "./webgpu/kernel_options.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
 export { loadUNetLora, type LoraPair, type UNetLora } from "./unet/unet_lora.ts";
@@ -108,6 +109,13 @@ export class UNet2DConditionModel {
    * batch 2); results and gradients do not change.
    */
   attentionSlice = 0;
+  /**
+   * Recompute each down, mid and up block's activations in the backward pass instead of keeping
+   * them (gradients reach the sample and encoder states, not the UNet's weights): roughly a
+   * third more compute for a tape that holds only block inputs. Default: the
+   * `recomputeBlocks` switch of {@linkcode setWebgpuKernels} (off).
+   */
+  recomputeBlocks: boolean = webgpuKernels().recomputeBlocks;
   #w: UNetWeights;
   #linears: LinearRegistry;
 
@@ -318,21 +326,49 @@ export class UNet2DConditionModel {
       let x: Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
       x = conv2d(x, w.convIn);
       const skips: Tensor4D[] = [x];
+      // With recomputeBlocks, each block keeps only its inputs for the backward pass and runs
+      // again there (see adapters/nn/recompute.ts).
+      const block = this.recomputeBlocks
+        ? (f: (...xs: Tensor[]) => Tensor[], xs: Tensor[]) => recomputed(f, xs)
+        : (f: (...xs: Tensor[]) => Tensor[], xs: Tensor[]) => f(...xs);
+      const states = encoderHiddenStates;
       for (const d of w.down) {
-        const r = downBlock(d, x, emb, encoderHiddenStates, slice);
-        x = r.hidden;
-        skips.push(...r.skips);
+        const [hidden, ...r] = block((xx, e, ctx) => {
+          const o = downBlock(d, xx as Tensor4D, e as Tensor2D, ctx as Tensor3D, slice);
+          return [o.hidden, ...o.skips];
+        }, [x, emb, states]);
+        x = hidden as Tensor4D;
+        skips.push(...(r as Tensor4D[]));
       }
-      if (w.mid) x = midBlock(w.mid, x, emb, encoderHiddenStates, slice);
+      if (w.mid) {
+        const mid = w.mid;
+        x = block(
+          (xx, e, ctx) => [midBlock(mid, xx as Tensor4D, e as Tensor2D, ctx as Tensor3D, slice)],
+          [x, emb, states],
+        )[0] as Tensor4D;
+      }
       for (const u of w.up) {
         const mine = skips.splice(skips.length - u.resnets.length, u.resnets.length);
         const next = skips[skips.length - 1];
         const size: [number, number] | undefined = u.upsampler && next
           ? [next.shape[1], next.shape[2]]
           : undefined;
-        x = upBlock(u, x, mine, emb, encoderHiddenStates, slice, size);
+        x = block(
+          (xx, e, ctx, ...sk) => [
+            upBlock(
+              u,
+              xx as Tensor4D,
+              sk as Tensor4D[],
+              e as Tensor2D,
+              ctx as Tensor3D,
+              slice,
+              size,
+            ),
+          ],
+          [x, emb, states, ...mine],
+        )[0] as Tensor4D;
       }
-      x = silu(groupNorm(x, w.convNormOut)) as Tensor4D;
+      x = groupNormThenSilu(x, w.convNormOut) as Tensor4D;
       return conv2d(x, w.convOut);
     });
   }

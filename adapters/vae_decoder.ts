@@ -10,9 +10,13 @@ import { join } from "node:path";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { conv2d, type Conv2dWeights, loadConv2d } from "./nn/conv2d.ts";
-import { groupNorm, type GroupNormWeights, loadGroupNorm } from "./nn/group_norm.ts";
+import {
+  groupNorm,
+  groupNormThenSilu,
+  type GroupNormWeights,
+  loadGroupNorm,
+} from "./nn/group_norm.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
-import { silu } from "./unet/_activations.ts";
 import { attention, type AttentionWeights, loadAttention } from "./unet/attention.ts";
 import { loadUpsample, upsample } from "./unet/resample.ts";
 import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "./unet/resnet_block.ts";
@@ -278,7 +282,7 @@ export class VaeDecoder {
         for (const rb of u.resnets) h = resnetBlock(rb, h);
         if (u.upsampler) h = upsample(u.upsampler, h);
       }
-      h = silu(groupNorm(h, w.convNormOut)) as Tensor4D;
+      h = groupNormThenSilu(h, w.convNormOut) as Tensor4D;
       return conv2d(h, w.convOut);
     });
   }

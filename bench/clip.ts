@@ -15,7 +15,7 @@ import { type ClipTextConfig, ClipTextModel } from "../adapters/clip_text_model.
 import { LoraAdapter, LoraStack } from "../adapters/lora.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 
-const SD15_TEXT: ClipTextConfig = {
+export const SD15_TEXT: ClipTextConfig = {
   vocabSize: 49408,
   hiddenSize: 768,
   intermediateSize: 3072,
@@ -28,7 +28,7 @@ const SD15_TEXT: ClipTextConfig = {
 };
 
 /** SD 1.5 text encoder keys and shapes, values drawn on demand (so no file is needed). */
-class RandomClipWeights implements WeightSource {
+export class RandomClipWeights implements WeightSource {
   readonly path = "<random ViT-L/14 text weights>";
   #shapes = new Map<string, number[]>();
   #seed = 1;

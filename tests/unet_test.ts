@@ -91,6 +91,27 @@ Deno.test("unet: gradient into the encoder states, no leaks", async () => {
   unet.dispose();
 });
 
+Deno.test("unet: block recomputation gives the same gradients, no leaks", async () => {
+  await useBackend("wasm");
+  const unet = await UNet2DConditionModel.load(UNET_DIR);
+  const { sample, timesteps, states } = await inputs();
+  const loss = (s: tf.Tensor, x: tf.Tensor) =>
+    unet.forward(x as tf.Tensor4D, timesteps, s as tf.Tensor3D).square().mean();
+  const [gs0, gx0] = tf.grads(loss)([states, sample]);
+  unet.recomputeBlocks = true;
+  const y0 = unet.forward(sample, timesteps, states);
+  const n0 = tf.memory().numTensors;
+  const [gs1, gx1] = tf.grads(loss)([states, sample]);
+  assertClose(await gs1.data(), await gs0.data(), 1e-6, "recomputed blocks: d/d states");
+  assertClose(await gx1.data(), await gx0.data(), 1e-6, "recomputed blocks: d/d sample");
+  tf.dispose([gs1, gx1]);
+  assert.equal(tf.memory().numTensors, n0, "the recomputing backward pass leaves no tensors");
+  const y1 = unet.forward(sample, timesteps, states);
+  assertClose(await y1.data(), await y0.data(), 0, "forward unchanged");
+  tf.dispose([gs0, gx0, y0, y1]);
+  unet.dispose();
+});
+
 Deno.test("unet: config resolution and unsupported values", () => {
   const sd1 = parseUNetConfig({ attention_head_dim: 8, cross_attention_dim: 768 }, "c.json");
   assert.deepEqual(sd1.numAttentionHeads, [8, 8, 8, 8]);

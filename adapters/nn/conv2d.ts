@@ -6,6 +6,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
 import type { Tensor1D, Tensor4D } from "../../core/tensor_types.ts";
+import { conv3x3 } from "../webgpu/implicit_gemm_conv.ts";
+import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 
 /** Conv2d parameters. */
 export interface Conv2dWeights {
@@ -35,6 +37,15 @@ export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
   return tf.tidy(() => {
     // The rewritten input gradient is for tfjs-wasm; on webgpu (which has its own fast
     // backprop kernel) it gave wrong gradients, so other backends keep the stock convolution.
+    // texforce's implicit-GEMM kernel on webgpu for the UNet's and VAE's 3×3 "same" convs
+    // (bias fused); tests/webgpu_kernels_test.ts checks it and its input gradient.
+    const [kh, kw] = w.weight.shape;
+    if (
+      useWebgpuKernel("implicitGemmConv") && kh === 3 && kw === 3 && w.stride === 1 &&
+      w.padding === 1
+    ) {
+      return conv3x3(x, w.weight, w.bias);
+    }
     let y = tf.getBackend() === "wasm"
       ? constConv(w.weight, w.stride, w.padding)(x)
       : tf.conv2d(x, w.weight, w.stride, w.padding === 0 ? "valid" : symmetric(w.padding));

@@ -6,6 +6,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
+import { groupNormSilu } from "../webgpu/group_norm_silu.ts";
+import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 
 /** GroupNorm parameters. */
 export interface GroupNormWeights {
@@ -32,6 +34,8 @@ export interface GroupNormWeights {
  * ```
  */
 export function groupNorm(x: Tensor, w: GroupNormWeights): Tensor {
+  // On webgpu: texforce's two-pass kernel (see adapters/webgpu/group_norm_silu.ts).
+  if (useWebgpuKernel("groupNormSilu")) return groupNormSilu(x, w, false);
   return tf.tidy(() => {
     const shape = x.shape;
     const b = shape[0];
@@ -41,6 +45,26 @@ export function groupNorm(x: Tensor, w: GroupNormWeights): Tensor {
     const { mean, variance } = tf.moments(xg, [1, 3], true);
     const y = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, w.eps))).reshape(shape);
     return tf.add(tf.mul(y, w.weight), w.bias);
+  });
+}
+
+/**
+ * SiLU(GroupNorm(x)): one fused kernel on webgpu, the stock ops elsewhere.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { groupNormThenSilu } from "@texforce/core/adapters";
+ * const y = groupNormThenSilu(tf.ones([1, 4, 4, 8]), {
+ *   weight: tf.ones([8]), bias: tf.zeros([8]), groups: 2, eps: 1e-5,
+ * });
+ * ```
+ */
+export function groupNormThenSilu(x: Tensor, w: GroupNormWeights): Tensor {
+  if (useWebgpuKernel("groupNormSilu")) return groupNormSilu(x, w, true);
+  return tf.tidy(() => {
+    const y = groupNorm(x, w);
+    return tf.mul(y, tf.sigmoid(y));
   });
 }
 

@@ -9,3 +9,4 @@ export * from "./layer_norm.ts";
 export * from "./group_norm.ts";
 export * from "./conv2d.ts";
 export * from "./attention.ts";
+export * from "./recompute.ts";

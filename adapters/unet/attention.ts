@@ -7,6 +7,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { batchMatMul } from "../_fast_matmul.ts";
 import { multiHeadAttention } from "../nn/attention.ts";
+import { FLASH_MAX_HEAD_DIM, flashAttention } from "../webgpu/flash_attention.ts";
+import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
@@ -94,7 +96,9 @@ export async function loadAttention(
  * `slice` > 0 processes that many queries at a time, so the [B, heads, slice, Lk] score matrix
  * stays small, and its gradient recomputes the attention probabilities slice by slice instead
  * of keeping them for the backward pass (which at 64×64 latents would hold gigabytes per layer).
- * The result and the gradients are the same as without slicing.
+ * The result and the gradients are the same as without slicing. On webgpu (unless switched off
+ * with `setWebgpuKernels({ flashAttention: false })`) the tiled attention kernel runs instead of
+ * both, which never holds the score matrix at all; `slice` is then not needed.
  *
  * @example
  * ```ts
@@ -118,7 +122,9 @@ export function attention(
     const [b, lq, d] = q.shape as [number, number, number];
     const lk = k.shape[1] as number;
     let h: Tensor;
-    if (slice > 0 && lq > slice) {
+    if (useWebgpuKernel("flashAttention") && d / w.heads <= FLASH_MAX_HEAD_DIM) {
+      h = flashAttention(q, k, v, { heads: w.heads });
+    } else if (slice > 0 && lq > slice) {
       const dh = d / w.heads;
       const heads = (t: Tensor, l: number) =>
         t.reshape([b, l, w.heads, dh]).transpose([0, 2, 1, 3]) as Tensor4D;

@@ -7,7 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
-import { groupNorm, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
+import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { silu } from "./_activations.ts";
@@ -125,13 +125,13 @@ export function resnetBlock(
   temb?: Tensor2D,
 ): Tensor4D {
   return tf.tidy(() => {
-    let h = conv2d(silu(groupNorm(x, w.norm1)) as Tensor4D, w.conv1);
+    let h = conv2d(groupNormThenSilu(x, w.norm1) as Tensor4D, w.conv1);
     if (w.timeEmbProj) {
       if (!temb) throw new Error("resnetBlock: this block needs a time embedding");
       const t = linear(silu(temb), w.timeEmbProj);
       h = tf.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1] as number]));
     }
-    h = conv2d(silu(groupNorm(h, w.norm2)) as Tensor4D, w.conv2);
+    h = conv2d(groupNormThenSilu(h, w.norm2) as Tensor4D, w.conv2);
     const skip = w.convShortcut ? conv2d(x, w.convShortcut) : x;
     const out = tf.add(skip, h);
     return (w.outputScaleFactor === 1 ? out : tf.div(out, w.outputScaleFactor)) as Tensor4D;
