@@ -211,8 +211,10 @@ export class OpenClipTokenizer {
         bos_token: "<start_of_text>",
         eos_token: "<end_of_text>",
         unk_token: "<end_of_text>",
-        // Id 0 (`!`): open_clip pads with zeros.
-        pad_token: vocabList[0],
+        // encodeBatch pads with id 0 itself. "!" (id 0) must not be a special token here:
+        // ClipTokenizer splits special tokens out of the text (as transformers does), while
+        // open_clip treats "!" as ordinary text.
+        pad_token: "<end_of_text>",
         model_max_length: options.contextLength ?? 77,
       },
       paths: { vocab: path, merges: path },
