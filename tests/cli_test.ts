@@ -565,7 +565,10 @@ Deno.test("cli: Ctrl-C stops a run with exit code 130", async () => {
     assert.equal(status.code, 130, stderr);
     assert.match(stderr, /interrupt: stopping after the current step/);
     // The hint is the exact command that continues this run, --set flags included.
-    const hint = "texforce run examples/tiny_brightness.yaml --set train.epochs=1000 --set " +
+    // Under `deno task` (INIT_CWD set, and inherited by the child) it is the task's form.
+    const task = Deno.env.get("INIT_CWD") !== undefined ? "deno task " : "";
+    const hint =
+      `${task}texforce run examples/tiny_brightness.yaml --set train.epochs=1000 --set ` +
       `backend=wasm --set output.saveImages=false --set output.dir=${dir} --resume`;
     assert.ok(stderr.includes(`continue this run with:\n  ${hint}`), stderr);
     assert.ok(!stderr.includes("    at "), stderr);
