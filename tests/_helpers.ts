@@ -120,3 +120,41 @@ export async function availableBackends(): Promise<string[]> {
   if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
   return out;
 }
+
+/**
+ * Check the analytic derivative of `f` at `x` along `grad`'s direction against central finite
+ * differences with two steps relative to the input's scale (`rels` · ‖x‖), so the check means
+ * the same for inputs of any magnitude; each must agree within `tol` relative. Returns the
+ * analytic value and each step's relative error.
+ */
+export function checkDirectionalDerivative(
+  f: (x: tf.Tensor) => number,
+  x: tf.Tensor,
+  grad: tf.Tensor,
+  what: string,
+  { rels = [1e-3, 2.5e-4], tol = 2e-2 }: { rels?: number[]; tol?: number } = {},
+): { analytic: number; errors: number[] } {
+  const dir = tf.tidy(() => tf.div(grad, tf.norm(grad)));
+  const analytic = tf.tidy(() => tf.sum(tf.mul(grad, dir)).dataSync()[0]);
+  const scale = tf.tidy(() => tf.norm(x).dataSync()[0]);
+  const errors = rels.map((rel) => {
+    const h = rel * scale;
+    const at = (s: number) => {
+      const xs = tf.tidy(() => tf.add(x, tf.mul(dir, s * h)));
+      const v = f(xs);
+      xs.dispose();
+      return v;
+    };
+    const fd = (at(1) - at(-1)) / (2 * h);
+    const err = Math.abs(fd - analytic) / Math.abs(analytic);
+    if (!(err <= tol)) {
+      throw new Error(
+        `${what}: finite difference ${fd} (h = ${h.toExponential(2)}) vs analytic ${analytic}: ` +
+          `relative error ${err.toExponential(2)} > ${tol}`,
+      );
+    }
+    return err;
+  });
+  dir.dispose();
+  return { analytic, errors };
+}
