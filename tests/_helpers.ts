@@ -117,7 +117,10 @@ export async function availableBackends(): Promise<string[]> {
     Deno.env.set("XDG_RUNTIME_DIR", dir);
   }
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
-  if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
+  if (gpu && (await gpu.requestAdapter().catch(() => null))) {
+    out.push("webgpu");
+    releaseWebgpuOnUnload();
+  }
   return out;
 }
 
@@ -157,4 +160,25 @@ export function checkDirectionalDerivative(
   });
   dir.dispose();
   return { analytic, errors };
+}
+
+let webgpuReleaseArmed = false;
+
+/**
+ * Release tfjs' WebGPU backend and destroy its device when the test module unloads. A device
+ * still alive at process exit is torn down by the Vulkan driver's exit handlers (lavapipe's
+ * threads racing the C library's), which now and then aborts a run that passed ("double free or
+ * corruption", exit code 134).
+ */
+export function releaseWebgpuOnUnload(): void {
+  if (webgpuReleaseArmed) return;
+  webgpuReleaseArmed = true;
+  globalThis.addEventListener("unload", () => {
+    // The engine's registry, not tf.findBackend, which would start a backend never started.
+    const backend = tf.engine().registry["webgpu"] as { device?: GPUDevice } | undefined;
+    if (!backend) return;
+    const device = backend.device;
+    tf.removeBackend("webgpu"); // frees its buffers and textures
+    device?.destroy();
+  });
 }
