@@ -110,6 +110,13 @@ export function nchwToNhwc(t: HostTensor): tf.Tensor4D {
 /** Backends to run parity tests on: cpu and wasm always, webgpu when an adapter exists. */
 export async function availableBackends(): Promise<string[]> {
   const out = ["cpu", "wasm"];
+  // On Linux, wgpu probes its GL backend too, which loads libEGL (libglvnd); at process exit
+  // libEGL's destructor races a thread freeing its thread-specific data, and a run that passed
+  // aborts ("double free or corruption", exit code 134; 3 of 40 runs of vae_test.ts). The adapter
+  // used is Vulkan's (lavapipe) either way, so keep wgpu to Vulkan unless the caller chose.
+  if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
+    Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
+  }
   // Quiet wgpu's Vulkan loader (it wants XDG_RUNTIME_DIR) as useBackend does.
   if (!Deno.env.get("XDG_RUNTIME_DIR")) {
     const dir = await Deno.makeTempDir({ prefix: "texforce-xdg-" });
@@ -117,10 +124,7 @@ export async function availableBackends(): Promise<string[]> {
     Deno.env.set("XDG_RUNTIME_DIR", dir);
   }
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
-  if (gpu && (await gpu.requestAdapter().catch(() => null))) {
-    out.push("webgpu");
-    releaseWebgpuOnUnload();
-  }
+  if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
   return out;
 }
 
@@ -160,25 +164,4 @@ export function checkDirectionalDerivative(
   });
   dir.dispose();
   return { analytic, errors };
-}
-
-let webgpuReleaseArmed = false;
-
-/**
- * Release tfjs' WebGPU backend and destroy its device when the test module unloads. A device
- * still alive at process exit is torn down by the Vulkan driver's exit handlers (lavapipe's
- * threads racing the C library's), which now and then aborts a run that passed ("double free or
- * corruption", exit code 134).
- */
-export function releaseWebgpuOnUnload(): void {
-  if (webgpuReleaseArmed) return;
-  webgpuReleaseArmed = true;
-  globalThis.addEventListener("unload", () => {
-    // The engine's registry, not tf.findBackend, which would start a backend never started.
-    const backend = tf.engine().registry["webgpu"] as { device?: GPUDevice } | undefined;
-    if (!backend) return;
-    const device = backend.device;
-    tf.removeBackend("webgpu"); // frees its buffers and textures
-    device?.destroy();
-  });
 }
