@@ -53,19 +53,37 @@ interface AdapterSummary {
   software: boolean;
 }
 
-// wgpu's Vulkan loader complains on every probe when XDG_RUNTIME_DIR is unset (containers, CI);
-// give it a private one.
-function ensureRuntimeDir(): void {
+/**
+ * Prepare the process environment before the first WebGPU adapter request (idempotent):
+ * - wgpu's Vulkan loader complains on every probe when XDG_RUNTIME_DIR is unset (containers,
+ *   CI): give it a private one.
+ * - On Linux wgpu also probes its GL backend, which loads libEGL (libglvnd); at process exit
+ *   libEGL's destructor races a thread freeing its thread-specific data, and a process that did
+ *   its work aborts ("double free or corruption", exit code 134; 3 of 40 runs of a test file).
+ *   The adapter used is Vulkan's either way (lavapipe, or the NVIDIA driver), so wgpu is kept to
+ *   Vulkan unless `DENO_WEBGPU_BACKEND` is already set.
+ *
+ * @example
+ * ```ts
+ * import { prepareWebgpuEnvironment } from "@texforce/core";
+ * prepareWebgpuEnvironment();
+ * const adapter = await navigator.gpu?.requestAdapter();
+ * ```
+ */
+export function prepareWebgpuEnvironment(): void {
   try {
+    if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
+      Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
+    }
     if (Deno.env.get("XDG_RUNTIME_DIR")) return;
     const dir = Deno.makeTempDirSync({ prefix: "texforce-xdg-" });
     Deno.chmodSync(dir, 0o700);
     Deno.env.set("XDG_RUNTIME_DIR", dir);
-  } catch { /* no env or fs permission: the warning is harmless */ }
+  } catch { /* no env or fs permission: wgpu's defaults apply */ }
 }
 
 async function webgpuAdapter(): Promise<AdapterSummary | null> {
-  ensureRuntimeDir();
+  prepareWebgpuEnvironment();
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) return null;
   try {

@@ -3,6 +3,7 @@ import * as tf from "@tensorflow/tfjs";
 import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
 import { type HostTensor, SafetensorsFile } from "../core/io/safetensors.ts";
+import { prepareWebgpuEnvironment } from "../core/backend.ts";
 
 /**
  * The reference set the parity tests check against: `$TEXFORCE_FIXTURES` when set (a folder with
@@ -139,12 +140,9 @@ export async function availableBackends(): Promise<string[]> {
   const only = Deno.env.get("TEXFORCE_BACKENDS");
   if (only) return only.split(",").map((s) => s.trim()).filter(Boolean);
   const out = ["cpu", "wasm"];
-  // Quiet wgpu's Vulkan loader (it wants XDG_RUNTIME_DIR) as useBackend does.
-  if (!Deno.env.get("XDG_RUNTIME_DIR")) {
-    const dir = await Deno.makeTempDir({ prefix: "texforce-xdg-" });
-    await Deno.chmod(dir, 0o700);
-    Deno.env.set("XDG_RUNTIME_DIR", dir);
-  }
+  // Before any adapter request: keeps wgpu to Vulkan on Linux (a libEGL teardown race aborted
+  // passing runs with exit code 134) and gives its loader a runtime folder.
+  prepareWebgpuEnvironment();
   const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
   if (gpu && (await gpu.requestAdapter().catch(() => null))) out.push("webgpu");
   return out;
@@ -236,4 +234,40 @@ export async function goldenSettings(): Promise<GoldenSettings> {
       maxGradNorm: a.max_grad_norm,
     },
   };
+/**
+ * Check the analytic derivative of `f` at `x` along `grad`'s direction against central finite
+ * differences with two steps relative to the input's scale (`rels` · ‖x‖), so the check means
+ * the same for inputs of any magnitude; each must agree within `tol` relative. Returns the
+ * analytic value and each step's relative error.
+ */
+export function checkDirectionalDerivative(
+  f: (x: tf.Tensor) => number,
+  x: tf.Tensor,
+  grad: tf.Tensor,
+  what: string,
+  { rels = [1e-3, 2.5e-4], tol = 2e-2 }: { rels?: number[]; tol?: number } = {},
+): { analytic: number; errors: number[] } {
+  const dir = tf.tidy(() => tf.div(grad, tf.norm(grad)));
+  const analytic = tf.tidy(() => tf.sum(tf.mul(grad, dir)).dataSync()[0]);
+  const scale = tf.tidy(() => tf.norm(x).dataSync()[0]);
+  const errors = rels.map((rel) => {
+    const h = rel * scale;
+    const at = (s: number) => {
+      const xs = tf.tidy(() => tf.add(x, tf.mul(dir, s * h)));
+      const v = f(xs);
+      xs.dispose();
+      return v;
+    };
+    const fd = (at(1) - at(-1)) / (2 * h);
+    const err = Math.abs(fd - analytic) / Math.abs(analytic);
+    if (!(err <= tol)) {
+      throw new Error(
+        `${what}: finite difference ${fd} (h = ${h.toExponential(2)}) vs analytic ${analytic}: ` +
+          `relative error ${err.toExponential(2)} > ${tol}`,
+      );
+    }
+    return err;
+  });
+  dir.dispose();
+  return { analytic, errors };
 }

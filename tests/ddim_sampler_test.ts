@@ -11,10 +11,14 @@ import {
   loadStableDiffusion,
   type StableDiffusion,
 } from "../samplers/mod.ts";
+import { DdimScheduler, parseDdimSchedulerConfig } from "../samplers/ddim_scheduler.ts";
+import { SeededNoise } from "../samplers/seeded_noise.ts";
+import type { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
 import {
   assertClose,
   availableBackends,
   fixture,
+  fixtureJson,
   golden,
   nchwToNhwc,
   TINY_SD,
@@ -22,6 +26,41 @@ import {
 
 // Lavapipe's WebGPU: see unet_test.ts; ten guided steps compound to ~1e-5 in practice.
 const TOL: Record<string, number> = { cpu: 1e-4, wasm: 1e-4, webgpu: 1e-3 };
+
+/** The golden run's sampler settings (golden.json's `sample`). */
+async function goldenSettings(): Promise<{ steps: number; eta: number; guidance: number }> {
+  const j = await fixtureJson<{
+    sample: { num_inference_steps: number; eta: number; guidance_scale: number };
+  }>("sd-tiny", "golden.json");
+  return {
+    steps: j.sample.num_inference_steps,
+    eta: j.sample.eta,
+    guidance: j.sample.guidance_scale,
+  };
+}
+
+/** Facts of the fixture's pipeline, from its config files. */
+async function pipelineFacts(): Promise<{
+  side: number;
+  channels: number;
+  crossDim: number;
+  imageSide: number;
+  imageChannels: number;
+  scheduler: Record<string, unknown>;
+}> {
+  const unet = await fixtureJson("sd-tiny", "tiny-sd", "unet", "config.json");
+  const vae = await fixtureJson("sd-tiny", "tiny-sd", "vae", "config.json");
+  const cross = unet.cross_attention_dim;
+  const side = unet.sample_size as number;
+  return {
+    side,
+    channels: unet.in_channels as number,
+    crossDim: (Array.isArray(cross) ? cross[0] : cross) as number,
+    imageSide: side * 2 ** ((vae.block_out_channels as number[]).length - 1),
+    imageChannels: vae.out_channels as number,
+    scheduler: await fixtureJson("sd-tiny", "tiny-sd", "scheduler", "scheduler_config.json"),
+  };
+}
 
 /** The golden run's prompt states, from the CLIP encoder with the PEFT LoRA. */
 async function goldenConditioning(): Promise<Conditioning> {
@@ -54,32 +93,38 @@ async function goldenNoise(): Promise<{ init: tf.Tensor4D; steps: tf.Tensor5D }>
 
 Deno.test("ddim sampler: guided DDIM run matches diffusers/DDPO", async (t) => {
   const g = await golden("sd-tiny");
-  const wantLatents = g.get("sample.latents")!.data; // [2, 11, 4, 16, 16]
-  const wantLp = g.get("sample.log_probs")!.data; // [2, 10]
+  const settings = await goldenSettings();
+  const T = settings.steps;
+  const latents = g.get("sample.latents")!; // [B, T + 1, C, H, W]
+  const [B, , C, H, W] = latents.shape;
+  assert.deepEqual(latents.shape, [B, T + 1, C, H, W], "golden latents hold x_T … x_0");
+  assert.deepEqual(g.get("sample.log_probs")!.shape, [B, T]);
+  const wantLatents = latents.data;
+  const wantLp = g.get("sample.log_probs")!.data;
   const wantImages = g.get("sample.images")!.data;
   for (const backend of await availableBackends()) {
     await t.step(backend, async () => {
       await useBackend(backend as "cpu");
       const cond = await goldenConditioning();
       const sd = await loadStableDiffusion(TINY_SD);
-      const sampler = new DdimSampler(sd, { steps: 10, eta: 1, guidance: 5 }, true);
+      const sampler = new DdimSampler(sd, settings, true);
       assert.deepEqual(sampler.timesteps, Array.from(g.get("scheduler.timesteps")!.data));
       if (backend === "cpu") {
-        // The plain-JS backend is slow: check two steps through logProb instead of the full run.
-        const lat = tf.tensor5d(wantLatents as Float32Array, [2, 11, 4, 16, 16]).transpose([
+        // The plain-JS backend is slow: check the first and last steps through logProb.
+        const lat = tf.tensor5d(wantLatents as Float32Array, [B, T + 1, C, H, W]).transpose([
           0,
           1,
           3,
           4,
           2,
         ]);
-        for (const j of [0, 9]) {
+        for (const j of [0, T - 1]) {
           const xj = lat.gather(j, 1) as tf.Tensor4D;
           const xn = lat.gather(j + 1, 1) as tf.Tensor4D;
           const lp = await sampler.logProb(cond, xj, xn, j).data();
           const err = assertClose(
             lp,
-            [wantLp[j], wantLp[10 + j]],
+            Array.from({ length: B }, (_, b) => wantLp[b * T + j]),
             TOL.cpu,
             `cpu log-prob step ${j}`,
           );
@@ -92,7 +137,7 @@ Deno.test("ddim sampler: guided DDIM run matches diffusers/DDPO", async (t) => {
       const t0 = performance.now();
       const traj = await sampler.sample(cond, { initNoise: init, stepNoise: steps });
       const ms = performance.now() - t0;
-      assert.deepEqual(traj.latents.shape, [2, 11, 16, 16, 4]);
+      assert.deepEqual(traj.latents.shape, [B, T + 1, H, W, C]);
       const e1 = assertClose(
         await traj.latents.transpose([0, 1, 4, 2, 3]).data(),
         wantLatents,
@@ -137,7 +182,9 @@ async function tinyCond(): Promise<Conditioning> {
 Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradients", async () => {
   await useBackend("wasm");
   const sd = await loadStableDiffusion(TINY_SD);
+  const facts = await pipelineFacts();
   const cond = await tinyCond();
+  const batch = cond.prompt.shape[0];
   const a = new DdimSampler(sd, { steps: 4, batchSize: 2 });
   const b = new DdimSampler(sd, { steps: 4, batchSize: 1 });
   let calls = 0;
@@ -150,8 +197,8 @@ Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradien
   });
   assert.equal(calls, 4);
   const tb = await b.sample(cond, { seed: 11 });
-  assert.deepEqual(ta.timesteps, [751, 501, 251, 1]);
-  assert.deepEqual(ta.images.shape, [2, 32, 32, 3]);
+  assert.deepEqual(ta.timesteps, DdimScheduler.fromConfig(facts.scheduler).setTimesteps(4));
+  assert.deepEqual(ta.images.shape, [batch, facts.imageSide, facts.imageSide, facts.imageChannels]);
   assertClose(
     await tb.latents.data(),
     await ta.latents.data(),
@@ -206,7 +253,7 @@ Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradien
   assert.equal(counts[2], counts[0], `tensors after each run: ${counts}`);
   // logProb leaves nothing behind either.
   const before = tf.memory().numTensors;
-  const x = tf.zeros([2, 16, 16, 4]) as tf.Tensor4D;
+  const x = tf.zeros([batch, facts.side, facts.side, facts.channels]) as tf.Tensor4D;
   a.logProb(cond, x, x, 0).dispose();
   x.dispose();
   assert.equal(tf.memory().numTensors, before);
@@ -226,30 +273,132 @@ Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradien
   sd.dispose();
 });
 
+/**
+ * A pipeline around a stand-in UNet with a known output, ε = 0.3·x + mean(states) + t/1000 per
+ * sample, so that guided steps can be recomputed by hand; it records each call's batch size.
+ */
+async function stubPipeline(): Promise<{ model: StableDiffusion; calls: number[] }> {
+  const f = await pipelineFacts();
+  const calls: number[] = [];
+  const unet = {
+    config: {
+      inChannels: f.channels,
+      outChannels: f.channels,
+      sampleSize: f.side,
+      crossAttentionDim: [f.crossDim],
+    },
+    attentionSlice: 0,
+    forward(x: tf.Tensor4D, t: number, states: tf.Tensor3D): tf.Tensor4D {
+      calls.push(x.shape[0]);
+      return tf.tidy(() =>
+        tf.add(tf.mul(x, 0.3), tf.add(states.mean([1, 2]).reshape([-1, 1, 1, 1]), t / 1000))
+      );
+    },
+    dispose() {},
+  } as unknown as UNet2DConditionModel;
+  const model: StableDiffusion = {
+    path: TINY_SD,
+    unet,
+    vae: null,
+    schedulerConfig: parseDdimSchedulerConfig(f.scheduler),
+    dispose() {},
+  };
+  return { model, calls };
+}
+
+Deno.test("ddim sampler: guidance ε_u + g·(ε_c − ε_u) and η reach every step", async () => {
+  await useBackend("cpu");
+  const { model, calls } = await stubPipeline();
+  const golden = await goldenSettings();
+  const { side, channels, crossDim } = await pipelineFacts();
+  const b = 2;
+  const T = 3;
+  const gen = new SeededNoise(21);
+  const cond: Conditioning = {
+    prompt: gen.normal([b, 5, crossDim]) as tf.Tensor3D,
+    negative: gen.normal([b, 5, crossDim]) as tf.Tensor3D,
+  };
+  const init = gen.normal([b, side, side, channels]) as tf.Tensor4D;
+  const stepNoise = gen.normal([T, b, side, side, channels]) as tf.Tensor5D;
+  const stub = (x: tf.Tensor, t: number, states: tf.Tensor) =>
+    model.unet.forward(x as tf.Tensor4D, t, states as tf.Tensor3D);
+  for (const guidance of [golden.guidance, 1]) {
+    for (const eta of [golden.eta, 0.5]) {
+      const sampler = new DdimSampler(model, { steps: T, eta, guidance, batchSize: b });
+      calls.length = 0;
+      const traj = await sampler.sample(cond, { initNoise: init, stepNoise });
+      // One UNet call per step: [negative; prompt] when guided, the prompt alone at g = 1.
+      assert.deepEqual(calls, Array(T).fill(guidance === 1 ? b : 2 * b), `calls at g ${guidance}`);
+      const sch = new DdimScheduler(model.schedulerConfig);
+      const ts = sch.setTimesteps(T);
+      assert.deepEqual(traj.timesteps, ts);
+      let x: tf.Tensor = init;
+      for (let j = 0; j < T; j++) {
+        const eps = tf.tidy(() => {
+          const c = stub(x, ts[j], cond.prompt);
+          if (guidance === 1) return c;
+          const u = stub(x, ts[j], cond.negative);
+          return tf.add(u, tf.mul(tf.sub(c, u), guidance));
+        });
+        const noise = tf.tidy(() => stepNoise.slice(j, 1).squeeze([0]));
+        const r = sch.stepWithLogProb(eps, ts[j], x, { eta, noise });
+        const what = `g ${guidance}, η ${eta}, step ${j}`;
+        const got = tf.tidy(() => traj.latents.gather(j + 1, 1));
+        assertClose(await got.data(), await r.prevSample.data(), 1e-5, `${what} latent`);
+        const lp = tf.tidy(() => traj.logProbs.gather(j, 1));
+        assertClose(await lp.data(), await r.logProb.data(), 1e-5, `${what} log-prob`);
+        if (x !== init) x.dispose();
+        x = r.prevSample;
+        tf.dispose([eps, noise, got, lp, r.logProb, r.mean]);
+      }
+      x.dispose();
+      tf.dispose([traj.latents, traj.logProbs, traj.images]);
+      sampler.dispose();
+    }
+  }
+  tf.dispose([cond.prompt, cond.negative, init, stepNoise]);
+});
+
 Deno.test("ddim sampler: eta 0, guidance 1, input checks", async () => {
   await useBackend("wasm");
   const sd = await loadStableDiffusion(TINY_SD);
+  const { side, channels: ch, crossDim } = await pipelineFacts();
   const cond = await tinyCond();
-  const init = tf.randomNormal([2, 16, 16, 4]) as tf.Tensor4D;
+  const b = cond.prompt.shape[0];
+  const init = tf.randomNormal([b, side, side, ch]) as tf.Tensor4D;
   const det = new DdimSampler(sd, { steps: 3, eta: 0, guidance: 1 });
   const r1 = await det.sample(cond, { initNoise: init, seed: 1 });
   const r2 = await det.sample(cond, { initNoise: init, seed: 2 });
   assert.deepEqual(await r1.latents.data(), await r2.latents.data(), "η = 0 is deterministic");
-  assert.deepEqual(Array.from(await r1.logProbs.data()), [0, 0, 0, 0, 0, 0]);
+  assert.deepEqual(Array.from(await r1.logProbs.data()), Array(b * 3).fill(0));
   assert.throws(() => det.logProb(cond, init, init, 0), /eta must be > 0/);
   const s = new DdimSampler(sd, { steps: 3 });
   await assert.rejects(
-    () => s.sample(cond, { initNoise: tf.zeros([1, 16, 16, 4]) as tf.Tensor4D }),
+    () => s.sample(cond, { initNoise: tf.zeros([b + 1, side, side, ch]) as tf.Tensor4D }),
     /initNoise has shape/,
   );
   await assert.rejects(
     () =>
-      s.sample(cond, { initNoise: init, stepNoise: tf.zeros([2, 2, 16, 16, 4]) as tf.Tensor5D }),
-    /stepNoise has shape \[2,2,16,16,4\]; expected \[3, 2, 16, 16, 4\]/,
+      s.sample(cond, {
+        initNoise: init,
+        stepNoise: tf.zeros([2, b, side, side, ch]) as tf.Tensor5D,
+      }),
+    (e: Error) =>
+      e.message.includes(
+        `stepNoise has shape [2,${b},${side},${side},${ch}]; ` +
+          `expected [3, ${b}, ${side}, ${side}, ${ch}]`,
+      ),
   );
   await assert.rejects(
-    () => s.sample({ prompt: tf.zeros([2, 77, 8]), negative: tf.zeros([2, 77, 8]) }),
-    /encoder states are 8 wide, the UNet cross-attends to 32/,
+    () =>
+      s.sample({
+        prompt: tf.zeros([b, 7, crossDim + 1]),
+        negative: tf.zeros([b, 7, crossDim + 1]),
+      }),
+    (e: Error) =>
+      e.message.includes(
+        `encoder states are ${crossDim + 1} wide, the UNet cross-attends to ${crossDim}`,
+      ),
   );
   assert.throws(() => s.logProb(cond, init, init, 3), /step index 3/);
   assert.throws(() => new DdimSampler(sd, { steps: 0 }), /steps 0/);
@@ -299,10 +448,13 @@ Deno.test("ddim sampler: plugin", async () => {
   const s = await ddimSamplerPlugin.create(o, { baseDir: "/", modelPath: TINY_SD });
   assert.equal(s.numSteps, 3);
   s.dispose();
-  const encoder = { name: "fake", hiddenSize: 768 } as Encoder;
+  const { crossDim } = await pipelineFacts();
+  const encoder = { name: "fake", hiddenSize: crossDim + 1 } as Encoder;
   await assert.rejects(
     async () => await ddimSamplerPlugin.create(o, { baseDir: "/", modelPath: TINY_SD, encoder }),
-    /encoder 'fake' is 768 wide, but the UNet of .* cross-attends to 32/,
+    new RegExp(
+      `encoder 'fake' is ${crossDim + 1} wide, but the UNet of .* cross-attends to ${crossDim}\\b`,
+    ),
   );
   await assert.rejects(
     async () => await ddimSamplerPlugin.create(o, { baseDir: "/" }),

@@ -4,24 +4,128 @@ import { join } from "node:path";
 import { useBackend } from "../core/backend.ts";
 import { DdimScheduler, parseDdimSchedulerConfig } from "../samplers/ddim_scheduler.ts";
 import { SeededNoise } from "../samplers/seeded_noise.ts";
-import { assertClose, availableBackends, golden, nchwToNhwc, TINY_SD } from "./_helpers.ts";
+import {
+  assertClose,
+  availableBackends,
+  fixtureJson,
+  golden,
+  nchwToNhwc,
+  TINY_SD,
+} from "./_helpers.ts";
 
 // Element-wise fp32 maths: the same bound on every backend (lavapipe's WebGPU is IEEE fp32 too,
 // but its exp/log may be a few ulp off).
 const TOL: Record<string, number> = { cpu: 1e-4, wasm: 1e-4, webgpu: 1e-4 };
 
+/** The fixture's raw `scheduler/scheduler_config.json`. */
+const rawConfig = () => fixtureJson("sd-tiny", "tiny-sd", "scheduler", "scheduler_config.json");
+
+/** The golden run's number of inference steps (the length of `scheduler.timesteps`). */
+async function goldenSteps(): Promise<number> {
+  return (await golden("sd-tiny")).get("scheduler.timesteps")!.shape[0];
+}
+
+/** numpy's rint: round half to even. */
+function rint(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * `DDIMScheduler.set_timesteps(n)` of diffusers, written out with numpy's semantics:
+ * linspace: `np.linspace(0, N - 1, n).round()[::-1]`; leading: `(np.arange(n) * (N // n))
+ * .round()[::-1] + steps_offset`; trailing: `np.round(np.arange(N, 0, -N / n)) - 1`.
+ */
+function diffusersTimesteps(N: number, n: number, spacing: string, offset: number): number[] {
+  switch (spacing) {
+    case "linspace": {
+      if (n === 1) return [0];
+      const step = (N - 1) / (n - 1);
+      return Array.from({ length: n }, (_, i) => i === n - 1 ? N - 1 : rint(i * step)).reverse();
+    }
+    case "leading": {
+      const ratio = Math.floor(N / n);
+      return Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + offset);
+    }
+    case "trailing": {
+      const step = -N / n;
+      // np.arange's length is ceil((stop − start) / step), computed in float64.
+      const len = Math.ceil((0 - N) / step);
+      return Array.from({ length: len }, (_, i) => rint(N + i * step) - 1);
+    }
+  }
+  throw new Error(`unknown spacing ${spacing}`);
+}
+
 Deno.test("ddim scheduler: schedule matches diffusers", async () => {
   const g = await golden("sd-tiny");
+  const raw = await rawConfig();
   const s = await DdimScheduler.load(TINY_SD);
-  const ts = s.setTimesteps(10);
+  const n = await goldenSteps();
+  const ts = s.setTimesteps(n);
   assert.deepEqual(ts, Array.from(g.get("scheduler.timesteps")!.data));
+  assert.deepEqual(
+    ts,
+    diffusersTimesteps(
+      s.config.numTrainTimesteps,
+      n,
+      (raw.timestep_spacing as string) ?? "leading",
+      (raw.steps_offset as number) ?? 0,
+    ),
+    "diffusers' formula on the fixture's config",
+  );
+  assert.equal(s.alphasCumprod.length, raw.num_train_timesteps ?? 1000);
   const err = assertClose(
     s.alphasCumprod,
     g.get("scheduler.alphas_cumprod")!.data,
     1e-6,
     "alphas_cumprod",
   );
+  // The config's own choices are the ones in force (DDIMScheduler's defaults only fill gaps).
+  const c = s.config;
+  assert.equal(c.setAlphaToOne, raw.set_alpha_to_one ?? true, "set_alpha_to_one");
+  assert.equal(c.stepsOffset, raw.steps_offset ?? 0, "steps_offset");
+  assert.equal(c.timestepSpacing, raw.timestep_spacing ?? "leading", "timestep_spacing");
+  assert.equal(c.predictionType, raw.prediction_type ?? "epsilon", "prediction_type");
+  assert.equal(c.clipSample, raw.clip_sample ?? true, "clip_sample");
+  assert.equal(s.finalAlphaCumprod, c.setAlphaToOne ? 1 : s.alphasCumprod[0]);
   console.log(`alphas_cumprod max rel err ${err.toExponential(2)}`);
+});
+
+Deno.test("ddim scheduler: timesteps follow diffusers' formula for every spacing", async () => {
+  const raw = await rawConfig();
+  const N = DdimScheduler.fromConfig(raw).config.numTrainTimesteps;
+  const cases: [number, number][] = [];
+  for (const trainSteps of [N, 1000, 500]) {
+    for (const n of [1, 2, 3, 7, 10, 25, 50, await goldenSteps()]) {
+      if (n <= trainSteps) cases.push([trainSteps, n]);
+    }
+  }
+  for (const spacing of ["leading", "trailing", "linspace"]) {
+    for (const offset of [0, 1, (raw.steps_offset as number) ?? 0]) {
+      for (const [trainSteps, n] of cases) {
+        const s = DdimScheduler.fromConfig({
+          ...raw,
+          num_train_timesteps: trainSteps,
+          timestep_spacing: spacing,
+          steps_offset: offset,
+        });
+        const want = diffusersTimesteps(trainSteps, n, spacing, offset);
+        assert.equal(want.length, n, `numpy gives ${n} ${spacing} timesteps for N = ${trainSteps}`);
+        assert.deepEqual(
+          s.setTimesteps(n),
+          want,
+          `${spacing}, N ${trainSteps}, n ${n}, +${offset}`,
+        );
+      }
+    }
+  }
+  // The spacings really differ (a spacing read as another would be caught above).
+  const at = (spacing: string) =>
+    DdimScheduler.fromConfig({ ...raw, timestep_spacing: spacing }).setTimesteps(10);
+  assert.notDeepEqual(at("leading"), at("trailing"));
+  assert.notDeepEqual(at("trailing"), at("linspace"));
 });
 
 Deno.test("ddim scheduler: timestep spacings", () => {
@@ -79,8 +183,10 @@ Deno.test("ddim scheduler: one step matches diffusers and DDPO", async (t) => {
   const s = DdimScheduler.fromConfig(
     JSON.parse(await Deno.readTextFile(join(TINY_SD, "scheduler", "scheduler_config.json"))),
   );
-  s.setTimesteps(10);
+  s.setTimesteps(await goldenSteps());
   const timestep = g.get("ddim_step.in.timestep")!.data[0];
+  // The golden step uses the golden run's η (golden.json's `sample.eta`).
+  const eta = (await fixtureJson<{ sample: { eta: number } }>("sd-tiny", "golden.json")).sample.eta;
   for (const backend of await availableBackends()) {
     await t.step(backend, async () => {
       await useBackend(backend as "cpu");
@@ -94,14 +200,14 @@ Deno.test("ddim scheduler: one step matches diffusers and DDPO", async (t) => {
       const wantLp = g.get("ddim_step.log_prob")!.data;
       const toNchw = async (x: tf.Tensor) => await x.transpose([0, 3, 1, 2]).data();
 
-      const d = s.step(eps, timestep, x, { eta: 1, noise });
+      const d = s.step(eps, timestep, x, { eta, noise });
       const e1 = assertClose(
         await toNchw(d.prevSample),
         await toNchw(want),
         TOL[backend],
         "diffusers step",
       );
-      const r = s.stepWithLogProb(eps, timestep, x, { eta: 1, noise });
+      const r = s.stepWithLogProb(eps, timestep, x, { eta, noise });
       const e2 = assertClose(
         await toNchw(r.prevSample),
         await toNchw(wantDdpo),
@@ -110,9 +216,9 @@ Deno.test("ddim scheduler: one step matches diffusers and DDPO", async (t) => {
       );
       const e3 = assertClose(await r.logProb.data(), wantLp, TOL[backend], "ddpo log_prob");
       // The differentiable log-prob of the stored sample equals the one of the step.
-      const lp = s.logProb(eps, x, timestep, wantDdpo, 1);
+      const lp = s.logProb(eps, x, timestep, wantDdpo, eta);
       const e4 = assertClose(await lp.data(), wantLp, TOL[backend], "logProb");
-      const grad = tf.grad((m: tf.Tensor) => s.logProb(m, x, timestep, wantDdpo, 1).sum())(eps);
+      const grad = tf.grad((m: tf.Tensor) => s.logProb(m, x, timestep, wantDdpo, eta).sum())(eps);
       const gs = await grad.abs().sum().data();
       assert.ok(Number.isFinite(gs[0]) && gs[0] > 0, "gradient w.r.t. the model output");
       console.log(
@@ -135,6 +241,115 @@ Deno.test("ddim scheduler: one step matches diffusers and DDPO", async (t) => {
       ]);
     });
   }
+});
+
+/** Host-side DDIM step of diffusers' `DDIMScheduler.step` (ε prediction, no clipping). */
+function hostStep(
+  eps: Float32Array,
+  x: Float32Array,
+  noise: Float32Array,
+  alphaT: number,
+  alphaPrev: number,
+  eta: number,
+): { prev: Float32Array; mean: Float32Array; std: number } {
+  const variance = ((1 - alphaPrev) / (1 - alphaT)) * (1 - alphaT / alphaPrev);
+  const std = eta * Math.sqrt(variance);
+  const mean = new Float32Array(x.length);
+  const prev = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const x0 = (x[i] - Math.sqrt(1 - alphaT) * eps[i]) / Math.sqrt(alphaT);
+    mean[i] = Math.sqrt(alphaPrev) * x0 + Math.sqrt(1 - alphaPrev - std * std) * eps[i];
+    prev[i] = mean[i] + std * noise[i];
+  }
+  return { prev, mean, std };
+}
+
+/** ε, x and noise [2, 4, 4, 4] from a seed. */
+function stepInputs(seed: number): { eps: tf.Tensor; x: tf.Tensor; noise: tf.Tensor } {
+  const gen = new SeededNoise(seed);
+  return {
+    eps: gen.normal([2, 4, 4, 4]),
+    x: gen.normal([2, 4, 4, 4]),
+    noise: gen.normal([2, 4, 4, 4]),
+  };
+}
+
+Deno.test("ddim scheduler: η scales the noise by diffusers' variance", async () => {
+  await useBackend("cpu");
+  const raw: Record<string, unknown> = {
+    ...(await rawConfig()),
+    prediction_type: "epsilon",
+    clip_sample: false,
+  };
+  const s = DdimScheduler.fromConfig(raw);
+  const n = await goldenSteps();
+  const ts = s.setTimesteps(n);
+  const N = s.config.numTrainTimesteps;
+  const { eps, x, noise } = stepInputs(5);
+  const [e, xs, z] = [eps.dataSync(), x.dataSync(), noise.dataSync()] as Float32Array[];
+  const stds: number[] = [];
+  for (const t of [ts[0], ts[Math.floor(n / 2)]]) {
+    const alphaT = s.alphasCumprod[t];
+    const alphaPrev = s.alphasCumprod[t - Math.floor(N / n)];
+    for (const eta of [0, 0.5, 1]) {
+      const want = hostStep(e, xs, z, alphaT, alphaPrev, eta);
+      const d = s.step(eps, t, x, { eta, noise });
+      assertClose(await d.prevSample.data(), want.prev, 1e-5, `step t ${t} η ${eta}`);
+      tf.dispose([d.prevSample, d.predOriginalSample]);
+      if (eta === 0) continue;
+      const r = s.stepWithLogProb(eps, t, x, { eta, noise });
+      assert.ok(Math.abs(r.std - want.std) <= 1e-6 * want.std, `std at η ${eta}: ${r.std}`);
+      assertClose(await r.prevSample.data(), want.prev, 1e-5, `DDPO step t ${t} η ${eta}`);
+      // log N(prev; mean, std²) averaged over C, H, W, per sample.
+      const per = xs.length / 2;
+      const lp = [0, 1].map((b) => {
+        let acc = 0;
+        for (let i = b * per; i < (b + 1) * per; i++) {
+          acc += -((want.prev[i] - want.mean[i]) ** 2) / (2 * want.std ** 2) -
+            Math.log(want.std) - Math.log(Math.sqrt(2 * Math.PI));
+        }
+        return acc / per;
+      });
+      assertClose(await r.logProb.data(), lp, 1e-5, `log-prob t ${t} η ${eta}`);
+      stds.push(r.std);
+      tf.dispose([r.prevSample, r.logProb, r.mean]);
+    }
+  }
+  console.log(`std at η 0.5 and 1: ${stds.map((v) => v.toExponential(3)).join(", ")}`);
+  tf.dispose([eps, x, noise]);
+});
+
+Deno.test("ddim scheduler: set_alpha_to_one sets the ᾱ after the last step", async () => {
+  await useBackend("cpu");
+  const raw: Record<string, unknown> = {
+    ...(await rawConfig()),
+    prediction_type: "epsilon",
+    clip_sample: false,
+  };
+  const n = await goldenSteps();
+  const N = DdimScheduler.fromConfig(raw).config.numTrainTimesteps;
+  const { eps, x, noise } = stepInputs(6);
+  const [e, xs, z] = [eps.dataSync(), x.dataSync(), noise.dataSync()] as Float32Array[];
+  const finals: number[] = [];
+  for (const one of [true, false]) {
+    const s = DdimScheduler.fromConfig({ ...raw, set_alpha_to_one: one });
+    assert.equal(s.finalAlphaCumprod, one ? 1 : s.alphasCumprod[0], `set_alpha_to_one ${one}`);
+    const last = s.setTimesteps(n).at(-1)!;
+    assert.ok(last - Math.floor(N / n) < 0, "the last step has no training timestep after it");
+    // diffusers' step: the final ᾱ (1 makes x_prev the predicted x₀ at η = 0).
+    const want = hostStep(e, xs, z, s.alphasCumprod[last], s.finalAlphaCumprod, 0);
+    const d = s.step(eps, last, x, { eta: 0 });
+    assertClose(await d.prevSample.data(), want.prev, 1e-5, `last step, set_alpha_to_one ${one}`);
+    if (one) assertClose(await d.prevSample.data(), await d.predOriginalSample.data(), 1e-6, "x₀");
+    // DDPO clamps the previous timestep to 0 instead, whatever the flag says.
+    const ddpo = hostStep(e, xs, z, s.alphasCumprod[last], s.alphasCumprod[0], 1);
+    const r = s.stepWithLogProb(eps, last, x, { eta: 1, noise });
+    assertClose(await r.prevSample.data(), ddpo.prev, 1e-5, `DDPO last step, flag ${one}`);
+    finals.push(want.prev[0]);
+    tf.dispose([d.prevSample, d.predOriginalSample, r.prevSample, r.logProb, r.mean]);
+  }
+  assert.notEqual(finals[0], finals[1], "the flag changes diffusers' last step");
+  tf.dispose([eps, x, noise]);
 });
 
 Deno.test("ddim scheduler: prediction types agree", async () => {
