@@ -234,6 +234,8 @@ export async function goldenSettings(): Promise<GoldenSettings> {
       maxGradNorm: a.max_grad_norm,
     },
   };
+}
+
 /**
  * Check the analytic derivative of `f` at `x` along `grad`'s direction against central finite
  * differences with two steps relative to the input's scale (`rels` · ‖x‖), so the check means
