@@ -31,15 +31,17 @@ import {
 const GENERATE_HELP: string = `Usage: texforce generate <model> --prompt <text> [options]
 
 Sample images from a diffusers model folder for each prompt and seed, once without adapters
-("base") and once with the given LoRA adapters ("lora"), and write the PNGs and a grid: one row
-per variant (labelled base / the LoRA), one column per prompt and seed (labelled with the prompt),
-scaled up to at least 256 px per image. Without --lora and --unet-lora only the base row is made.
+("base"), once with each --lora alone when several are given ("lora-1", "lora-2", …), and once
+with every given LoRA together ("lora"); write the PNGs and a grid: one row per variant (labelled
+base / the LoRA files), one column per prompt and seed (labelled with the prompt), scaled up to at
+least 256 px per image. Without --lora and --unet-lora only the base row is made.
 
 Options:
   -p, --prompt <text>      A prompt (repeatable)
   --prompt-file <file>     Prompts, one per line (or a JSON array)
   --lora <path>            A text-encoder LoRA: PEFT folder or .safetensors in PEFT, diffusers
-                           or kohya layout, e.g. runs/demo/export/peft (repeatable: fused)
+                           or kohya layout, e.g. runs/demo/export/peft (repeatable: a row
+                           for each, and one with all of them fused)
   --lora-scale <w>         Weight of every --lora (default 1)
   --unet-lora <path>       A UNet LoRA (file or PEFT folder), merged into the UNet
   --unet-lora-scale <w>    Its scale (default 1)
@@ -52,12 +54,15 @@ Options:
   -o, --out <dir>          Output folder (default out/generate)
   -h, --help               Show this help
 
-Writes <out>/base/*.png, <out>/lora/*.png, <out>/grid.png and <out>/index.json.
+Writes <out>/base/*.png, <out>/lora/*.png (<out>/lora-<i>/*.png with several --lora),
+<out>/grid.png and <out>/index.json.
 `;
 
 interface Variant {
-  name: "base" | "lora";
-  textLora: boolean;
+  /** Folder of its PNGs: `base`, `lora` (every LoRA given), `lora-<i>` (the i-th alone). */
+  name: string;
+  /** Indexes (into --lora) of the text-encoder LoRAs enabled. */
+  textLoras: number[];
   unetLora?: string;
 }
 
@@ -65,9 +70,23 @@ interface Variant {
 function variantLabel(v: Variant, loras: string[], scale: number): string {
   if (v.name === "base") return "base";
   const short = (p: string) => p.split(/[\\/]/).filter(Boolean).slice(-3).join("/");
-  const parts = loras.map((l) => short(l) + (scale !== 1 ? ` x${scale}` : ""));
+  const parts = v.textLoras.map((i) => short(loras[i]) + (scale !== 1 ? ` x${scale}` : ""));
   if (v.unetLora) parts.push(`UNet ${short(v.unetLora)}`);
   return `LoRA ${parts.join(" + ")}`;
+}
+
+/**
+ * The grid's rows: base; with several --lora, each LoRA alone (`lora-1`, …); then every LoRA
+ * given together (`lora`), with the UNet LoRA when there is one.
+ */
+function variantsOf(loras: string[], unetLora: string | undefined): Variant[] {
+  const all = loras.map((_, i) => i);
+  const variants: Variant[] = [{ name: "base", textLoras: [] }];
+  if (loras.length > 1) {
+    for (const i of all) variants.push({ name: `lora-${i + 1}`, textLoras: [i] });
+  }
+  if (loras.length || unetLora) variants.push({ name: "lora", textLoras: all, unetLora });
+  return variants;
 }
 
 async function checkExists(flag: string, path: string): Promise<string> {
@@ -154,12 +173,12 @@ export async function generateCommand(args: string[]): Promise<number> {
       adapters: loras.map((path) => ({ path, weight: loraScale })),
     });
     try {
-      const variants: Variant[] = [{ name: "base", textLora: false }];
-      if (loras.length || unetLora) variants.push({ name: "lora", textLora: true, unetLora });
+      const variants = variantsOf(loras, unetLora);
+      const adapters = [...encoder.lora.adapters.values()];
       const cells: { prompt: string; seed: number; variant: string; file: string }[] = [];
       const byVariant = new Map<string, tf.Tensor4D[]>();
       for (const v of variants) {
-        for (const a of encoder.lora.adapters.values()) a.enabled = v.textLora;
+        for (const [i, a] of adapters.entries()) a.enabled = v.textLoras.includes(i);
         const sampler = await ddimSampler({
           modelPath: folder.path,
           steps,

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { SafetensorsFile } from "../core/io/safetensors.ts";
 import { decodeImage } from "../core/image_output.ts";
-import { fixtureJson, TINY_SD, tinyPipeline } from "./_helpers.ts";
+import { fixture, fixtureJson, TINY_SD, tinyPipeline } from "./_helpers.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const EXAMPLES = join(ROOT, "examples");
@@ -684,4 +684,37 @@ Deno.test("cli: --backend tensorflow without tfjs-node fails with one clear mess
   assert.match(r.stderr, /^error: backend 'tensorflow' needs @tensorflow\/tfjs-node/m);
   assert.ok(!/already registered/.test(r.stderr), "no kernel registration warnings");
   assert.ok(r.stderr.trim().split("\n").length <= 3, r.stderr);
+});
+
+Deno.test("cli: generate with several --lora draws a row for each and one with all", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce_cli_gen_" });
+  try {
+    const out = join(dir, "gen");
+    const r = await cli(
+      "generate",
+      TINY_SD,
+      "-p",
+      "a red circle",
+      "--steps",
+      "1",
+      "--backend",
+      "wasm",
+      "--lora",
+      fixture("sd-tiny", "lora_peft"),
+      "--lora",
+      fixture("sd-tiny", "lora_diffusers.safetensors"),
+      "--out",
+      out,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const index = JSON.parse(await Deno.readTextFile(join(out, "index.json")));
+    const variants = [...new Set(index.images.map((i: { variant: string }) => i.variant))];
+    assert.deepEqual(variants, ["base", "lora-1", "lora-2", "lora"]);
+    for (const v of variants) await Deno.stat(join(out, v as string));
+    // Four rows of one 256 px image each, plus the label margin.
+    const grid = await decodeImage(await Deno.readFile(join(out, "grid.png")));
+    assert.ok(grid.height > 4 * 256, `grid height ${grid.height}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
