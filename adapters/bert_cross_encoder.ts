@@ -9,9 +9,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
-import { disposeLinear, linear, type LinearWeights, loadLinear } from "./nn/linear.ts";
+import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
+import { disposeLinear, linear, type LinearWeights } from "./nn/linear.ts";
 import type { WeightReader } from "./nn/weight_reader.ts";
+import { OwnedTensors } from "./nn/owned_tensors.ts";
 import { clipActivate } from "./_clip_tower.ts";
 import type { ClipActivation } from "./clip_text_model.ts";
 import type { Tensor, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
@@ -204,24 +205,11 @@ export class BertCrossEncoder {
    * ```
    */
   static async load(r: WeightReader, c: BertCrossConfig): Promise<BertCrossEncoder> {
-    const made: Tensor[] = [];
-    const keep = <T extends Tensor>(t: T): T => {
-      made.push(t);
-      return t;
-    };
+    const owned = new OwnedTensors(r);
+    const keep = <T extends Tensor>(t: T): T => owned.keep(t);
     const d = c.hiddenSize;
-    const lin = async (name: string, i: number, o: number) => {
-      const w = await loadLinear(r, name, i, o);
-      keep(w.weight);
-      if (w.bias) keep(w.bias);
-      return w;
-    };
-    const ln = async (name: string) => {
-      const w = await loadLayerNorm(r, name, d, c.layerNormEps);
-      keep(w.weight);
-      keep(w.bias);
-      return w;
-    };
+    const lin = (name: string, i: number, o: number) => owned.linear(name, i, o);
+    const ln = (name: string) => owned.layerNorm(name, d, c.layerNormEps);
     const attention = async (p: string, kv: number): Promise<Attention> => ({
       query: await lin(`${p}.self.query`, d, d),
       key: await lin(`${p}.self.key`, kv, d),
@@ -250,7 +238,7 @@ export class BertCrossEncoder {
       }
       return new BertCrossEncoder(c, word, pos, embNorm, layers);
     } catch (e) {
-      for (const t of made) t.dispose();
+      owned.dispose();
       throw e;
     }
   }

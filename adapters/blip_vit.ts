@@ -8,9 +8,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
-import { disposeLinear, linear, type LinearWeights, loadLinear } from "./nn/linear.ts";
+import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
+import { disposeLinear, linear, type LinearWeights } from "./nn/linear.ts";
 import type { WeightReader } from "./nn/weight_reader.ts";
+import { OwnedTensors } from "./nn/owned_tensors.ts";
 import { clipActivate } from "./_clip_tower.ts";
 import type { Tensor, Tensor1D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
 
@@ -134,24 +135,11 @@ export class BlipVit {
    * ```
    */
   static async load(r: WeightReader, c: BlipVitConfig): Promise<BlipVit> {
-    const made: Tensor[] = [];
-    const keep = <T extends Tensor>(t: T): T => {
-      made.push(t);
-      return t;
-    };
+    const owned = new OwnedTensors(r);
+    const keep = <T extends Tensor>(t: T): T => owned.keep(t);
     const d = c.width;
-    const lin = async (name: string, i: number, o: number) => {
-      const w = await loadLinear(r, name, i, o);
-      keep(w.weight);
-      if (w.bias) keep(w.bias);
-      return w;
-    };
-    const ln = async (name: string) => {
-      const w = await loadLayerNorm(r, name, d, c.eps);
-      keep(w.weight);
-      keep(w.bias);
-      return w;
-    };
+    const lin = (name: string, i: number, o: number) => owned.linear(name, i, o);
+    const ln = (name: string) => owned.layerNorm(name, d, c.eps);
     try {
       const conv = await r.tensor("patch_embed.proj.weight", [d, 3, c.patchSize, c.patchSize]);
       const patch = keep(tf.tidy(() => conv.transpose([2, 3, 1, 0]) as Tensor4D));
@@ -175,7 +163,7 @@ export class BlipVit {
       const norm = await ln("norm");
       return new BlipVit(c, { patch, patchBias, cls, pos, blocks, norm });
     } catch (e) {
-      for (const t of made) t.dispose();
+      owned.dispose();
       throw e;
     }
   }

@@ -11,6 +11,7 @@
  * @module
  */
 import { join } from "node:path";
+import { gpt2ByteSymbols } from "./_gpt2_bytes.ts";
 
 /** What {@linkcode ClipTokenizer.fromFiles} needs; `load` reads it from a folder. */
 export interface ClipTokenizerFiles {
@@ -71,23 +72,11 @@ export class ClipTokenizerError extends Error {
 const PRETOKENIZE =
   /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 
-/** GPT-2's reversible byte → printable unicode character table. */
+/** Byte → its printable symbol (GPT-2's table). */
 function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n);
-      n++;
-    }
-  }
+  const { bytes, symbols } = gpt2ByteSymbols();
   const table = new Array<string>(256);
-  for (let i = 0; i < bs.length; i++) table[bs[i]] = String.fromCharCode(cs[i]);
+  for (let i = 0; i < bytes.length; i++) table[bytes[i]] = symbols[i];
   return table;
 }
 

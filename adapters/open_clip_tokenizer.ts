@@ -14,24 +14,7 @@
  */
 import { gunzipSync } from "node:zlib";
 import { ClipTokenizer } from "./clip_tokenizer.ts";
-
-// GPT-2's byte table in its own order (printable bytes first): open_clip's vocab order.
-function byteSymbols(): string[] {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n);
-      n++;
-    }
-  }
-  return cs.map((c) => String.fromCharCode(c));
-}
+import { gpt2ByteSymbols } from "./_gpt2_bytes.ts";
 
 // Latin ligatures ftfy's fix_latin_ligatures expands.
 const LIGATURES: Record<string, string> = {
@@ -190,7 +173,8 @@ export class OpenClipTokenizer {
     if (merges.length < count) {
       throw new Error(`${path}: holds ${merges.length} merges, expected at least ${count}`);
     }
-    const symbols = byteSymbols();
+    // GPT-2's byte table in its own order (printable bytes first): open_clip's vocab order.
+    const { symbols } = gpt2ByteSymbols();
     const vocabList = [...symbols, ...symbols.map((s) => s + "</w>")];
     for (let i = 0; i < merges.length; i++) {
       const parts = merges[i].split(" ");

@@ -10,3 +10,4 @@ export * from "./group_norm.ts";
 export * from "./conv2d.ts";
 export * from "./attention.ts";
 export * from "./recompute.ts";
+export * from "./owned_tensors.ts";
