@@ -65,12 +65,20 @@ export class ClipTokenizerError extends Error {
   }
 }
 
-// The CLIP pre-tokenisation pattern (same as the original openai/CLIP code and transformers).
-const PRETOKENIZE =
+/** The CLIP pre-tokenisation pattern (same as the original openai/CLIP code and transformers). */
+export const PRETOKENIZE: RegExp =
   /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 
-/** GPT-2's reversible byte → printable unicode character table. */
-function bytesToUnicode(): string[] {
+/**
+ * GPT-2's reversible byte → printable unicode character table (index: byte).
+ *
+ * @example
+ * ```ts
+ * import { bytesToUnicode } from "@texforce/core/adapters";
+ * console.log(bytesToUnicode()[32]); // "Ġ"
+ * ```
+ */
+export function bytesToUnicode(): string[] {
   const bs: number[] = [];
   for (let b = 33; b <= 126; b++) bs.push(b);
   for (let b = 161; b <= 172; b++) bs.push(b);

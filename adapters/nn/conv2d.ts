@@ -70,7 +70,8 @@ function constConv(weight: Tensor4D, stride: number, padding: number): (x: Tenso
 /**
  * `conv2d(x, weight)` differentiable w.r.t. both (pre-training on tfjs-wasm, which has no
  * Conv2DBackpropFilter kernel). The input gradient is {@linkcode convInputGrad}; the filter
- * gradient is one untransposed 2-D product of the im2col patches with the output gradient.
+ * gradient is, per kernel offset, one untransposed 2-D product of the transposed output
+ * gradient with the input window seen at that offset.
  */
 function trainableConv(x: Tensor4D, weight: Tensor4D, stride: number, padding: number): Tensor4D {
   const p = padding;
@@ -94,8 +95,8 @@ function trainableConv(x: Tensor4D, weight: Tensor4D, stride: number, padding: n
 }
 
 /**
- * d conv2d(x, W, stride s, pad p) / dW [kh, kw, in, out] = patchesᵀ · dy, where the patches
- * [N·oh·ow, kh·kw·in] hold, for each output pixel, the padded input window it saw.
+ * d conv2d(x, W, stride s, pad p) / dW [kh, kw, in, out]: for each kernel offset (i, j),
+ * Σ over output pixels of the padded input at that offset times the output gradient.
  */
 function convFilterGrad(
   x: Tensor4D,
@@ -108,7 +109,10 @@ function convFilterGrad(
     const [kh, kw, ci, co] = wShape;
     const [n, oh, ow] = dy.shape;
     const xp = p > 0 ? tf.pad(x, symmetric(p)) : x;
-    const windows: tf.Tensor[] = [];
+    // dWᵀ[i, j] = dyᵀ · window(i, j): the small output gradient is transposed once, the large
+    // windows never are.
+    const dyT = tf.transpose(dy.reshape([n * oh * ow, co]));
+    const parts: tf.Tensor[] = [];
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
         let win: tf.Tensor = xp.slice([0, i, j, 0], [n, s * (oh - 1) + 1, s * (ow - 1) + 1, ci]);
@@ -120,12 +124,11 @@ function convFilterGrad(
             .reshape([n, oh, s, ow, s, ci])
             .slice([0, 0, 0, 0, 0, 0], [n, oh, 1, ow, 1, ci]);
         }
-        windows.push(win.reshape([n * oh * ow, ci]));
+        parts.push(tf.matMul(dyT, win.reshape([n * oh * ow, ci])));
       }
     }
-    const patches = windows.length === 1 ? windows[0] : tf.concat(windows, 1);
-    const g = tf.matMul(tf.transpose(patches), dy.reshape([n * oh * ow, co]));
-    return g.reshape([kh, kw, ci, co]);
+    // [kh·kw, co, ci] → [kh, kw, ci, co].
+    return tf.stack(parts).reshape([kh, kw, co, ci]).transpose([0, 1, 3, 2]) as Tensor4D;
   });
 }
 
