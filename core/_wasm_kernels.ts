@@ -6,7 +6,8 @@
 // Splitting a tensor into n pieces therefore copies n × its size: splitting attention's
 // [batch · heads, L, d] products into 2-D matrices (the XNNPACK fast path, adapters/_fast_matmul.ts)
 // made the tiny UNet's forward grow with the square of the batch (73 ms at 2, 23 s at 64). These
-// versions read the input through a view of the heap, so a piece costs its own size.
+// versions read the input through a view of the heap, so a piece costs its own size (and a
+// slice narrowing several axes copies whole runs instead of element by element).
 import * as tf from "@tensorflow/tfjs";
 
 interface HeapTensorInfo {
@@ -62,15 +63,37 @@ function axisBlock(
   return out;
 }
 
-/** The single axis a slice narrows, or -1 when it narrows more than one. */
-function narrowedAxis(shape: number[], begin: number[], size: number[]): number {
-  let axis = -2;
-  for (let i = 0; i < shape.length; i++) {
-    if (begin[i] === 0 && size[i] === shape[i]) continue;
-    if (axis !== -2) return -1;
-    axis = i;
+/**
+ * Copy any slice into a new output: runs of `size[a] · inner` contiguous values, one per index
+ * of the axes before `a`, the last axis the slice narrows.
+ */
+function sliceBlock(
+  backend: WasmBackendInternals,
+  x: HeapTensorInfo,
+  begin: number[],
+  size: number[],
+): HeapTensorInfo {
+  const rank = x.shape.length;
+  let a = 0;
+  for (let i = 0; i < rank; i++) if (begin[i] !== 0 || size[i] !== x.shape[i]) a = i;
+  const out = backend.makeOutput(size, x.dtype);
+  const src = backend.typedArrayFromHeap(x);
+  const dst = backend.typedArrayFromHeap(out);
+  const strides = new Array(rank).fill(1);
+  for (let i = rank - 2; i >= 0; i--) strides[i] = strides[i + 1] * x.shape[i + 1];
+  const run = size[a] * strides[a];
+  const outer = sizeOf(size.slice(0, a));
+  const idx = new Array(a).fill(0);
+  for (let o = 0; o < outer; o++) {
+    let from = begin[a] * strides[a];
+    for (let i = 0; i < a; i++) from += (begin[i] + idx[i]) * strides[i];
+    dst.set(src.subarray(from, from + run), o * run);
+    for (let i = a - 1; i >= 0; i--) {
+      if (++idx[i] < size[i]) break;
+      idx[i] = 0;
+    }
   }
-  return axis === -2 ? 0 : axis;
+  return out;
 }
 
 function normaliseSlice(
@@ -112,9 +135,7 @@ export function installWasmSliceKernels(): void {
       attrs.begin as number | number[],
       attrs.size as number | number[] | undefined,
     );
-    const axis = narrowedAxis(x.shape, begin, size);
-    if (axis < 0) return stockSlice(args);
-    return axisBlock(backend, x, axis, begin[axis], size[axis]);
+    return sliceBlock(backend, x, begin, size);
   };
 
   const fastSplit: KernelFunc = (args) => {

@@ -32,8 +32,11 @@ import {
 } from "./plugin.ts";
 import { resolvePrompts } from "./prompts.ts";
 
-/** The model components every pipeline needs. */
-const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "vae", "scheduler"];
+/**
+ * The model components every pipeline needs. A VAE is optional: without one the UNet works on
+ * RGB pixels (the sampler checks that its out_channels is 3), as in the demo's shapes model.
+ */
+const REQUIRED_COMPONENTS = ["text_encoder", "tokenizer", "unet", "scheduler"];
 
 /** Pipeline file extensions and how they are read. */
 const FORMATS: Record<string, "yaml" | "json" | "module"> = {

@@ -59,7 +59,7 @@ const info = await useBackend(pipeline.backend);
 console.log(`texforce demo: ${pipeline.model} on ${info.name} (${info.device})`);
 
 // Held-out captions at fixed seeds: the same images' noise before and after training.
-const EVAL_BATCH = 16;
+const EVAL_BATCH = 32;
 const heldout = sampleCaptions(captionSplits().heldout, n, 2024);
 
 async function evaluate(label: string, lora?: string): Promise<AlignmentScores[]> {

@@ -200,8 +200,6 @@ export function analyseImage(pixels: ArrayLike<number>, h: number, w: number): I
       sx += x;
       sy += y;
     }
-    const bw = x1 - x0 + 1;
-    const bh = y1 - y0 + 1;
     const midY = (y0 + y1) / 2;
     let top = 0;
     let bottom = 0;
