@@ -1,13 +1,14 @@
 /**
  * `deno task pretrain`: build the shapes model from nothing. Trains the BPE tokenizer on the
  * training captions, draws the text encoder's weights (CLIP's initialisation, then frozen), and
- * trains the UNet to predict noise (DDPM ε-objective, AdamW, EMA of the weights) on scenes
+ * trains the UNet to denoise (DDPM forward process, x₀-prediction as the scheduler config says,
+ * AdamW, EMA of the weights) on scenes
  * rendered from training captions; writes the diffusers folder (fp16 safetensors, EMA weights)
  * every `--save-every` steps and at the end, and `training.json` with the loss curve and
  * timings.
  *
  * ```sh
- * deno task pretrain                          # the committed model (160 steps of 32)
+ * deno task pretrain                          # the committed model: 240 steps of 32
  * deno task pretrain --steps 50 --out out/m   # a quick try
  * PRETRAIN_PROFILE=2 deno task pretrain ...   # print tf.profile's costliest kernels at step 2
  * ```
@@ -47,14 +48,14 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     out: { type: "string", default: new URL("./model", import.meta.url).pathname },
-    steps: { type: "string", default: "160" },
+    steps: { type: "string", default: "240" },
     batch: { type: "string", default: "32" },
     lr: { type: "string", default: "2e-3" },
     "warmup-steps": { type: "string", default: "10" },
     "ema-decay": { type: "string", default: "0.99" },
     "uncond-prob": { type: "string", default: "0.1" },
     "save-every": { type: "string", default: "20" },
-    "max-minutes": { type: "string", default: "42" },
+    "max-minutes": { type: "string", default: "28" },
     seed: { type: "string", default: "0" },
     backend: { type: "string", default: "wasm" },
     help: { type: "boolean", default: false },
@@ -62,8 +63,8 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "pretrain [--out DIR] [--steps 160] [--batch 32] [--lr 2e-3] [--warmup-steps 10] " +
-      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 42] [--seed 0] " +
+    "pretrain [--out DIR] [--steps 240] [--batch 32] [--lr 2e-3] [--warmup-steps 10] " +
+      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 28] [--seed 0] " +
       "[--backend wasm]\n  --max-minutes: stop early (and save) after this much training time",
   );
   Deno.exit(0);
@@ -201,6 +202,14 @@ for (let t = 0, ab = 1; t < T; t++) {
   alphaBar.push(ab);
 }
 
+// What the UNet learns to predict, per the scheduler's prediction type.
+const prediction = SCHEDULER_CONFIG.prediction_type;
+const target = (x0: tf.Tensor, eps: tf.Tensor): tf.Tensor => {
+  if (prediction === "sample") return x0;
+  if (prediction === "epsilon") return eps;
+  throw new Error(`pretrain: prediction_type '${prediction}' is not supported here`);
+};
+
 const save = async (step: number) => {
   const s = performance.now();
   await writeSafetensors(
@@ -238,7 +247,7 @@ for (let step = 1; step <= steps; step++) {
       const xt = tf.add(tf.mul(x, a), tf.mul(eps, b)) as tf.Tensor4D;
       const cond = tf.gather(states, tf.tensor1d(condIdx, "int32")) as tf.Tensor3D;
       return tf.variableGrads(
-        () => tf.mean(tf.square(tf.sub(unet.forward(xt, ts, cond), eps))) as tf.Scalar,
+        () => tf.mean(tf.square(tf.sub(unet.forward(xt, ts, cond), target(x, eps)))) as tf.Scalar,
         [...variables.values()],
       );
     });
