@@ -68,12 +68,20 @@ export class ClipTokenizerError extends Error {
   }
 }
 
-// The CLIP pre-tokenisation pattern (same as the original openai/CLIP code and transformers).
-const PRETOKENIZE =
+/** The CLIP pre-tokenisation pattern (same as the original openai/CLIP code and transformers). */
+export const PRETOKENIZE: RegExp =
   /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 
-/** Byte → its printable symbol (GPT-2's table). */
-function bytesToUnicode(): string[] {
+/**
+ * GPT-2's reversible byte → printable unicode character table (index: byte).
+ *
+ * @example
+ * ```ts
+ * import { bytesToUnicode } from "@texforce/core/adapters";
+ * console.log(bytesToUnicode()[32]); // "Ġ"
+ * ```
+ */
+export function bytesToUnicode(): string[] {
   const { bytes, symbols } = gpt2ByteSymbols();
   const table = new Array<string>(256);
   for (let i = 0; i < bytes.length; i++) table[bytes[i]] = symbols[i];

@@ -6,6 +6,7 @@
  */
 export * from "./nn/mod.ts";
 export * from "./clip_tokenizer.ts";
+export * from "./clip_bpe_trainer.ts";
 export * from "./clip_text_model.ts";
 export * from "./lora.ts";
 export * from "./lora_formats.ts";

@@ -8,6 +8,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { installWasmSliceKernels } from "./_wasm_kernels.ts";
 
 /** Names accepted by {@linkcode useBackend}. */
 export type BackendName = "auto" | "cpu" | "wasm" | "webgpu" | "tensorflow";
@@ -44,6 +45,7 @@ async function loadWasm(): Promise<void> {
     const path = new URL(".", entry).pathname;
     wasm.setWasmPaths(path.endsWith("/") ? path : path + "/");
   }
+  installWasmSliceKernels();
   wasmLoaded = true;
 }
 

@@ -17,7 +17,8 @@ import { openWeights } from "./io/weights.ts";
 import type { WeightSource } from "./io/safetensors.ts";
 
 /**
- * The model components every pipeline needs.
+ * The model components every pipeline needs. A VAE is optional: without one the UNet works on
+ * RGB pixels (the sampler checks that its out_channels is 3), as in the demo's shapes model.
  *
  * @example
  * ```ts
@@ -29,7 +30,6 @@ export const REQUIRED_COMPONENTS: readonly string[] = [
   "text_encoder",
   "tokenizer",
   "unet",
-  "vae",
   "scheduler",
 ];
 
@@ -192,6 +192,7 @@ export async function preflightModel(
   problems.push(...await checkTokenizer(folder.components.tokenizer.path));
   const configs: Record<string, Record<string, unknown>> = {};
   for (const c of ["text_encoder", "unet", "vae"]) {
+    if (c === "vae" && !folder.components.vae) continue;
     try {
       configs[c] = await readJsonFile(join(folder.components[c].path, "config.json"));
     } catch (e) {

@@ -82,3 +82,68 @@ Deno.test("conv2d: input gradient matches tf.grad of tf.conv2d", async (t) => {
     });
   }
 });
+
+/** dL/dW for L = Σ conv(x, W) ⊙ dy, with W a variable (a trainable convolution). */
+function filterGradOf(c: Case, f: (x: tf.Tensor4D, weight: tf.Tensor4D) => tf.Tensor4D) {
+  return tf.tidy(() => {
+    const x = tf.tensor4d(data(n * c.h * c.w * cin, (i) => Math.sin(i * 0.37)), [
+      n,
+      c.h,
+      c.w,
+      cin,
+    ]);
+    const init = tf.tensor4d(data(c.k * c.k * cin * cout, (i) => Math.cos(i * 0.61)), [
+      c.k,
+      c.k,
+      cin,
+      cout,
+    ]);
+    const weight = tf.variable(init);
+    const y = f(x, weight);
+    const dy = tf.tensor(data(y.size, (i) => Math.sin(i * 1.3 + 0.2)), y.shape);
+    const { grads } = tf.variableGrads(() => f(x, weight).mul(dy).sum() as tf.Scalar, [weight]);
+    const [gx] = [tf.grad((v: tf.Tensor) => f(v as tf.Tensor4D, weight).mul(dy).sum())(x)];
+    const g = grads[weight.name];
+    weight.dispose();
+    return [g, gx];
+  });
+}
+
+Deno.test("conv2d: a variable weight gets the filter gradient of tf.conv2d", async (t) => {
+  await useBackend("cpu");
+  const expected: number[][][] = [];
+  for (const c of cases) {
+    const pad = c.padding;
+    const [g, gx] = filterGradOf(
+      c,
+      (x, weight) =>
+        tf.conv2d(
+          x,
+          weight,
+          c.stride,
+          pad === 0 ? "valid" : [[0, 0], [pad, pad], [pad, pad], [
+            0,
+            0,
+          ]],
+        ),
+    );
+    expected.push([Array.from(await g.data()), Array.from(await gx.data())]);
+    tf.dispose([g, gx]);
+  }
+  for (const backend of ["cpu", "wasm"] as const) {
+    await t.step(backend, async () => {
+      await useBackend(backend);
+      const before = tf.memory().numTensors;
+      for (const [i, c] of cases.entries()) {
+        const [g, gx] = filterGradOf(c, (x, weight) => conv2d(x, { ...c, weight }));
+        const what = `${backend} ${JSON.stringify(c)}`;
+        assertClose(Array.from(await g.data()), expected[i][0], 1e-3, `${what} filter grad`);
+        assertClose(Array.from(await gx.data()), expected[i][1], 1e-4, `${what} input grad`);
+        tf.dispose([g, gx]);
+      }
+      if (tf.memory().numTensors !== before) {
+        throw new Error(`${backend}: ${tf.memory().numTensors - before} tensors leaked`);
+      }
+    });
+  }
+});

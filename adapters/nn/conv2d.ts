@@ -38,15 +38,19 @@ export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
     // The rewritten input gradient is for tfjs-wasm; on webgpu (which has its own fast
     // backprop kernel) it gave wrong gradients, so other backends keep the stock convolution.
     // texforce's implicit-GEMM kernel on webgpu for the UNet's and VAE's 3×3 "same" convs
-    // (bias fused); tests/webgpu_kernels_test.ts checks it and its input gradient.
+    // (bias fused); tests/webgpu_kernels_test.ts checks it and its input gradient. It has no
+    // filter gradient, so trainable convs (pre-training) keep the stock op.
     const [kh, kw] = w.weight.shape;
+    const trainable = w.weight instanceof tf.Variable;
     if (
-      useWebgpuKernel("implicitGemmConv") && kh === 3 && kw === 3 && w.stride === 1 &&
-      w.padding === 1
+      !trainable && useWebgpuKernel("implicitGemmConv") && kh === 3 && kw === 3 &&
+      w.stride === 1 && w.padding === 1
     ) {
       return conv3x3(x, w.weight, w.bias);
     }
-    let y = tf.getBackend() === "wasm"
+    let y = trainable && tf.getBackend() === "wasm"
+      ? trainableConv(x, w.weight, w.stride, w.padding)
+      : tf.getBackend() === "wasm"
       ? constConv(w.weight, w.stride, w.padding)(x)
       : tf.conv2d(x, w.weight, w.stride, w.padding === 0 ? "valid" : symmetric(w.padding));
     if (w.bias) y = tf.add(y, w.bias);
@@ -74,6 +78,71 @@ function constConv(weight: Tensor4D, stride: number, padding: number): (x: Tenso
       gradFunc: (dy: Tensor4D) => convInputGrad(dy, weight, stride, p, x.shape[1], x.shape[2]),
     })) as unknown as CustomGradFunc,
   ) as unknown as (x: Tensor4D) => Tensor4D;
+}
+
+/**
+ * `conv2d(x, weight)` differentiable w.r.t. both (pre-training on tfjs-wasm, which has no
+ * Conv2DBackpropFilter kernel). The input gradient is {@linkcode convInputGrad}; the filter
+ * gradient is, per kernel offset, one untransposed 2-D product of the transposed output
+ * gradient with the input window seen at that offset.
+ */
+function trainableConv(x: Tensor4D, weight: Tensor4D, stride: number, padding: number): Tensor4D {
+  const p = padding;
+  const pad: Pad4 | "valid" = p === 0 ? "valid" : symmetric(p);
+  const f = tf.customGrad(
+    ((xx: Tensor4D, ww: Tensor4D, save: tf.GradSaveFunc) => {
+      save([xx, ww]);
+      return {
+        value: tf.conv2d(xx, ww, stride, pad),
+        gradFunc: (dy: Tensor4D, saved: tf.Tensor[]) => {
+          const [sx, sw] = saved as Tensor4D[];
+          return [
+            convInputGrad(dy, sw, stride, p, sx.shape[1], sx.shape[2]),
+            convFilterGrad(sx, dy, sw.shape, stride, p),
+          ];
+        },
+      };
+    }) as unknown as CustomGradFunc,
+  ) as unknown as (x: Tensor4D, w: Tensor4D) => Tensor4D;
+  return f(x, weight);
+}
+
+/**
+ * d conv2d(x, W, stride s, pad p) / dW [kh, kw, in, out]: for each kernel offset (i, j),
+ * Σ over output pixels of the padded input at that offset times the output gradient.
+ */
+function convFilterGrad(
+  x: Tensor4D,
+  dy: Tensor4D,
+  wShape: [number, number, number, number],
+  s: number,
+  p: number,
+): Tensor4D {
+  return tf.tidy(() => {
+    const [kh, kw, ci, co] = wShape;
+    const [n, oh, ow] = dy.shape;
+    const xp = p > 0 ? tf.pad(x, symmetric(p)) : x;
+    // dWᵀ[i, j] = dyᵀ · window(i, j): the small output gradient is transposed once, the large
+    // windows never are.
+    const dyT = tf.transpose(dy.reshape([n * oh * ow, co]));
+    const parts: tf.Tensor[] = [];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        let win: tf.Tensor = xp.slice([0, i, j, 0], [n, s * (oh - 1) + 1, s * (ow - 1) + 1, ci]);
+        if (s > 1) {
+          // Every s-th row and column: pad to a multiple of s, fold, take offset 0.
+          const hh = s * oh;
+          const ww = s * ow;
+          win = tf.pad(win, [[0, 0], [0, hh - win.shape[1]!], [0, ww - win.shape[2]!], [0, 0]])
+            .reshape([n, oh, s, ow, s, ci])
+            .slice([0, 0, 0, 0, 0, 0], [n, oh, 1, ow, 1, ci]);
+        }
+        parts.push(tf.matMul(dyT, win.reshape([n * oh * ow, ci])));
+      }
+    }
+    // [kh·kw, co, ci] → [kh, kw, ci, co].
+    return tf.stack(parts).reshape([kh, kw, co, ci]).transpose([0, 1, 3, 2]) as Tensor4D;
+  });
 }
 
 /**
@@ -147,7 +216,11 @@ export async function loadConv2d(
   padding = 0,
 ): Promise<Conv2dWeights> {
   const w = await r.tensor(`${prefix}.weight`, [outC, inC, kernel, kernel]);
-  const weight = tf.tidy(() => w.transpose([2, 3, 1, 0]) as Tensor4D);
+  const weight = r.adopt(
+    `${prefix}.weight`,
+    tf.tidy(() => w.transpose([2, 3, 1, 0]) as Tensor4D),
+    "conv",
+  );
   w.dispose();
   const out: Conv2dWeights = { weight, stride, padding };
   if (r.has(`${prefix}.bias`)) out.bias = (await r.tensor(`${prefix}.bias`, [outC])) as Tensor1D;

@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
-import { constLinear } from "../_fast_matmul.ts";
+import { constLinear, matMul2d } from "../_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
@@ -32,7 +32,13 @@ export function linear(x: Tensor, w: LinearWeights): Tensor {
   const lead = x.shape.slice(0, -1);
   // The weights are frozen: constLinear's gradient reaches x only, through untransposed products
   // (tfjs-wasm's fast path), instead of the stock dy·Wᵀ.
-  const y = constLinear(w.weight, w.bias)(x.reshape([-1, inDim]) as Tensor2D);
+  const x2 = x.reshape([-1, inDim]) as Tensor2D;
+  if (w.weight instanceof tf.Variable) {
+    // Trainable (pre-training): gradients reach the weight and bias too.
+    const y = matMul2d(x2, w.weight);
+    return (w.bias ? tf.add(y, w.bias) : y).reshape([...lead, outDim]);
+  }
+  const y = constLinear(w.weight, w.bias)(x2);
   return y.reshape([...lead, outDim]);
 }
 
@@ -54,7 +60,7 @@ export async function loadLinear(
   bias = true,
 ): Promise<LinearWeights> {
   const w = await r.tensor(`${prefix}.weight`, [outDim, inDim]);
-  const weight = tf.tidy(() => w.transpose() as Tensor2D);
+  const weight = r.adopt(`${prefix}.weight`, tf.tidy(() => w.transpose() as Tensor2D), "linear");
   w.dispose();
   const out: LinearWeights = { weight };
   if (bias && r.has(`${prefix}.bias`)) {

@@ -44,6 +44,16 @@ export class WeightReader {
     return this.source.has(this.prefix + key);
   }
 
+  /**
+   * Called by loaders with the tensor they keep for `key` after changing it from PyTorch's
+   * layout (`linear`: [out, in] or [out, in, 1, 1] stored as [in, out]; `conv`: OIHW stored as
+   * HWIO); returns the tensor to keep. The default keeps it; a trainer's reader returns a
+   * variable in its place and remembers how to write it back.
+   */
+  adopt<T extends Tensor>(_key: string, kept: T, _layout: "linear" | "conv"): T {
+    return kept;
+  }
+
   /** Read a float tensor, checking its shape when `shape` is given (PyTorch layout). */
   async tensor(key: string, shape?: number[]): Promise<Tensor> {
     const full = this.prefix + key;

@@ -23,7 +23,11 @@ export async function loadRegisteredLinear(
   const full = r.prefix + key;
   const rank = r.source.has(full) ? r.source.info(full).shape.length : 2;
   const w = await r.tensor(key, rank === 4 ? [outDim, inDim, 1, 1] : [outDim, inDim]);
-  const weight = tf.tidy(() => w.reshape([outDim, inDim]).transpose() as Tensor2D);
+  const weight = r.adopt(
+    key,
+    tf.tidy(() => w.reshape([outDim, inDim]).transpose() as Tensor2D),
+    "linear",
+  );
   w.dispose();
   const out: LinearWeights = { weight };
   if (bias && r.has(`${name}.bias`)) {
