@@ -29,6 +29,14 @@ export type GoldenSet = "sd-tiny" | "clip-tiny" | "imagereward-tiny" | "hpsv2-ti
 /** The tiny diffusers pipeline folder. */
 export const TINY_SD: string = fixture("sd-tiny", "tiny-sd");
 
+/**
+ * The project's own copy of the tiny model, which the example pipelines name by relative path
+ * (it stays the same when `$TEXFORCE_FIXTURES` points the parity tests elsewhere).
+ */
+export const PROJECT_TINY_SD: string = fileURLToPath(
+  new URL("fixtures/sd-tiny/tiny-sd", import.meta.url),
+);
+
 /** A minimal valid pipeline on the tiny model (2 DDIM steps, 1 epoch), with overrides. */
 export function tinyPipeline(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {

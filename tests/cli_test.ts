@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { parse, stringify } from "yaml";
 import { SafetensorsFile } from "../core/io/safetensors.ts";
 import { decodeImage } from "../core/image_output.ts";
-import { fixture, fixtureJson, TINY_SD, tinyPipeline } from "./_helpers.ts";
+import { fixture, fixtureJson, PROJECT_TINY_SD, TINY_SD, tinyPipeline } from "./_helpers.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const EXAMPLES = join(ROOT, "examples");
@@ -112,7 +112,7 @@ Deno.test("cli: validate", async (t) => {
         const r = await cli("validate", join("examples", name));
         assert.equal(r.code, 0, r.stderr);
         const p = parse(r.stdout);
-        assert.equal(p.model, TINY_SD);
+        assert.equal(p.model, PROJECT_TINY_SD);
         assert.equal(p.baseDir, EXAMPLES);
         assert.ok(p.optimizer.lr > 0 && p.train.clipRange === 1e-4);
         assert.match(r.stderr, /valid/);

@@ -14,7 +14,7 @@ import {
   validatePipeline,
 } from "../mod.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
-import { TINY_SD, tinyPipeline } from "./_helpers.ts";
+import { PROJECT_TINY_SD, TINY_SD, tinyPipeline } from "./_helpers.ts";
 import { pathExists } from "../core/io/path_exists.ts";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -362,7 +362,7 @@ Deno.test("every example pipeline validates", async (t) => {
   for (const name of ["tiny_brightness.yaml", "custom_reward.yaml"]) {
     await t.step(name, async () => {
       const p = await loadPipeline(join(EXAMPLES, name));
-      assert.equal(p.model, TINY_SD);
+      assert.equal(p.model, PROJECT_TINY_SD);
     });
   }
   const sd15Present = await pathExists(SD15);
