@@ -161,6 +161,8 @@ const rows = Object.entries(perAttribute).map(([k, v]) =>
     pct(v.after)
   } %</td><td>${v.n}</td></tr>`
 ).join("");
+// The grids are wider than a page: fit them to its width, pixels kept crisp.
+const GRID_STYLE = "max-width:100%;height:auto;image-rendering:pixelated";
 const section = `<h2>Held-out captions (colour–shape pairs never trained on), fixed seeds</h2>
 <p>Alignment reward before ${b.mean.toFixed(4)} ± ${b.stderr.toFixed(4)}, after ${
   a.mean.toFixed(4)
@@ -168,11 +170,19 @@ const section = `<h2>Held-out captions (colour–shape pairs never trained on), 
   diff.mean.toFixed(4)
 } ± ${diff.stderr.toFixed(4)}. Wall time ${wall.toFixed(0)} s on ${info.name}.</p>
 <table><tr><th>attribute</th><th>before</th><th>after</th><th>images</th></tr>${rows}</table>
-<div class="row"><div class="col"><h3>before</h3><img src="heldout/before.png" alt="before"></div>
-<div class="col"><h3>after</h3><img src="heldout/after.png" alt="after"></div></div>`;
+<p>The same captions and seeds before and after training, one image each (score, caption):</p>
+<h3>before</h3><img src="heldout/before.png" alt="before" style="${GRID_STYLE}">
+<h3>after</h3><img src="heldout/after.png" alt="after" style="${GRID_STYLE}">`;
 const reportPath = join(outDir, "report.html");
 const report = await Deno.readTextFile(reportPath);
-await Deno.writeTextFile(reportPath, report.replace(/(<\/h1>)/, `$1\n${section}`));
+// The demo evaluates held-out captions itself (above), so the stock "no evaluation" line goes.
+await Deno.writeTextFile(
+  reportPath,
+  report.replace(/(<\/h1>)/, `$1\n${section}`).replace(
+    "<h2>Held-out prompts</h2><p>No evaluation configured (<code>eval</code>).</p>",
+    "",
+  ),
+);
 
 console.log("\nattribute    before   after");
 for (const [k, v] of Object.entries(perAttribute)) {
