@@ -20,8 +20,16 @@ export const SD15_UNET: Record<string, unknown> = {
   sample_size: 64,
 };
 
-/** The test fixture's shape: for checking the bench itself quickly. */
-const TINY_UNET: Record<string, unknown> = {
+/**
+ * The test fixture's UNet shape, for checking a bench itself quickly (`--tiny`).
+ *
+ * @example
+ * ```ts
+ * import { TINY_UNET } from "./_unet_bench.ts";
+ * console.log(TINY_UNET.block_out_channels);
+ * ```
+ */
+export const TINY_UNET: Record<string, unknown> = {
   block_out_channels: [32, 64, 64],
   down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
   up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],

@@ -27,7 +27,7 @@ import { type ClipTextConfig, ClipTextModel } from "../adapters/clip_text_model.
 import { LoraAdapter, LoraStack } from "../adapters/lora.ts";
 import { parseVaeConfig, VaeDecoder } from "../adapters/vae_decoder.ts";
 import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
-import { SD15_UNET } from "./_unet_bench.ts";
+import { SD15_UNET, TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes } from "./_peak_rss.ts";
 
 /** PyTorch 2.11 fp32 on the H200 (medians, ms), from `../shared/gpu/README.md`. */
@@ -78,17 +78,6 @@ const ON: Partial<WebgpuKernelOptions> & { gemmTile?: 64 | 128 } = {
 };
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-const TINY_UNET: Record<string, unknown> = {
-  block_out_channels: [32, 64, 64],
-  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-  layers_per_block: 2,
-  attention_head_dim: 2,
-  cross_attention_dim: 32,
-  norm_num_groups: 8,
-  sample_size: 16,
-};
 
 const TINY_TEXT: ClipTextConfig = {
   ...SD15_TEXT,

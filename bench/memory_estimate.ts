@@ -13,19 +13,8 @@
  */
 import { parseArgs } from "node:util";
 import { parseUNetConfig, type UNetConfig } from "../adapters/unet_2d_condition.ts";
-import { SD15_UNET } from "./_unet_bench.ts";
+import { SD15_UNET, TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes } from "./_peak_rss.ts";
-
-const TINY_RAW: Record<string, unknown> = {
-  block_out_channels: [32, 64, 64],
-  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-  layers_per_block: 2,
-  attention_head_dim: 2,
-  cross_attention_dim: 32,
-  norm_num_groups: 8,
-  sample_size: 16,
-};
 
 /** Paths compared. */
 export type MemoryPath = "stock" | "texforce" | "texforce+recompute";
@@ -242,7 +231,7 @@ export default function memoryEstimate(args: string[]): void {
       batch: { type: "string", default: "2" },
     },
   });
-  const raw = values.tiny ? TINY_RAW : SD15_UNET;
+  const raw = values.tiny ? TINY_UNET : SD15_UNET;
   const c = parseUNetConfig(raw, "<estimate config>");
   const latent = Number(values.latent ?? c.sampleSize);
   const batch = Number(values.batch);
@@ -256,7 +245,7 @@ export default function memoryEstimate(args: string[]): void {
   const paths: MemoryPath[] = ["stock", "texforce", "texforce+recompute"];
   // The per-op counts miss tensors tfjs keeps only for their shapes (e.g. Add and Mean save
   // their inputs): scale the feature-map part of the tape by what the tiny model measured.
-  const tiny = parseUNetConfig(TINY_RAW, "<tiny>");
+  const tiny = parseUNetConfig(TINY_UNET, "<tiny>");
   const scale = (path: MemoryPath) => {
     const e = estimateUNetStep(tiny, 16, 2, path);
     return (TINY_MEASURED[path] - e.weights - e.scores) / (e.tape - e.scores);
