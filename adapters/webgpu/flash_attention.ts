@@ -109,6 +109,28 @@ function uniformValues(g: Geometry, scale: number, causal: boolean) {
   ];
 }
 
+/**
+ * The start of a kernel that gives each thread one query row i (forward, dQ): key and value tiles
+ * of BK rows in workgroup memory, and the row's indices (b, h, i, its clamped iq, qBase).
+ */
+function queryRowPrologue(t: string, nv: number, bk: number, helpers: string): string {
+  return `
+    const NV : i32 = ${nv};
+    const BK : i32 = ${bk};
+    var<workgroup> ks : array<${t}, ${bk * nv}>;
+    var<workgroup> vs : array<${t}, ${bk * nv}>;
+    ${helpers}
+    fn main() {
+      let tid = i32(localId.x);
+      let bh = i32(workgroupId.y);
+      let b = bh / uniforms.heads;
+      let h = bh - b * uniforms.heads;
+      let i = i32(workgroupId.x) * ${ROWS} + tid;
+      let iq = min(i, uniforms.lq - 1);
+      let rowV = uniforms.heads * NV;
+      let qBase = (b * uniforms.lq + iq) * rowV + h * NV;`;
+}
+
 // Forward: O [B, Lq, H·d] followed (withLse) by the row log-sum-exp [B, Lq, H], flat.
 function forwardKernel(args: {
   inputs: tf.NamedTensorInfoMap;
@@ -127,21 +149,7 @@ function forwardKernel(args: {
   const { t, nv, helpers } = rowTypes(g);
   const bk = tileRows(backend, 2 * g.d);
   const outSize = g.b * g.lq * g.heads * g.d;
-  const code = `
-    const NV : i32 = ${nv};
-    const BK : i32 = ${bk};
-    var<workgroup> ks : array<${t}, ${bk * nv}>;
-    var<workgroup> vs : array<${t}, ${bk * nv}>;
-    ${helpers}
-    fn main() {
-      let tid = i32(localId.x);
-      let bh = i32(workgroupId.y);
-      let b = bh / uniforms.heads;
-      let h = bh - b * uniforms.heads;
-      let i = i32(workgroupId.x) * ${ROWS} + tid;
-      let iq = min(i, uniforms.lq - 1);
-      let rowV = uniforms.heads * NV;
-      let qBase = (b * uniforms.lq + iq) * rowV + h * NV;
+  const code = queryRowPrologue(t, nv, bk, helpers) + `
       var qr : array<${t}, ${nv}>;
       var acc : array<${t}, ${nv}>;
       for (var c = 0; c < NV; c++) {
@@ -223,21 +231,7 @@ function gradQKernel(args: {
   const g = geometry(q, k, heads);
   const { t, nv, helpers } = rowTypes(g);
   const bk = tileRows(backend, 2 * g.d);
-  const code = `
-    const NV : i32 = ${nv};
-    const BK : i32 = ${bk};
-    var<workgroup> ks : array<${t}, ${bk * nv}>;
-    var<workgroup> vs : array<${t}, ${bk * nv}>;
-    ${helpers}
-    fn main() {
-      let tid = i32(localId.x);
-      let bh = i32(workgroupId.y);
-      let b = bh / uniforms.heads;
-      let h = bh - b * uniforms.heads;
-      let i = i32(workgroupId.x) * ${ROWS} + tid;
-      let iq = min(i, uniforms.lq - 1);
-      let rowV = uniforms.heads * NV;
-      let qBase = (b * uniforms.lq + iq) * rowV + h * NV;
+  const code = queryRowPrologue(t, nv, bk, helpers) + `
       let stat = (b * uniforms.lq + iq) * uniforms.heads + h;
       let rowLse = lse[stat];
       let rowDelta = delta[stat];
