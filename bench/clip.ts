@@ -14,6 +14,7 @@ import type { HostTensor, TensorInfo, WeightSource } from "../core/io/safetensor
 import { type ClipTextConfig, ClipTextModel } from "../adapters/clip_text_model.ts";
 import { LoraAdapter, LoraStack } from "../adapters/lora.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
+import { clipEncoderLayerShapes } from "./_clip_layout.ts";
 
 export const SD15_TEXT: ClipTextConfig = {
   vocabSize: 49408,
@@ -39,21 +40,7 @@ export class RandomClipWeights implements WeightSource {
     const add = (k: string, s: number[]) => this.#shapes.set(`text_model.${k}`, s);
     add("embeddings.token_embedding.weight", [c.vocabSize, d]);
     add("embeddings.position_embedding.weight", [c.maxPositionEmbeddings, d]);
-    for (let i = 0; i < c.numHiddenLayers; i++) {
-      const p = `encoder.layers.${i}`;
-      for (const n of ["layer_norm1", "layer_norm2"]) {
-        add(`${p}.${n}.weight`, [d]);
-        add(`${p}.${n}.bias`, [d]);
-      }
-      for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
-        add(`${p}.self_attn.${n}.weight`, [d, d]);
-        add(`${p}.self_attn.${n}.bias`, [d]);
-      }
-      add(`${p}.mlp.fc1.weight`, [m, d]);
-      add(`${p}.mlp.fc1.bias`, [m]);
-      add(`${p}.mlp.fc2.weight`, [d, m]);
-      add(`${p}.mlp.fc2.bias`, [d]);
-    }
+    clipEncoderLayerShapes(add, "", c.numHiddenLayers, d, m);
     add("final_layer_norm.weight", [d]);
     add("final_layer_norm.bias", [d]);
   }

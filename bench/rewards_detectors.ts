@@ -20,6 +20,7 @@ import { type WritableTensor, writeSafetensors } from "../core/io/safetensors.ts
 import type { Reward } from "../core/reward.ts";
 import { aestheticReward, clipScoreReward, faceReward, handReward } from "../rewards/mod.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
+import { clipEncoderLayerShapes } from "./_clip_layout.ts";
 
 const FIXTURES = new URL("../tests/fixtures/", import.meta.url);
 const TOKENIZER = new URL("sd-tiny/tiny-sd/tokenizer", FIXTURES).pathname;
@@ -38,30 +39,6 @@ function randomTensor(shape: number[], seed: number, ones = false): WritableTens
   return { dtype: "F16", shape, data };
 }
 
-function encoderLayers(
-  add: (k: string, s: number[]) => void,
-  prefix: string,
-  layers: number,
-  d: number,
-  m: number,
-): void {
-  for (let i = 0; i < layers; i++) {
-    const p = `${prefix}.encoder.layers.${i}`;
-    for (const n of ["layer_norm1", "layer_norm2"]) {
-      add(`${p}.${n}.weight`, [d]);
-      add(`${p}.${n}.bias`, [d]);
-    }
-    for (const n of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
-      add(`${p}.self_attn.${n}.weight`, [d, d]);
-      add(`${p}.self_attn.${n}.bias`, [d]);
-    }
-    add(`${p}.mlp.fc1.weight`, [m, d]);
-    add(`${p}.mlp.fc1.bias`, [m]);
-    add(`${p}.mlp.fc2.weight`, [d, m]);
-    add(`${p}.mlp.fc2.bias`, [d]);
-  }
-}
-
 /** A random-weight `openai/clip-vit-large-patch14` folder and a LAION-shaped head in `dir`. */
 async function writeRandomVitL(dir: string): Promise<{ clip: string; head: string }> {
   const clip = join(dir, "clip");
@@ -76,12 +53,12 @@ async function writeRandomVitL(dir: string): Promise<{ clip: string; head: strin
     add(`vision_model.${n}.weight`, [v]);
     add(`vision_model.${n}.bias`, [v]);
   }
-  encoderLayers(add, "vision_model", 24, v, vm);
+  clipEncoderLayerShapes(add, "vision_model.", 24, v, vm);
   add("text_model.embeddings.token_embedding.weight", [49408, t]);
   add("text_model.embeddings.position_embedding.weight", [77, t]);
   add("text_model.final_layer_norm.weight", [t]);
   add("text_model.final_layer_norm.bias", [t]);
-  encoderLayers(add, "text_model", 12, t, tm);
+  clipEncoderLayerShapes(add, "text_model.", 12, t, tm);
   add("visual_projection.weight", [p, v]);
   add("text_projection.weight", [p, t]);
   const tensors: Record<string, WritableTensor> = {};
