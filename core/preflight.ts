@@ -127,7 +127,17 @@ async function checkWeights(
   return problems;
 }
 
-async function checkTokenizer(dir: string): Promise<string[]> {
+/**
+ * Problems with a CLIP tokenizer folder (vocab.json, merges.txt, optional configs), each naming
+ * its file; nothing is loaded.
+ *
+ * @example
+ * ```ts
+ * import { checkTokenizer } from "@texforce/core";
+ * console.log(await checkTokenizer("stable-diffusion-v1-5/tokenizer"));
+ * ```
+ */
+export async function checkTokenizer(dir: string): Promise<string[]> {
   const problems: string[] = [];
   try {
     const vocab = await readJsonFile(join(dir, "vocab.json"));

@@ -3,6 +3,7 @@
 import { join, resolve } from "node:path";
 import { readJsonFile } from "../core/io/model_folder.ts";
 import { openWeights } from "../core/io/weights.ts";
+import { checkTokenizer } from "../core/preflight.ts";
 import type { PluginIssue } from "../core/plugin.ts";
 
 /** Problems with a CLIPModel folder named by option `key`, each naming its file. */
@@ -56,16 +57,5 @@ export async function tokenizerIssues(
   folder: string,
 ): Promise<PluginIssue[]> {
   const dir = resolve(baseDir, folder);
-  const issues: PluginIssue[] = [];
-  try {
-    await readJsonFile(join(dir, "vocab.json"));
-  } catch (e) {
-    issues.push({ path: key, message: (e as Error).message });
-  }
-  try {
-    await Deno.stat(join(dir, "merges.txt"));
-  } catch {
-    issues.push({ path: key, message: `${join(dir, "merges.txt")}: file not found` });
-  }
-  return issues;
+  return (await checkTokenizer(dir)).map((message) => ({ path: key, message }));
 }
