@@ -18,7 +18,7 @@ import {
   midBlock,
   upBlock,
 } from "../adapters/unet/unet_blocks.ts";
-import { SeededNoise } from "../samplers/seeded_noise.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
 
 /** One segment of the UNet: how to build it and run it on its differentiable inputs. */
 interface Segment {

@@ -11,7 +11,7 @@ import { z } from "zod";
 import { definePlugin, type Plugin, type PluginContext } from "../core/plugin.ts";
 import type { Conditioning, SampleOptions, Sampler, Trajectory } from "../core/sampler.ts";
 import { DdimScheduler } from "./ddim_scheduler.ts";
-import { SeededNoise } from "./seeded_noise.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
 import { loadStableDiffusion, type StableDiffusion } from "./stable_diffusion.ts";
 import type {
   Tensor,

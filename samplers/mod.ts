@@ -11,7 +11,7 @@
  * @module
  */
 export * from "./ddim_scheduler.ts";
-export * from "./seeded_noise.ts";
+export * from "../core/seeded_noise.ts";
 export * from "./stable_diffusion.ts";
 export {
   DdimSampler,

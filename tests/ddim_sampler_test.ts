@@ -12,7 +12,7 @@ import {
   type StableDiffusion,
 } from "../samplers/mod.ts";
 import { DdimScheduler, parseDdimSchedulerConfig } from "../samplers/ddim_scheduler.ts";
-import { SeededNoise } from "../samplers/seeded_noise.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
 import type { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
 import {
   assertClose,

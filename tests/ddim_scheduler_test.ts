@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { useBackend } from "../core/backend.ts";
 import { DdimScheduler, parseDdimSchedulerConfig } from "../samplers/ddim_scheduler.ts";
-import { SeededNoise } from "../samplers/seeded_noise.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
 import {
   assertClose,
   availableBackends,

@@ -8,7 +8,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { HostTensor, TensorInfo, WeightSource } from "../../core/io/safetensors.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
-import { SeededNoise } from "../../samplers/seeded_noise.ts";
+import { SeededNoise } from "../../core/seeded_noise.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 
 class NoWeights implements WeightSource {

@@ -32,7 +32,7 @@ import { ClipTextModel, parseClipTextConfig } from "../../adapters/clip_text_mod
 import { ClipTokenizer } from "../../adapters/clip_tokenizer.ts";
 import { trainClipBpe, writeClipTokenizer } from "../../adapters/clip_bpe_trainer.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../../adapters/unet_2d_condition.ts";
-import { SeededNoise } from "../../samplers/seeded_noise.ts";
+import { SeededNoise } from "../../core/seeded_noise.ts";
 import { captionSplits, Mulberry32, parseCaption, sampleCaptions } from "./world.ts";
 import { CANVAS, renderScene } from "./render.ts";
 import {

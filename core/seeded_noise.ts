@@ -8,8 +8,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Tensor } from "../core/tensor_types.ts";
-import { Rng } from "../core/rng.ts";
+import type { Tensor } from "./tensor_types.ts";
+import { Rng } from "./rng.ts";
 
 /**
  * The serialisable state of a {@linkcode SeededNoise}.
