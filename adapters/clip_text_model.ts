@@ -22,7 +22,7 @@ import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
 import { disposeLinear, type LinearWeights } from "./nn/linear.ts";
 import { WeightReader } from "./nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "./lora.ts";
-import { constLinear } from "./_fast_matmul.ts";
+import { constLinear } from "./nn/_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
 import {
   clipActivate,

@@ -18,7 +18,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { HostTensor } from "../core/io/safetensors.ts";
-import { matMul2d } from "./_fast_matmul.ts";
+import { matMul2d } from "./nn/_fast_matmul.ts";
 import type { Tensor2D, Variable } from "../core/tensor_types.ts";
 
 /** How A is initialised (B always starts at zero, so a fresh adapter changes nothing). */

@@ -4,7 +4,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { batchMatMul } from "../_fast_matmul.ts";
+import { batchMatMul } from "./_fast_matmul.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 
 /**

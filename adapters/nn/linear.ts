@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
-import { constLinear, matMul2d } from "../_fast_matmul.ts";
+import { constLinear, matMul2d } from "./_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */

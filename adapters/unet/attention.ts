@@ -5,7 +5,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { batchMatMul } from "../_fast_matmul.ts";
+import { batchMatMul } from "../nn/_fast_matmul.ts";
 import { multiHeadAttention } from "../nn/attention.ts";
 import { FLASH_MAX_HEAD_DIM, flashAttention } from "../webgpu/flash_attention.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";

@@ -7,9 +7,9 @@
 // `(b·dyᵀ)ᵀ` and `aᵀ·dy` with an explicit transpose keeps every product on the fast path; the
 // extra transposes are cheap on every backend.
 import * as tf from "@tensorflow/tfjs";
-import type { Tensor, Tensor1D, Tensor2D } from "../core/tensor_types.ts";
-import { tiledConstLinear, tiledMatMul } from "./webgpu/tiled_matmul.ts";
-import { useWebgpuKernel } from "./webgpu/kernel_options.ts";
+import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
+import { tiledConstLinear, tiledMatMul } from "../webgpu/tiled_matmul.ts";
+import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 
 // On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
 // (time embeddings, a handful of rows) would leave most of a 64-row tile idle.
