@@ -1,6 +1,6 @@
 /**
  * The registry of built-in plugins: the `clip-lora` encoder, the `ddim` sampler, the `adamw`
- * optimizer and the built-in rewards.
+ * optimizer and the built-in rewards; and loading / validating a pipeline against it.
  *
  * @module
  */
@@ -9,6 +9,13 @@ import { clipLoraEncoderPlugin } from "./adapters/mod.ts";
 import { ddimSamplerPlugin } from "./samplers/mod.ts";
 import { type AnyPlugin, PluginRegistry } from "./core/plugin.ts";
 import { rewardPlugins } from "./rewards/mod.ts";
+import {
+  loadPipeline as loadPipelineWith,
+  type LoadPipelineOptions,
+  validatePipeline as validatePipelineWith,
+  type ValidatePipelineOptions,
+} from "./core/pipeline.ts";
+import type { Pipeline } from "./core/pipeline_schema.ts";
 
 /**
  * Every built-in plugin.
@@ -35,4 +42,46 @@ export function builtinPlugins(): AnyPlugin[] {
  */
 export function builtinRegistry(): PluginRegistry {
   return new PluginRegistry(builtinPlugins());
+}
+
+/**
+ * `loadPipeline` of `core/pipeline.ts` with the built-in registry unless `options.registry` names
+ * another: load a pipeline file, apply `--set` overrides, validate it.
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline } from "@texforce/core";
+ * const p = await loadPipeline("examples/tiny_brightness.yaml", { set: ["train.epochs=1"] });
+ * console.log(p.train.epochs); // 1
+ * ```
+ */
+export async function loadPipeline(
+  path: string,
+  options: LoadPipelineOptions = {},
+): Promise<Pipeline> {
+  return await loadPipelineWith(path, {
+    ...options,
+    registry: options.registry ?? builtinRegistry(),
+  });
+}
+
+/**
+ * `validatePipeline` of `core/pipeline.ts` with the built-in registry unless `options.registry` names
+ * another.
+ *
+ * @example
+ * ```ts
+ * import { parsePipeline, validatePipeline } from "@texforce/core";
+ * const p = parsePipeline({ model: "m", rewards: [{ use: "brightness" }], prompts: ["a"] });
+ * await validatePipeline(p, { checkModel: false });
+ * ```
+ */
+export async function validatePipeline(
+  pipeline: Pipeline,
+  options: ValidatePipelineOptions = {},
+): Promise<void> {
+  await validatePipelineWith(pipeline, {
+    ...options,
+    registry: options.registry ?? builtinRegistry(),
+  });
 }

@@ -20,6 +20,7 @@ import { inspectCommand } from "./cli/inspect.ts";
 import { runCommand } from "./cli/run.ts";
 import { validateCommand } from "./cli/validate.ts";
 
+export { definePipeline } from "./cli/define_pipeline.ts";
 export { exportCommand, generateCommand, inspectCommand, runCommand, validateCommand };
 export { formatModelSummary, inspectModel } from "./cli/inspect.ts";
 export { exportCheckpoint } from "./cli/export.ts";

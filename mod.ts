@@ -11,7 +11,13 @@
  * @module
  */
 export * from "./core/mod.ts";
-export * from "./core/pipeline.ts";
+export {
+  applyPipelineOverrides,
+  type LoadPipelineOptions,
+  type PipelineStepRef,
+  pipelineSteps,
+  type ValidatePipelineOptions,
+} from "./core/pipeline.ts";
 export * from "./core/pipeline_schema.ts";
 export * from "./core/pipeline_error.ts";
 export * from "./core/prompt_sets.ts";

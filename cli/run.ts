@@ -3,8 +3,7 @@
  *
  * @module
  */
-import { builtinRegistry } from "../builtin_plugins.ts";
-import { loadPipeline } from "../core/pipeline.ts";
+import { builtinRegistry, loadPipeline } from "../builtin_plugins.ts";
 import { type ProgressPrinter, progressPrinter } from "../core/progress.ts";
 import { dryRun } from "./_dry_run.ts";
 import { boolFlag, EXIT, listFlag, parseCommandArgs, positionals, reportError } from "./_args.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 import { stringify } from "yaml";
-import { loadPipeline } from "../core/pipeline.ts";
+import { loadPipeline } from "../builtin_plugins.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
 import { holdsRun, preflightRunFolder, RunFolderError } from "../core/run_folder.ts";
 import { boolFlag, EXIT, listFlag, parseCommandArgs, positionals, reportError } from "./_args.ts";

@@ -23,6 +23,7 @@ export * from "./progress.ts";
 export * from "./run_plan.ts";
 export * from "./report.ts";
 export * from "./rng.ts";
+export * from "./seeded_noise.ts";
 export * from "./trainer.ts";
 export * from "./run_folder.ts";
 export * from "./preflight.ts";

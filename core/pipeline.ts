@@ -16,12 +16,10 @@
  * @module
  */
 import { extname, isAbsolute, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
-import { builtinRegistry } from "../builtin_plugins.ts";
 import { toFileUrl } from "./_file_url.ts";
 import { PipelineError, type PipelineIssue } from "./pipeline_error.ts";
-import { parsePipeline, type Pipeline, type PipelineInput } from "./pipeline_schema.ts";
+import { parsePipeline, type Pipeline } from "./pipeline_schema.ts";
 import {
   type AnyPlugin,
   parsePluginOptions,
@@ -48,37 +46,6 @@ const FORMATS: Record<string, "yaml" | "json" | "module"> = {
 };
 
 /**
- * Declare a pipeline in TypeScript. Returns `config` unchanged (typed); when `meta` is the
- * declaring module's `import.meta` and that module is the main module
- * (`deno run -A pipeline.ts`), the pipeline also runs, exactly like `texforce run pipeline.ts`
- * (the command line's `--set` and `--resume` apply). Importing the module never starts a run.
- *
- * @example
- * ```ts
- * import { definePipeline } from "@texforce/core";
- * export default definePipeline({
- *   model: "./models/stable-diffusion-v1-5",
- *   rewards: [{ use: "jpeg-compressibility" }],
- *   prompts: { builtin: "simple-animals" },
- * }, import.meta);
- * ```
- */
-export function definePipeline(config: PipelineInput, meta?: ImportMeta): PipelineInput {
-  if (meta?.main) {
-    // Run after the module has finished evaluating (its default export must exist).
-    setTimeout(() => void runAsMain(meta.url), 0);
-  }
-  return config;
-}
-
-async function runAsMain(url: string): Promise<void> {
-  const { runCommand } = await import("../cli/run.ts");
-  const file = url.startsWith("file:") ? fileURLToPath(url) : url;
-  const code = await runCommand([file, ...Deno.args]);
-  Deno.exit(code);
-}
-
-/**
  * Options of {@linkcode validatePipeline}.
  *
  * @example
@@ -88,7 +55,10 @@ async function runAsMain(url: string): Promise<void> {
  * ```
  */
 export interface ValidatePipelineOptions {
-  /** Plugins `use` names resolve in (default: `builtinRegistry()`). */
+  /**
+   * Plugins `use` names resolve in; needed unless `checkPlugins` is false (the root module's
+   * `validatePipeline` / `loadPipeline` pass `builtinRegistry()`).
+   */
   registry?: PluginRegistry;
   /** Check that the model folder exists and has every component (default true). */
   checkModel?: boolean;
@@ -224,7 +194,12 @@ export async function validatePipeline(
     }
   }
   if (options.checkPlugins !== false) {
-    const registry = options.registry ?? builtinRegistry();
+    const registry = options.registry;
+    if (!registry) {
+      throw new TypeError(
+        "validatePipeline: options.registry is needed to check plugins (pass builtinRegistry())",
+      );
+    }
     const steps = pipelineSteps(pipeline);
     // Decide what may be imported, and say so, before importing anything: a plugin module runs
     // code with the command's permissions the moment it is imported.

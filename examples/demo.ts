@@ -22,7 +22,7 @@ import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { builtinRegistry } from "../builtin_plugins.ts";
-import { loadPipeline } from "../core/pipeline.ts";
+import { loadPipeline } from "../builtin_plugins.ts";
 import { progressPrinter } from "../core/progress.ts";
 import { train } from "../core/trainer.ts";
 import { useBackend } from "../core/backend.ts";

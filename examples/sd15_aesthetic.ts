@@ -19,7 +19,8 @@
  *
  * @module
  */
-import { definePipeline, type PipelineInput } from "../mod.ts";
+import { definePipeline } from "../cli.ts";
+import type { PipelineInput } from "../mod.ts";
 
 const pipeline: PipelineInput = definePipeline({
   name: "sd15_aesthetic",

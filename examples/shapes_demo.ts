@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { definePipeline, type PipelineInput } from "../mod.ts";
+import { definePipeline } from "../cli.ts";
+import type { PipelineInput } from "../mod.ts";
 import { captionSplits, sampleCaptions } from "./shapes/world.ts";
 
 /** Training captions the policy samples from (a fixed draw from the training split). */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { builtinRegistry } from "../builtin_plugins.ts";
-import { loadPipeline } from "../core/pipeline.ts";
+import { loadPipeline } from "../builtin_plugins.ts";
 import { readMetrics } from "../core/report.ts";
 import { train } from "../core/trainer.ts";
 

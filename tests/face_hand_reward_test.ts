@@ -15,7 +15,7 @@ import { useBackend } from "../core/backend.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePluginOptions, type PluginError } from "../core/plugin.ts";
 import { faceReward, handPlugin, handReward } from "../rewards/mod.ts";
-import { loadPipeline } from "../core/pipeline.ts";
+import { loadPipeline } from "../builtin_plugins.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
 import { resolvePrompts } from "../core/prompts.ts";
 import { train } from "../core/trainer.ts";

@@ -7,12 +7,12 @@ import { stringify } from "yaml";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import {
   applyPipelineOverrides,
-  definePipeline,
   loadPipeline,
   parsePipeline,
   pipelineSteps,
   validatePipeline,
 } from "../mod.ts";
+import { definePipeline } from "../cli.ts";
 import { PipelineError } from "../core/pipeline_error.ts";
 import { PROJECT_TINY_SD, TINY_SD, tinyPipeline } from "./_helpers.ts";
 import { pathExists } from "../core/io/path_exists.ts";
@@ -421,7 +421,7 @@ Deno.test("a TS pipeline only runs as the main module", async (t) => {
       const file = join(dir, "main_pipeline.ts");
       await Deno.writeTextFile(
         file,
-        `import { definePipeline } from ${JSON.stringify(join(ROOT, "mod.ts"))};\n` +
+        `import { definePipeline } from ${JSON.stringify(join(ROOT, "cli.ts"))};\n` +
           `export default definePipeline(${
             JSON.stringify({
               model: TINY_SD,

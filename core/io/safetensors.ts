@@ -7,6 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import type { Tensor } from "@tensorflow/tfjs";
 import {
   decodeDtype,
   DTYPE_SIZE,
@@ -15,7 +16,6 @@ import {
   isFloatDtype,
   type SafetensorsDtype,
 } from "./_dtype.ts";
-import type { Tensor } from "../tensor_types.ts";
 import { dirname } from "node:path";
 
 export type { SafetensorsDtype } from "./_dtype.ts";
