@@ -14,8 +14,6 @@ export * from "./core/mod.ts";
 export {
   applyPipelineOverrides,
   type LoadPipelineOptions,
-  type PipelineStepRef,
-  pipelineSteps,
   type ValidatePipelineOptions,
 } from "./core/pipeline.ts";
 export * from "./core/pipeline_schema.ts";

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
 import { readMetrics } from "../core/report.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 
 /** Run the training benchmark. */

@@ -131,7 +131,7 @@ export async function runCommand(args: string[]): Promise<number> {
       intervalSeconds: Number.isFinite(every) && every >= 0 ? every : 5,
     });
     const registry = builtinRegistry();
-    const { train } = await import("../core/trainer.ts");
+    const { train } = await import("../core/train.ts");
     for (const [sig, handler] of handlers) {
       try {
         Deno.addSignalListener(sig, handler);

@@ -25,5 +25,7 @@ export * from "./report.ts";
 export * from "./rng.ts";
 export * from "./seeded_noise.ts";
 export * from "./trainer.ts";
+export * from "./train.ts";
+export * from "./assemble.ts";
 export * from "./run_folder.ts";
 export * from "./preflight.ts";

@@ -20,17 +20,8 @@ import { parse as parseYaml } from "yaml";
 import { toFileUrl } from "./_file_url.ts";
 import { PipelineError, type PipelineIssue } from "./pipeline_error.ts";
 import { parsePipeline, type Pipeline } from "./pipeline_schema.ts";
-import {
-  type AnyPlugin,
-  parsePluginOptions,
-  PLUGIN_ALLOW_FILE,
-  pluginAllowed,
-  PluginError,
-  type PluginKind,
-  pluginOrigin,
-  type PluginRegistry,
-  readPluginAllowList,
-} from "./plugin.ts";
+import type { PluginRegistry } from "./plugin.ts";
+import { preflightSteps, tryAssemble } from "./assemble.ts";
 import { preflightModel } from "./preflight.ts";
 import { resolvePrompts } from "./prompts.ts";
 
@@ -93,80 +84,6 @@ export interface LoadPipelineOptions extends Omit<ValidatePipelineOptions, "file
 }
 
 /**
- * One plugin a pipeline uses: its kind, `use`, the options its factory receives and the pipeline
- * paths that errors name.
- *
- * @example
- * ```ts
- * import { loadPipeline, pipelineSteps } from "@texforce/core";
- * for (const s of pipelineSteps(await loadPipeline("examples/tiny_brightness.yaml"))) {
- *   console.log(s.kind, s.use, s.optionsPath);
- * }
- * ```
- */
-export interface PipelineStepRef {
-  /** Plugin kind. */
-  kind: PluginKind;
-  /** Built-in name or module specifier. */
-  use: string;
-  /** The options given to the plugin's schema and factory. */
-  options: Record<string, unknown>;
-  /** Path of `use` for errors, e.g. `rewards[0].use`. */
-  usePath: string;
-  /** Path the option names are appended to, e.g. `rewards[0].options`. */
-  optionsPath: string;
-}
-
-/**
- * The plugins of a pipeline with the options each plugin receives: `encoder.options`,
- * `{ ...sampler.options, steps, eta, guidance }` for the sampler, each `rewards[i].options`, and
- * `{ betas, weightDecay, eps }` for the optimizer (its `lr`, `maxGradNorm` and `schedule` are applied by the trainer). The trainer
- * and {@linkcode validatePipeline} both use this mapping.
- *
- * @example
- * ```ts
- * import { parsePipeline, pipelineSteps } from "@texforce/core";
- * const p = parsePipeline({ model: "m", rewards: [{ use: "brightness" }], prompts: ["a"] });
- * console.log(pipelineSteps(p).map((s) => `${s.kind}:${s.use}`));
- * // ["encoder:clip-lora", "sampler:ddim", "reward:brightness", "optimizer:adamw"]
- * ```
- */
-export function pipelineSteps(pipeline: Pipeline): PipelineStepRef[] {
-  const o = pipeline.optimizer;
-  const s = pipeline.sampler;
-  return [
-    {
-      kind: "encoder",
-      use: pipeline.encoder.use,
-      options: pipeline.encoder.options,
-      usePath: "encoder.use",
-      optionsPath: "encoder.options",
-    },
-    {
-      kind: "sampler",
-      use: pipeline.sampler.use,
-      options: { ...s.options, steps: s.steps, eta: s.eta, guidance: s.guidance },
-      usePath: "sampler.use",
-      optionsPath: "sampler.options",
-    },
-    ...pipeline.rewards.map((r, i): PipelineStepRef => ({
-      kind: "reward",
-      use: r.use,
-      options: r.options,
-      usePath: `rewards[${i}].use`,
-      optionsPath: `rewards[${i}].options`,
-    })),
-    {
-      kind: "optimizer",
-      use: o.use,
-      options: { betas: o.betas, weightDecay: o.weightDecay, eps: o.eps },
-      usePath: "optimizer.use",
-      optionsPath: "optimizer",
-    },
-  ];
-}
-
-/**
  * Check what the schema cannot, without loading model weights: the model folder and its
  * components, every plugin (built-in name or module) and its options, and the prompt source.
  * Throws a {@linkcode PipelineError} listing every problem by path.
@@ -200,75 +117,11 @@ export async function validatePipeline(
         "validatePipeline: options.registry is needed to check plugins (pass builtinRegistry())",
       );
     }
-    const steps = pipelineSteps(pipeline);
-    // Decide what may be imported, and say so, before importing anything: a plugin module runs
-    // code with the command's permissions the moment it is imported.
-    const allowed = [
-      ...(options.allowPlugins ?? []),
-      ...await readPluginAllowList(pipeline.baseDir),
-    ];
-    const refused = new Set<string>();
-    for (const step of steps) {
-      const origin = await pluginOrigin(step.use, pipeline.baseDir);
-      if (origin === "builtin") continue;
-      if (origin === "inside") {
-        options.onImport?.(`${step.usePath}: importing ${step.use} (inside the pipeline's folder)`);
-        continue;
-      }
-      const what = {
-        outside: "a file outside the pipeline's folder",
-        remote: "a remote module",
-        package: "a package from a registry",
-      }[origin];
-      if (pluginAllowed(step.use, allowed)) {
-        options.onImport?.(`${step.usePath}: importing ${step.use} (${what}, allowed)`);
-        continue;
-      }
-      options.onImport?.(`${step.usePath}: not importing ${step.use} (${what}, not allowed)`);
-      refused.add(step.usePath);
-      issues.push({
-        path: step.usePath,
-        message: `'${step.use}' is ${what}; importing it runs its code with your permissions, ` +
-          `so it is not imported without consent: pass --allow-plugin ${step.use}, or add it ` +
-          `to ${PLUGIN_ALLOW_FILE} beside the pipeline`,
-      });
-    }
-    const context = { baseDir: pipeline.baseDir, modelPath: pipeline.model, seed: pipeline.seed };
-    for (const step of steps) {
-      if (refused.has(step.usePath)) continue;
-      let plugin: AnyPlugin;
-      try {
-        plugin = await registry.resolve(step.kind, step.use, pipeline.baseDir, step.usePath);
-      } catch (e) {
-        issues.push(...pluginIssues(e, step.usePath));
-        continue;
-      }
-      let parsed: unknown;
-      try {
-        parsed = parsePluginOptions(plugin, step.options, step.optionsPath);
-      } catch (e) {
-        // The sampler's steps/eta/guidance are written as sampler.<key>, not in its options.
-        issues.push(
-          ...pluginIssues(e, step.optionsPath).map((i) => ({
-            ...i,
-            path: i.path.replace(/^sampler\.options\.(steps|eta|guidance)\b/, "sampler.$1"),
-          })),
-        );
-        continue;
-      }
-      if (plugin.preflight && options.checkModel !== false) {
-        try {
-          for (const i of await plugin.preflight(parsed, context)) {
-            issues.push({
-              path: i.path ? `${step.optionsPath}.${i.path}` : step.optionsPath,
-              message: i.message,
-            });
-          }
-        } catch (e) {
-          issues.push({ path: step.optionsPath, message: (e as Error).message });
-        }
-      }
-    }
+    const { issues: found, steps } = await tryAssemble(pipeline, registry, {
+      consent: { allowPlugins: options.allowPlugins ?? [], onImport: options.onImport },
+    });
+    issues.push(...found);
+    if (options.checkModel !== false) issues.push(...await preflightSteps({ pipeline, steps }));
   }
   try {
     await resolvePrompts(pipeline);
@@ -276,19 +129,7 @@ export async function validatePipeline(
     const key = Object.keys(pipeline.prompts)[0];
     issues.push({ path: `prompts.${key}`, message: (e as Error).message });
   }
-  for (const key of ["steps", "eta", "guidance"]) {
-    if (key in pipeline.sampler.options) {
-      issues.push({ path: `sampler.options.${key}`, message: `set sampler.${key} instead` });
-    }
-  }
   if (issues.length) throw new PipelineError(options.file ?? pipeline.name, issues);
-}
-
-function pluginIssues(e: unknown, path: string): PipelineIssue[] {
-  if (e instanceof PluginError) {
-    return e.issues.map((i) => ({ path: i.path || path, message: i.message }));
-  }
-  return [{ path, message: (e as Error).message ?? String(e) }];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,14 +2,24 @@
  * The run folder (`output.dir`) and everything a run writes into it: the policy that decides
  * whether a run may start there (checked before any weight loads, with nothing written), the
  * run's `pipeline.json`, `metrics.jsonl` rows keyed by epoch and step (rows past a resumed
- * checkpoint are dropped), and folders written atomically (exports).
+ * checkpoint are dropped), and folders written atomically (exports); {@linkcode RunFolder} owns
+ * all of it and is handed to the trainer.
  *
  * @module
  */
 import { dirname, join, resolve } from "node:path";
-import { type Checkpoint, latestIntactCheckpoint, listCheckpoints } from "./checkpoint.ts";
+import {
+  type Checkpoint,
+  latestIntactCheckpoint,
+  listCheckpoints,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+import type { Encoder } from "./encoder.ts";
+import { faultPoint } from "./_fault.ts";
 import { writeFileAtomic } from "./io/safetensors.ts";
-import type { Pipeline } from "./pipeline_schema.ts";
+import type { ExportFormat, Pipeline } from "./pipeline_schema.ts";
+import { writeReport } from "./report.ts";
+import type { Tensor4D } from "./tensor_types.ts";
 
 /**
  * A run folder that cannot be used as asked (it holds another run, it is not writable, the
@@ -450,4 +460,176 @@ export async function writeFolderAtomic(
     }
   }
   return files.map((f) => (f.startsWith(tmp) ? final + f.slice(tmp.length) : f));
+}
+
+/**
+ * Writes an image grid (NHWC in [0, 1]) with one caption per image, and the single images.
+ *
+ * @example
+ * ```ts
+ * import type { ImageWriter } from "@texforce/core";
+ * const skip: ImageWriter = () => Promise.resolve();
+ * ```
+ */
+export type ImageWriter = (path: string, images: Tensor4D, captions: string[]) => Promise<void>;
+
+/**
+ * Options of {@linkcode RunFolder.open}.
+ *
+ * @example
+ * ```ts
+ * import type { RunFolderOpenOptions } from "@texforce/core";
+ * const o: RunFolderOpenOptions = { resume: false, runInfo: { backend: "wasm" } };
+ * ```
+ */
+export interface RunFolderOpenOptions extends RunFolderPolicy {
+  /** What produced the run's numbers besides the pipeline, written to `run.json`. */
+  runInfo?: Record<string, unknown>;
+}
+
+/**
+ * Everything a run writes, in one place: `pipeline.json`, `run.json`, `metrics.jsonl`,
+ * `checkpoints/`, `images/` and `eval/` grids, `export/<format>/` and `report.html`. The
+ * trainer is handed one and writes nothing itself.
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline, RunFolder } from "@texforce/core";
+ * const pipeline = await loadPipeline("examples/tiny_brightness.yaml");
+ * const folder = await RunFolder.open(pipeline, { resume: false });
+ * await folder.appendMetric({ type: "note", epoch: 0, step: 0 });
+ * ```
+ */
+export class RunFolder {
+  /** The run folder (`output.dir`). */
+  readonly dir: string;
+  /** Writes image grids; images are skipped without one (or with `output.saveImages: false`). */
+  readonly imageWriter?: ImageWriter;
+  /** What {@linkcode RunFolder.open} found (unset for a folder not opened for a run). */
+  readonly plan?: RunFolderPlan;
+
+  /** A run folder at `dir` (nothing is checked or written). */
+  constructor(dir: string, imageWriter?: ImageWriter, plan?: RunFolderPlan) {
+    this.dir = dir;
+    this.imageWriter = imageWriter;
+    this.plan = plan;
+  }
+
+  /**
+   * Accept `pipeline.output.dir` for a run ({@linkcode preflightRunFolder}), then write the
+   * run's `pipeline.json` and, given `runInfo`, `run.json`.
+   */
+  static async open(
+    pipeline: Pipeline,
+    options: RunFolderOpenOptions,
+    imageWriter?: ImageWriter,
+  ): Promise<RunFolder> {
+    const plan = await preflightRunFolder(pipeline, options);
+    const folder = new RunFolder(pipeline.output.dir, imageWriter, plan);
+    await writeRunPipeline(pipeline);
+    if (options.runInfo) await folder.writeJson("run.json", options.runInfo);
+    return folder;
+  }
+
+  /** The checkpoints folder. */
+  get checkpointsDir(): string {
+    return join(this.dir, "checkpoints");
+  }
+
+  /** Write `value` as JSON to `name` under the folder (atomically). */
+  async writeJson(name: string, value: unknown): Promise<void> {
+    await Deno.mkdir(dirname(join(this.dir, name)), { recursive: true });
+    await writeFileAtomic(
+      join(this.dir, name),
+      new TextEncoder().encode(JSON.stringify(value, null, 2)),
+    );
+  }
+
+  /** Append a `metrics.jsonl` row ({@linkcode appendMetric}). */
+  async appendMetric(row: Record<string, unknown>): Promise<void> {
+    await appendMetric(this.dir, row);
+  }
+
+  /** Whether an evaluation labelled `label` was recorded ({@linkcode hasEvalRow}). */
+  async hasEvalRow(label: string): Promise<boolean> {
+    return await hasEvalRow(this.dir, label);
+  }
+
+  /** Drop metrics rows past a checkpoint ({@linkcode truncateMetrics}). */
+  async truncateMetrics(at: { epoch: number; step: number } | null): Promise<number> {
+    return await truncateMetrics(this.dir, at);
+  }
+
+  /** The newest intact checkpoint, or null. */
+  async latestCheckpoint(): Promise<{ path: string; checkpoint: Checkpoint } | null> {
+    return await latestIntactCheckpoint(this.checkpointsDir);
+  }
+
+  /** Save a checkpoint, keeping the newest `keep`; returns its folder. */
+  async saveCheckpoint(checkpoint: Checkpoint, keep: number): Promise<string> {
+    return await saveCheckpoint(this.checkpointsDir, checkpoint, keep);
+  }
+
+  /** The grid of the first sampling batch of `epoch` (1-based), when images are written. */
+  async saveEpochImages(epoch: number, images: Tensor4D, captions: string[]): Promise<void> {
+    const name = `epoch-${String(epoch).padStart(4, "0")}.png`;
+    await this.imageWriter?.(join(this.dir, "images", name), images, captions);
+  }
+
+  /** The grid of an evaluation, when images are written. */
+  async saveEvalImages(label: string, images: Tensor4D, captions: string[]): Promise<void> {
+    await this.imageWriter?.(join(this.dir, "eval", `${label}.png`), images, captions);
+  }
+
+  /**
+   * Export the trained weights in each format to `export/<format>/` (each folder written
+   * atomically); returns the files of each format.
+   */
+  async writeExports(
+    encoder: Encoder,
+    formats: readonly ExportFormat[],
+  ): Promise<{ format: ExportFormat; files: string[] }[]> {
+    const out: { format: ExportFormat; files: string[] }[] = [];
+    if (!encoder.exportWeights) return out;
+    for (const format of formats) {
+      const files = await writeFolderAtomic(join(this.dir, "export", format), async (tmp) => {
+        const written = await encoder.exportWeights!(tmp, format);
+        await faultPoint("export-write", tmp);
+        return written;
+      });
+      out.push({ format, files });
+    }
+    return out;
+  }
+
+  /** Write `report.html` from the metrics and images; returns its path. */
+  async writeReport(name: string): Promise<string> {
+    return await writeReport(this.dir, name);
+  }
+}
+
+/**
+ * The image writer of a run that saves images: each grid as PNG, and beside it a folder with the
+ * single images and their captions (for the report). Loads sharp, a native package, only when
+ * called for, so that GPU bundles (which cannot contain sharp) never import it.
+ *
+ * @example
+ * ```ts
+ * import { pngImageWriter, RunFolder } from "@texforce/core";
+ * const folder = new RunFolder("runs/demo", await pngImageWriter());
+ * ```
+ */
+export async function pngImageWriter(): Promise<ImageWriter> {
+  const spec = "./image_output.ts";
+  const mod = await import(spec);
+  return async (path: string, images: Tensor4D, captions: string[]) => {
+    await Deno.mkdir(dirname(path), { recursive: true });
+    await mod.writeImageGrid(path, images, { captions, columns: Math.min(captions.length, 4) });
+    const dir = path.replace(/\.png$/, "");
+    await mod.saveImages(images, dir);
+    await writeFileAtomic(
+      join(dir, "captions.json"),
+      new TextEncoder().encode(JSON.stringify(captions, null, 1)),
+    );
+  };
 }

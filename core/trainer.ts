@@ -5,40 +5,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { dirname, join } from "node:path";
 import { normalizeAdvantages, PerPromptTracker } from "./advantages.ts";
-import { type BackendInfo, useBackend } from "./backend.ts";
-import { writeFileAtomic } from "./io/safetensors.ts";
 import { faultPoint } from "./_fault.ts";
-import {
-  parsePluginOptions,
-  type PluginContext,
-  type PluginKind,
-  type PluginKinds,
-  type PluginRegistry,
-} from "./plugin.ts";
-import { resolvePrompts } from "./prompts.ts";
-import { writeReport } from "./report.ts";
-import {
-  type Checkpoint,
-  hashConfig,
-  latestIntactCheckpoint,
-  restoreVariables,
-  saveCheckpoint,
-  snapshotVariables,
-} from "./checkpoint.ts";
-import {
-  appendMetric,
-  hasEvalRow,
-  preflightRunFolder,
-  truncateMetrics,
-  writeFolderAtomic,
-  writeRunPipeline,
-} from "./run_folder.ts";
+import { type Checkpoint, hashConfig, restoreVariables, snapshotVariables } from "./checkpoint.ts";
+import { type ImageWriter, RunFolder } from "./run_folder.ts";
 import type { Encoder } from "./encoder.ts";
 import { clipGlobalNorm, GradientAccumulator } from "./gradients.ts";
 import { learningRate } from "./lr_schedule.ts";
-import { ModelCache } from "./model_cache.ts";
 import type { Optimizer } from "./optimizer.ts";
 import type { Pipeline } from "./pipeline_schema.ts";
 import { type PpoGradients, ppoGradients } from "./ppo_step.ts";
@@ -49,7 +22,7 @@ import {
   type TrainPhase,
   type TrainProgress,
 } from "./progress.ts";
-import { formatPlan, planRun } from "./run_plan.ts";
+import { planRun } from "./run_plan.ts";
 import type { Reward } from "./reward.ts";
 import { Rng } from "./rng.ts";
 import type { Conditioning, Sampler } from "./sampler.ts";
@@ -105,7 +78,13 @@ export interface TrainerOptions {
    */
   runInfo?: Record<string, unknown>;
   /** Writes an image grid (NHWC [0,1]) with one caption per image; images are skipped without. */
-  saveImages?: (path: string, images: Tensor4D, captions: string[]) => Promise<void>;
+  saveImages?: ImageWriter;
+  /**
+   * The run folder, opened for this run ({@linkcode RunFolder.open}): everything the run writes
+   * goes through it. Without it the trainer opens `output.dir` itself (with `resume`, `force`,
+   * `runInfo` and `saveImages`).
+   */
+  runFolder?: RunFolder;
 }
 
 /** What a run produced. */
@@ -172,6 +151,7 @@ export class Trainer {
   #clock: ProgressClock | undefined;
   #firstEpochLogged = false;
   #variables: Map<string, Variable>;
+  #folder: RunFolder;
 
   /** Prepare a run (nothing is sampled until `run`). */
   constructor(config: Pipeline, parts: TrainerParts, options: TrainerOptions = {}) {
@@ -182,6 +162,7 @@ export class Trainer {
     const pp = config.train.perPromptTracking;
     this.#tracker = new PerPromptTracker(pp.bufferSize, pp.minCount);
     this.#variables = parts.encoder.trainableVariables();
+    this.#folder = options.runFolder ?? new RunFolder(config.output.dir, options.saveImages);
     if (parts.prompts.length === 0) throw new TrainingError("no training prompts");
   }
 
@@ -280,11 +261,11 @@ export class Trainer {
   }
 
   async #metric(record: Record<string, unknown>): Promise<void> {
-    await appendMetric(this.config.output.dir, record);
+    await this.#folder.appendMetric(record);
   }
 
   #checkpointDir(): string {
-    return join(this.config.output.dir, "checkpoints");
+    return this.#folder.checkpointsDir;
   }
 
   async #configHash(): Promise<string> {
@@ -316,7 +297,7 @@ export class Trainer {
       model: this.config.model,
       layout: Object.fromEntries(Object.entries(ckpt.weights).map(([k, w]) => [k, w.shape])),
     };
-    return await saveCheckpoint(this.#checkpointDir(), ckpt, this.config.checkpoint.keep);
+    return await this.#folder.saveCheckpoint(ckpt, this.config.checkpoint.keep);
   }
 
   /**
@@ -325,9 +306,8 @@ export class Trainer {
    */
   async restoreLatest(): Promise<string | null> {
     // (A damaged checkpoint skipped here was reported by the run folder's preflight.)
-    const hit = await latestIntactCheckpoint(this.#checkpointDir());
-    const dropped = await truncateMetrics(
-      this.config.output.dir,
+    const hit = await this.#folder.latestCheckpoint();
+    const dropped = await this.#folder.truncateMetrics(
       hit ? { epoch: hit.checkpoint.state.epoch, step: hit.checkpoint.state.step } : null,
     );
     if (dropped) {
@@ -351,19 +331,15 @@ export class Trainer {
     let checkpoint = "";
     const resume = this.#opts.resume || cfg.checkpoint.resume;
     // Never touch another run's files: the folder policy is decided before anything is written.
-    const plan = await preflightRunFolder(cfg, {
-      resume,
-      force: this.#opts.force,
-      warn: (l) => this.#log(l),
-    });
-    await writeRunPipeline(cfg);
-    if (this.#opts.runInfo) {
-      await writeFileAtomic(
-        join(cfg.output.dir, "run.json"),
-        new TextEncoder().encode(JSON.stringify(this.#opts.runInfo, null, 2)),
-      );
+    if (!this.#folder.plan) {
+      this.#folder = await RunFolder.open(cfg, {
+        resume,
+        force: this.#opts.force,
+        warn: (l) => this.#log(l),
+        runInfo: this.#opts.runInfo,
+      }, this.#opts.saveImages);
     }
-    if (plan.existing) {
+    if (this.#folder.plan!.existing) {
       const p = await this.restoreLatest();
       if (p) {
         checkpoint = p;
@@ -380,7 +356,7 @@ export class Trainer {
       try {
         if (
           cfg.eval && this.#epoch === 0 && this.#step === 0 &&
-          !(await hasEvalRow(cfg.output.dir, "before"))
+          !(await this.#folder.hasEvalRow("before"))
         ) await this.evaluate("before");
         while (this.#epoch < cfg.train.epochs) {
           if (signal?.aborted) {
@@ -412,7 +388,7 @@ export class Trainer {
         // Epochs count only completed ones, so a resumed run repeats the interrupted epoch. When
         // no optimizer step was taken since the last checkpoint, that one already says it all
         // (and is never replaced in place).
-        const last = await latestIntactCheckpoint(this.#checkpointDir());
+        const last = await this.#folder.latestCheckpoint();
         checkpoint = last && last.checkpoint.state.step === this.#step
           ? last.path
           : await this.saveCheckpoint(true);
@@ -523,13 +499,9 @@ export class Trainer {
           times.rewards += performance.now() - t0;
         }
         this.#clock?.finished("batch", (performance.now() - tBatch) / 1000, prompts.length);
-        if (b === 0 && cfg.output.saveImages && this.#opts.saveImages) {
+        if (b === 0 && cfg.output.saveImages && this.#folder.imageWriter) {
           const caps = prompts.map((p, i) => `${p} | ${scored.total[i].toFixed(4)}`);
-          await this.#opts.saveImages(
-            join(cfg.output.dir, "images", `epoch-${String(epoch + 1).padStart(4, "0")}.png`),
-            s.images,
-            caps,
-          );
+          await this.#folder.saveEpochImages(epoch + 1, s.images, caps);
         }
         s.images.dispose();
         batches.push({
@@ -751,14 +723,13 @@ export class Trainer {
         images.push(s.images);
         this.#clock?.finished("eval", (performance.now() - tEval) / 1000, ev.prompts.length);
       }
-      if (this.config.output.saveImages && this.#opts.saveImages) {
+      if (this.config.output.saveImages && this.#folder.imageWriter) {
         const all = tf.concat(images) as Tensor4D;
-        await this.#opts.saveImages(
-          join(this.config.output.dir, "eval", `${label}.png`),
-          all,
-          captions,
-        );
-        all.dispose();
+        try {
+          await this.#folder.saveEvalImages(label, all, captions);
+        } finally {
+          all.dispose();
+        }
       }
     } finally {
       for (const im of images) im.dispose();
@@ -783,185 +754,4 @@ export class Trainer {
     });
     return scores;
   }
-}
-
-/** Options of {@linkcode train}. */
-export interface TrainOptions extends TrainerOptions {
-  /** Where plugins named in the pipeline are found (`builtinRegistry()` for the built-ins). */
-  registry: PluginRegistry;
-}
-
-/**
- * Build every plugin of a pipeline, train, export the LoRA in the configured formats and
- * write the HTML report. Cancel with `options.signal` (a final checkpoint is written).
- *
- * @example
- * ```ts
- * import { builtinRegistry, loadPipeline, train } from "@texforce/core";
- * const result = await train(await loadPipeline("examples/tiny_brightness.yaml"), {
- *   registry: builtinRegistry(),
- * });
- * console.log(result.checkpoint);
- * ```
- */
-export async function train(pipeline: Pipeline, options: TrainOptions): Promise<TrainResult> {
-  const { registry } = options;
-  // Silent unless the app asks: no default console output.
-  const log = options.log ?? (() => {});
-  // The run folder's policy first: a refused run loads no weights and changes nothing (the
-  // trainer checks it again, and reports what it found, once the parts are built).
-  await preflightRunFolder(pipeline, {
-    resume: Boolean(options.resume || pipeline.checkpoint.resume),
-    force: options.force,
-  });
-  const backend = await useBackend(pipeline.backend);
-  for (const line of runHeader(pipeline, backend)) log(line);
-  const prompts = await resolvePrompts(pipeline);
-  const ctx: PluginContext = {
-    baseDir: pipeline.baseDir,
-    modelPath: pipeline.model,
-    seed: pipeline.seed,
-    models: new ModelCache(),
-  };
-  const build = async <K extends PluginKind>(
-    kind: K,
-    use: string,
-    opts: unknown,
-    where: string,
-    extra: Partial<PluginContext> = {},
-  ) => {
-    const plugin = await registry.resolve(kind, use, pipeline.baseDir, `${where}.use`);
-    const parsed = parsePluginOptions(plugin, opts, `${where}.options`);
-    return {
-      plugin,
-      parsed: parsed as Record<string, unknown>,
-      value: (await plugin.create(parsed, { ...ctx, ...extra })) as PluginKinds[K],
-    };
-  };
-  const disposers: (() => void)[] = [];
-  try {
-    const built = await build("encoder", pipeline.encoder.use, pipeline.encoder.options, "encoder");
-    const encoder = built.value;
-    const encoderOptions = built.parsed;
-    disposers.push(() => encoder.dispose());
-    const s = pipeline.sampler;
-    const sampler = (await build(
-      "sampler",
-      s.use,
-      {
-        ...s.options,
-        steps: s.steps,
-        eta: s.eta,
-        guidance: s.guidance,
-      },
-      "sampler",
-      { encoder },
-    )).value;
-    disposers.push(() => sampler.dispose());
-    const rewards: RewardTerm[] = [];
-    const rewardRecords: Record<string, unknown>[] = [];
-    const seen = new Map<string, number>();
-    for (const [i, r] of pipeline.rewards.entries()) {
-      const { plugin, value } = await build("reward", r.use, r.options, `rewards[${i}]`);
-      disposers.push(() => value.dispose?.());
-      let name = r.name ?? plugin.name;
-      const n = seen.get(name) ?? 0;
-      seen.set(name, n + 1);
-      if (n > 0) name = `${name}_${n + 1}`;
-      rewards.push({ name, weight: r.weight, reward: value });
-      rewardRecords.push({
-        name,
-        plugin: plugin.name,
-        version: plugin.version,
-        use: r.use,
-        ...(value.metadata ? { metadata: value.metadata } : {}),
-      });
-    }
-    const o = pipeline.optimizer;
-    const optimizer = (await build(
-      "optimizer",
-      o.use,
-      {
-        betas: o.betas,
-        weightDecay: o.weightDecay,
-        eps: o.eps,
-      },
-      "optimizer",
-      { variables: encoder.trainableVariables() },
-    )).value;
-    disposers.push(() => optimizer.dispose());
-    const saveImages = options.saveImages ??
-      (pipeline.output.saveImages ? await imageSaver() : undefined);
-    const trainer = new Trainer(pipeline, {
-      encoder,
-      sampler,
-      rewards,
-      optimizer,
-      prompts,
-      encoderOptions,
-    }, {
-      ...options,
-      log,
-      saveImages,
-      runInfo: { backend: backend.name, rewards: rewardRecords },
-    });
-    const result = await trainer.run();
-    if (encoder.exportWeights) {
-      for (const format of pipeline.output.exportFormats) {
-        const files = await writeFolderAtomic(
-          join(pipeline.output.dir, "export", format),
-          async (tmp) => {
-            const written = await encoder.exportWeights!(tmp, format);
-            await faultPoint("export-write", tmp);
-            return written;
-          },
-        );
-        log(`exported ${format}: ${files.join(", ")}`);
-      }
-    }
-    const report = await writeReport(pipeline.output.dir, pipeline.name);
-    log(`report: ${report}`);
-    return result;
-  } finally {
-    for (const d of disposers.reverse()) d();
-  }
-}
-
-/**
- * The lines a run starts with: what runs where, and how much work it is.
- *
- * @example
- * ```ts
- * import { parsePipeline, runHeader } from "@texforce/core";
- * const p = parsePipeline({ model: "m", rewards: [{ use: "brightness" }], prompts: ["a"] });
- * console.log(runHeader(p, { name: "wasm", device: "WebAssembly" }).join("\n"));
- * ```
- */
-export function runHeader(pipeline: Pipeline, backend: BackendInfo): string[] {
-  const requested = pipeline.backend === backend.name ? "" : ` (asked for ${pipeline.backend})`;
-  return [
-    `texforce run: ${pipeline.name} → ${pipeline.output.dir}`,
-    `model:    ${pipeline.model}`,
-    `backend:  ${backend.name} on ${backend.device}${requested}`,
-    ...formatPlan(pipeline, planRun(pipeline)),
-    `time:     estimated once the first epoch is timed`,
-  ];
-}
-
-// Image files need sharp, a native package; load it only when images are written so that
-// GPU bundles (which cannot contain sharp) never import it.
-async function imageSaver(): Promise<TrainerOptions["saveImages"]> {
-  const spec = "./image_output.ts";
-  const mod = await import(spec);
-  return async (path: string, images: Tensor4D, captions: string[]) => {
-    await Deno.mkdir(dirname(path), { recursive: true });
-    await mod.writeImageGrid(path, images, { captions, columns: Math.min(captions.length, 4) });
-    // The single images and their captions, for the report.
-    const dir = path.replace(/\.png$/, "");
-    await mod.saveImages(images, dir);
-    await writeFileAtomic(
-      join(dir, "captions.json"),
-      new TextEncoder().encode(JSON.stringify(captions, null, 1)),
-    );
-  };
 }

@@ -24,7 +24,7 @@ import * as tf from "@tensorflow/tfjs";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { loadPipeline } from "../builtin_plugins.ts";
 import { progressPrinter } from "../core/progress.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 import { useBackend } from "../core/backend.ts";
 import { writeImageGrid } from "../core/image_output.ts";
 import { loadTextToImage } from "../samplers/text_to_image.ts";

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { loadPipeline } from "../builtin_plugins.ts";
 import { readMetrics } from "../core/report.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 
 Deno.test("the example custom reward loads by specifier and trains one step", async () => {
   const dir = await Deno.makeTempDir();

@@ -18,7 +18,7 @@ import { faceReward, handPlugin, handReward } from "../rewards/mod.ts";
 import { loadPipeline } from "../builtin_plugins.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
 import { resolvePrompts } from "../core/prompts.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 import { tinyPipeline } from "./_helpers.ts";
 import { noise, photo, photoCrop, shapesScene, tiled } from "./_photos.ts";
 

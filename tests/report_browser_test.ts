@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 import { TINY_SD } from "./_helpers.ts";
 
 async function chromiumVersion(): Promise<string | null> {

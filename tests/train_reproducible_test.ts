@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { loadCheckpoint } from "../core/checkpoint.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
-import { train } from "../core/trainer.ts";
+import { train } from "../core/train.ts";
 import { TINY_SD } from "./_helpers.ts";
 
 Deno.test("two runs with the same seed train the same LoRA, bit for bit", async () => {
