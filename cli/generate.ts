@@ -184,7 +184,7 @@ export async function generateCommand(args: string[]): Promise<number> {
           steps,
           eta,
           guidance,
-          batchSize: 1,
+          unetBatchSize: 1,
           unetLora: v.unetLora,
           unetLoraScale,
         });

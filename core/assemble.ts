@@ -58,14 +58,21 @@ export interface PipelineStepRef {
 
 /** Pipeline keys written beside a step's options that its plugin receives as options. */
 const SAMPLER_SHORTHANDS = ["steps", "eta", "guidance"] as const;
-const OPTIMIZER_TRAINER_KEYS = new Set(["use", "lr", "maxGradNorm", "schedule"]);
+const OPTIMIZER_SHORTHANDS = ["betas", "weightDecay", "eps"] as const;
+
+function setKeys<T extends object>(obj: T, keys: readonly (keyof T)[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if (obj[k] !== undefined) out[String(k)] = obj[k];
+  return out;
+}
 
 /**
  * The plugins of a pipeline with the options each plugin receives: `encoder.options`;
  * `sampler.options` plus the `sampler.steps`, `sampler.eta` and `sampler.guidance` shorthands
- * that are set; each `rewards[i].options`; and for the optimizer every key of `optimizer` but
- * the ones the trainer applies itself (`use`, `lr`, `maxGradNorm`, `schedule`). This is the only
- * place that maps a pipeline to plugin options.
+ * that are set; each `rewards[i].options`; and `optimizer.options` plus the `optimizer.betas`,
+ * `optimizer.weightDecay` and `optimizer.eps` shorthands that are set (the trainer applies `lr`,
+ * `maxGradNorm` and `schedule` itself). This is the only place that maps a pipeline to plugin
+ * options.
  *
  * @example
  * ```ts
@@ -77,13 +84,7 @@ const OPTIMIZER_TRAINER_KEYS = new Set(["use", "lr", "maxGradNorm", "schedule"])
  */
 export function pipelineSteps(pipeline: Pipeline): PipelineStepRef[] {
   const s = pipeline.sampler;
-  const shorthands: Record<string, unknown> = {};
-  for (const k of SAMPLER_SHORTHANDS) if (s[k] !== undefined) shorthands[k] = s[k];
-  const optimizerOptions = Object.fromEntries(
-    Object.entries(pipeline.optimizer).filter(([k, v]) =>
-      !OPTIMIZER_TRAINER_KEYS.has(k) && v !== undefined
-    ),
-  );
+  const o = pipeline.optimizer;
   return [
     {
       kind: "encoder",
@@ -95,7 +96,7 @@ export function pipelineSteps(pipeline: Pipeline): PipelineStepRef[] {
     {
       kind: "sampler",
       use: s.use,
-      options: { ...s.options, ...shorthands },
+      options: { ...s.options, ...setKeys(s, SAMPLER_SHORTHANDS) },
       usePath: "sampler.use",
       optionsPath: "sampler.options",
     },
@@ -109,7 +110,7 @@ export function pipelineSteps(pipeline: Pipeline): PipelineStepRef[] {
     {
       kind: "optimizer",
       use: pipeline.optimizer.use,
-      options: optimizerOptions,
+      options: { ...o.options, ...setKeys(o, OPTIMIZER_SHORTHANDS) },
       usePath: "optimizer.use",
       optionsPath: "optimizer",
     },
@@ -226,6 +227,27 @@ const assembled = new WeakMap<
   { registry: PluginRegistry; fingerprint: string; consented: boolean; assembly: Assembly }
 >();
 
+/**
+ * Where the user wrote the option a plugin's error names: a sampler shorthand that is set is
+ * written as `sampler.<key>`, not in `sampler.options`; an optimizer option other than a set
+ * shorthand is written in `optimizer.options`.
+ */
+function writtenAt(pipeline: Pipeline, path: string): string {
+  const s = path.match(/^sampler\.options\.([A-Za-z_$][\w$]*)(.*)$/);
+  if (s && (SAMPLER_SHORTHANDS as readonly string[]).includes(s[1])) {
+    const key = s[1] as typeof SAMPLER_SHORTHANDS[number];
+    if (pipeline.sampler[key] !== undefined) return `sampler.${key}${s[2]}`;
+  }
+  const o = path.match(/^optimizer\.([A-Za-z_$][\w$]*)(.*)$/);
+  if (o) {
+    const key = o[1] as typeof OPTIMIZER_SHORTHANDS[number];
+    const shorthand = (OPTIMIZER_SHORTHANDS as readonly string[]).includes(key) &&
+      pipeline.optimizer[key] !== undefined;
+    if (!shorthand) return `optimizer.options.${o[1]}${o[2]}`;
+  }
+  return path;
+}
+
 function pluginIssues(e: unknown, path: string): PipelineIssue[] {
   if (e instanceof PluginError) {
     return e.issues.map((i) => ({ path: i.path || path, message: i.message }));
@@ -322,18 +344,10 @@ export async function tryAssemble(
       const parsed = parsePluginOptions(plugin, ref.options, ref.optionsPath);
       resolved.push({ ref, plugin, options: parsed as Record<string, unknown> });
     } catch (e) {
-      // The sampler's shorthands are written as sampler.<key>, not in its options.
-      const shorthand = new RegExp(
-        `^sampler\\.options\\.(${SAMPLER_SHORTHANDS.join("|")})\\b`,
-      );
       issues.push(
         ...pluginIssues(e, ref.optionsPath).map((i) => ({
           ...i,
-          path: i.path.replace(
-            shorthand,
-            (all, key: typeof SAMPLER_SHORTHANDS[number]) =>
-              pipeline.sampler[key] !== undefined ? `sampler.${key}` : all,
-          ),
+          path: writtenAt(pipeline, i.path),
         })),
       );
       resolved.push(null);
@@ -342,6 +356,11 @@ export async function tryAssemble(
   for (const key of SAMPLER_SHORTHANDS) {
     if (key in pipeline.sampler.options && pipeline.sampler[key] !== undefined) {
       issues.push({ path: `sampler.options.${key}`, message: `set sampler.${key} instead` });
+    }
+  }
+  for (const key of OPTIMIZER_SHORTHANDS) {
+    if (key in (pipeline.optimizer.options ?? {}) && pipeline.optimizer[key] !== undefined) {
+      issues.push({ path: `optimizer.options.${key}`, message: `set optimizer.${key} instead` });
     }
   }
   const ok = resolved.filter((r): r is AssembledStep => r !== null);

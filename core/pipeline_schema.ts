@@ -12,6 +12,7 @@ import { basename, extname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import type { BackendName } from "./backend.ts";
 import { errorMap, zodIssues } from "./_zod_issues.ts";
+import { foreignKeyIssues } from "./_foreign_keys.ts";
 import { PipelineError } from "./pipeline_error.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -48,7 +49,10 @@ export interface PluginStep {
 }
 
 /**
- * The sampler step: DDIM settings used both to collect trajectories and to recompute log-probs.
+ * The sampler step. The trainer uses `batchSize` and `negativePrompt`; everything else belongs to
+ * the sampler plugin: its `options`, and the `steps`, `eta` and `guidance` shorthands, passed to
+ * the plugin's options when set (the built-in `ddim` gets TexForce's 50, 1 and 5 filled in, so a
+ * normalised pipeline spells them out; another sampler gets only what is written).
  *
  * @example
  * ```ts
@@ -59,13 +63,13 @@ export interface PluginStep {
  * ```
  */
 export interface SamplerStep extends PluginStep {
-  /** Denoising steps T. */
-  steps: number;
-  /** DDIM eta (1 = stochastic, needed for log-probs). */
-  eta: number;
-  /** Classifier-free guidance scale. */
-  guidance: number;
-  /** Images per sampling batch. */
+  /** Denoising steps T (shorthand for the sampler plugin's `steps`). */
+  steps?: number;
+  /** DDIM eta (shorthand for the sampler plugin's `eta`; 1 = stochastic, needed for log-probs). */
+  eta?: number;
+  /** Classifier-free guidance scale (shorthand for the sampler plugin's `guidance`). */
+  guidance?: number;
+  /** Images per sampling batch (the trainer's; the UNet chunk is the plugin's `unetBatchSize`). */
   batchSize: number;
   /** Negative (unconditional) prompt. */
   negativePrompt: string;
@@ -106,8 +110,10 @@ export interface LrScheduleConfig {
 }
 
 /**
- * The optimizer step (AdamW by default). The optimizer plugin's options are
- * `{ betas, weightDecay, eps }`; `lr`, `maxGradNorm` and `schedule` are applied by the trainer.
+ * The optimizer step (AdamW by default). The trainer applies `lr`, `maxGradNorm` and `schedule`;
+ * everything else belongs to the optimizer plugin: its `options`, and the `betas`, `weightDecay`
+ * and `eps` shorthands, passed to the plugin's options when set (the built-in `adamw` gets
+ * TexForce's defaults filled in; another optimizer gets only what is written).
  *
  * @example
  * ```ts
@@ -123,16 +129,18 @@ export interface OptimizerStep {
   use: string;
   /** Peak learning rate. */
   lr: number;
-  /** Adam betas. */
-  betas: [number, number];
-  /** Decoupled weight decay. */
-  weightDecay: number;
-  /** Adam epsilon. */
-  eps: number;
+  /** Adam betas (shorthand for the optimizer plugin's `betas`). */
+  betas?: [number, number];
+  /** Decoupled weight decay (shorthand for the optimizer plugin's `weightDecay`). */
+  weightDecay?: number;
+  /** Adam epsilon (shorthand for the optimizer plugin's `eps`). */
+  eps?: number;
   /** Global gradient-norm clipping threshold. */
   maxGradNorm: number;
   /** Learning-rate schedule. */
   schedule: LrScheduleConfig;
+  /** Options of the optimizer plugin besides the shorthands (present only when written). */
+  options?: Record<string, unknown>;
 }
 
 /**
@@ -433,6 +441,8 @@ export interface OptimizerStepInput {
   maxGradNorm?: number;
   /** Schedule (default constant, no warm-up). */
   schedule?: Partial<LrScheduleConfig>;
+  /** Other options of the optimizer plugin (validated by its schema). */
+  options?: Record<string, unknown>;
 }
 
 /**
@@ -574,6 +584,57 @@ const promptsSchema = z.preprocess(
   }),
 );
 
+/**
+ * The defaults of the built-in `ddim` sampler's and `adamw` optimizer's shorthand keys, filled in
+ * when the pipeline uses them, so that a normalised pipeline (and `pipeline.json`) spells out
+ * what the run used. They are the plugins' own schema defaults (a test holds them equal); a
+ * pipeline that names another plugin gets none of them.
+ */
+const BUILTIN_SHORTHAND_DEFAULTS = {
+  sampler: { ddim: { steps: 50, eta: 1, guidance: 5 } },
+  optimizer: {
+    adamw: { betas: [0.9, 0.999] as [number, number], weightDecay: 1e-4, eps: 1e-8 },
+  },
+} as const;
+
+function builtinShorthands(p: { sampler: { use: string }; optimizer: { use: string } }): {
+  sampler: { steps?: number; eta?: number; guidance?: number };
+  optimizer: { betas?: [number, number]; weightDecay?: number; eps?: number };
+} {
+  const s = BUILTIN_SHORTHAND_DEFAULTS.sampler as Record<string, { steps: number }>;
+  const o = BUILTIN_SHORTHAND_DEFAULTS.optimizer as Record<
+    string,
+    { betas: [number, number]; weightDecay: number; eps: number }
+  >;
+  return {
+    sampler: Object.hasOwn(s, p.sampler.use) ? { ...s[p.sampler.use] } : {},
+    optimizer: Object.hasOwn(o, p.optimizer.use)
+      ? { ...o[p.optimizer.use], betas: [...o[p.optimizer.use].betas] }
+      : {},
+  };
+}
+
+/**
+ * The shorthand defaults the schema fills in for the built-in `ddim` sampler and `adamw`
+ * optimizer (their plugins' own defaults); `{}` for any other plugin.
+ *
+ * @example
+ * ```ts
+ * import { builtinShorthandDefaults } from "@texforce/core";
+ * console.log(builtinShorthandDefaults("sampler", "ddim")); // { steps: 50, eta: 1, guidance: 5 }
+ * ```
+ */
+export function builtinShorthandDefaults(
+  kind: "sampler" | "optimizer",
+  use: string,
+): Record<string, unknown> {
+  const both = builtinShorthands({
+    sampler: { use: kind === "sampler" ? use : "" },
+    optimizer: { use: kind === "optimizer" ? use : "" },
+  });
+  return both[kind];
+}
+
 /** The parsed form before paths are resolved (`name`/`output.dir` may still be missing). */
 interface ParsedPipeline extends Omit<Pipeline, "name" | "baseDir" | "output" | "prompts"> {
   name?: string;
@@ -581,7 +642,7 @@ interface ParsedPipeline extends Omit<Pipeline, "name" | "baseDir" | "output" | 
   output: Omit<OutputConfig, "dir"> & { dir?: string };
 }
 
-const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
+const pipelineObject = z.strictObject({
   name: z.string().regex(
     /^[A-Za-z0-9._-]+$/,
     "letters, digits, '.', '_' or '-' only (it names the run folder)",
@@ -592,9 +653,9 @@ const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
   encoder: z.strictObject({ use: use("clip-lora"), options }).prefault({}),
   sampler: z.strictObject({
     use: use("ddim"),
-    steps: posInt(50),
-    eta: z.number().min(0).default(1),
-    guidance: z.number().min(0).default(5),
+    steps: z.int().min(1).optional(),
+    eta: z.number().min(0).optional(),
+    guidance: z.number().min(0).optional(),
     batchSize: posInt(2),
     negativePrompt: z.string().default(""),
     options,
@@ -610,15 +671,16 @@ const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
   optimizer: z.strictObject({
     use: use("adamw"),
     lr: z.number().positive().default(3e-4),
-    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-    weightDecay: z.number().min(0).default(1e-4),
-    eps: z.number().positive().default(1e-8),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).optional(),
+    weightDecay: z.number().min(0).optional(),
+    eps: z.number().positive().optional(),
     maxGradNorm: z.number().positive().default(1),
     schedule: z.strictObject({
       type: z.enum(["constant", "cosine"]).default("constant"),
       warmupSteps: z.int().min(0).default(0),
       minLr: z.number().min(0).default(0),
     }).prefault({}),
+    options: z.record(z.string(), z.unknown()).optional(),
   }).prefault({}),
   train: z.strictObject({
     epochs: posInt(100),
@@ -653,7 +715,9 @@ const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
     exportFormats: z.array(z.enum(["peft", "diffusers", "kohya", "merged"]))
       .default(() => ["peft" as const]),
   }).prefault({}),
-}).check((ctx) => {
+});
+
+const pipelineSchema: z.ZodType<ParsedPipeline> = pipelineObject.check((ctx) => {
   const p = ctx.value;
   const issue = (path: PropertyKey[], message: string) =>
     ctx.issues.push({ code: "custom", input: p, path, message });
@@ -671,16 +735,38 @@ const pipelineSchema: z.ZodType<ParsedPipeline> = z.strictObject({
       `must divide the samples per epoch (sampler.batchSize × train.batchesPerEpoch = ${samples})`,
     );
   }
-  if (Math.floor(p.sampler.steps * p.train.timestepFraction) < 1) {
+  const steps = p.sampler.steps ?? builtinShorthands(p).sampler.steps;
+  if (steps !== undefined && Math.floor(steps * p.train.timestepFraction) < 1) {
     issue(
       ["train", "timestepFraction"],
-      `trains no timestep: sampler.steps (${p.sampler.steps}) × ${p.train.timestepFraction} < 1`,
+      `trains no timestep: sampler.steps (${steps}) × ${p.train.timestepFraction} < 1`,
     );
   }
   if (p.optimizer.schedule.minLr > p.optimizer.lr) {
     issue(["optimizer", "schedule", "minLr"], `must be at most lr (${p.optimizer.lr})`);
   }
 });
+
+// The hand-written types above are the documented public API (JSR needs declared types); these
+// compile-time checks hold them equal to what the schema accepts and returns, so they cannot
+// drift apart: a key added to one but not the other fails `deno check`.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+/** Mutually assignable, with the same keys at every level (an extra optional key is drift). */
+type DeepSame<A, B> = Same<A, B> extends true ? A extends readonly unknown[] ? true
+  : A extends object ? Same<keyof A, keyof B> extends true ? {
+        [K in keyof A]-?: DeepSame<NonNullable<A[K]>, NonNullable<B[K & keyof B]>>;
+      }[keyof A]
+    : false
+  : true
+  : false;
+type SchemaInput = z.input<typeof pipelineObject>;
+type SchemaOutput = z.output<typeof pipelineObject>;
+const _inputMatches: Same<
+  DeepSame<Omit<SchemaInput, "prompts">, Omit<PipelineInput, "prompts">>,
+  true
+> = true;
+const _outputMatches: Same<DeepSame<SchemaOutput, ParsedPipeline>, true> = true;
+void _inputMatches, _outputMatches;
 
 /**
  * Where a pipeline came from, for resolving its paths and naming it.
@@ -698,6 +784,14 @@ export interface PipelineSource {
   baseDir?: string;
   /** Default run name when the pipeline has none (default: the file's base name, else "run"). */
   name?: string;
+}
+
+/** `obj` with `first` keys first (in that order), so normalised files read in a fixed order. */
+function orderedLike<T extends object>(obj: T, first: readonly string[]): T {
+  const out: Record<string, unknown> = {};
+  for (const k of first) if (k in obj) out[k] = (obj as Record<string, unknown>)[k];
+  for (const [k, v] of Object.entries(obj)) if (!(k in out)) out[k] = v;
+  return out as T;
 }
 
 function defaultName(file: string | undefined): string {
@@ -726,9 +820,39 @@ export function parsePipeline(input: unknown, source: PipelineSource = {}): Pipe
   const where = source.file ?? "pipeline";
   const r = pipelineSchema.safeParse(input, { error: errorMap });
   if (!r.success) {
-    throw new PipelineError(where, zodIssues(r.error, "", pipelineSchema as z.core.$ZodType));
+    const issues = zodIssues(r.error, "", pipelineSchema as z.core.$ZodType);
+    // A DDPO / trl key: say which key of ours it is (instead of the plain unknown-key line, also
+    // for a whole unknown section such as DDPO's `sample`).
+    const foreign = foreignKeyIssues(input);
+    const section = (path: string): string[] => {
+      const v = (input as Record<string, unknown>)?.[path];
+      return v && typeof v === "object" && !Array.isArray(v) ? Object.keys(v) : [];
+    };
+    const replaced = (path: string) =>
+      foreign.some((f) => f.path === path) ||
+      (section(path).length > 0 &&
+        section(path).every((k) => foreign.some((f) => f.path === `${path}.${k}`)));
+    throw new PipelineError(where, [...issues.filter((i) => !replaced(i.path)), ...foreign]);
   }
   const p = r.data;
+  const filled = builtinShorthands(p);
+  const sampler = { ...p.sampler };
+  for (const [k, v] of Object.entries(filled.sampler)) {
+    const key = k as keyof typeof filled.sampler;
+    if (sampler[key] === undefined) sampler[key] = v;
+  }
+  const optimizer = { ...p.optimizer };
+  if (optimizer.betas === undefined && filled.optimizer.betas) {
+    optimizer.betas = filled.optimizer.betas;
+  }
+  optimizer.weightDecay ??= filled.optimizer.weightDecay;
+  optimizer.eps ??= filled.optimizer.eps;
+  for (const k of ["betas", "weightDecay", "eps"] as const) {
+    if (optimizer[k] === undefined) delete optimizer[k];
+  }
+  for (const k of ["steps", "eta", "guidance"] as const) {
+    if (sampler[k] === undefined) delete sampler[k];
+  }
   const baseDir = resolve(
     source.baseDir ?? (source.file ? resolve(source.file, "..") : Deno.cwd()),
   );
@@ -746,9 +870,9 @@ export function parsePipeline(input: unknown, source: PipelineSource = {}): Pipe
     backend: p.backend,
     seed: p.seed,
     encoder: p.encoder,
-    sampler: p.sampler,
+    sampler: orderedLike(sampler, ["use", "steps", "eta", "guidance"]),
     rewards: p.rewards,
-    optimizer: p.optimizer,
+    optimizer: orderedLike(optimizer, ["use", "lr", "betas", "weightDecay", "eps"]),
     train: p.train,
     prompts,
     ...(p.eval ? { eval: p.eval } : {}),

@@ -59,7 +59,9 @@ export interface RunPlan {
 }
 
 /**
- * The plan of `pipeline` from epoch `fromEpoch` (completed epochs, for a resumed run) on.
+ * The plan of `pipeline` from epoch `fromEpoch` (completed epochs, for a resumed run) on, for a
+ * sampler of `steps` denoising steps (default: `sampler.steps`, else 1 — a sampler plugin that
+ * takes its steps in `sampler.options` tells the trainer its `numSteps` once built).
  *
  * @example
  * ```ts
@@ -71,7 +73,7 @@ export interface RunPlan {
 export function planRun(
   pipeline: Pipeline,
   fromEpoch = 0,
-  steps: number = pipeline.sampler.steps,
+  steps: number = pipeline.sampler.steps ?? 1,
 ): RunPlan {
   const t = pipeline.train;
   const s = { ...pipeline.sampler, steps };
@@ -129,15 +131,16 @@ export function formatPlan(pipeline: Pipeline, plan: RunPlan): string[] {
   const lines = [
     `plan:     ${count(plan.epochs, "epoch")} × ${count(plan.imagesPerEpoch, "image")} (` +
     `${count(plan.batchesPerEpoch, "batch")} of ${plan.batchSize}), ${
-      count(s.steps, "DDIM step")
-    }, ` +
-    `guidance ${s.guidance}, eta ${s.eta}`,
+      count(plan.steps, "DDIM step")
+    }` +
+    (s.guidance !== undefined ? `, guidance ${s.guidance}` : "") +
+    (s.eta !== undefined ? `, eta ${s.eta}` : ""),
     `epoch:    ${plan.samplingUnetCallsPerEpoch} UNet calls sampling (batch ${
       plan.batchSize * 2
     } with CFG), ${plan.trainingPassesPerEpoch} PPO passes (UNet forward+backward, ` +
     `${plan.minibatches} minibatch${plan.minibatches > 1 ? "es" : ""} of ≤${t.batchSize} × ` +
     `${
-      Math.max(1, Math.floor(s.steps * t.timestepFraction))
+      Math.max(1, Math.floor(plan.steps * t.timestepFraction))
     } timesteps × ${t.innerEpochs} inner), ` +
     `${count(plan.optimizerStepsPerEpoch, "optimizer step")}`,
   ];

@@ -60,7 +60,10 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
   await preflightRunFolder(pipeline, { resume, force: options.force });
   const assembly = await assemble(pipeline, options.registry);
   const backend = await useBackend(pipeline.backend);
-  for (const line of runHeader(pipeline, backend)) log(line);
+  const steps = assembly.sampler.options.steps;
+  for (const line of runHeader(pipeline, backend, typeof steps === "number" ? steps : undefined)) {
+    log(line);
+  }
   const prompts = await resolvePrompts(pipeline);
   const built = await buildParts(assembly, { models: new ModelCache() });
   try {
@@ -97,7 +100,8 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
 }
 
 /**
- * The lines a run starts with: what runs where, and how much work it is.
+ * The lines a run starts with: what runs where, and how much work it is (for a sampler of
+ * `steps` denoising steps; default `sampler.steps`).
  *
  * @example
  * ```ts
@@ -106,13 +110,17 @@ export async function train(pipeline: Pipeline, options: TrainOptions): Promise<
  * console.log(runHeader(p, { name: "wasm", device: "WebAssembly" }).join("\n"));
  * ```
  */
-export function runHeader(pipeline: Pipeline, backend: BackendInfo): string[] {
+export function runHeader(
+  pipeline: Pipeline,
+  backend: BackendInfo,
+  steps: number | undefined = pipeline.sampler.steps,
+): string[] {
   const requested = pipeline.backend === backend.name ? "" : ` (asked for ${pipeline.backend})`;
   return [
     `texforce run: ${pipeline.name} → ${pipeline.output.dir}`,
     `model:    ${pipeline.model}`,
     `backend:  ${backend.name} on ${backend.device}${requested}`,
-    ...formatPlan(pipeline, planRun(pipeline)),
+    ...formatPlan(pipeline, planRun(pipeline, 0, steps)),
     `time:     estimated once the first epoch is timed`,
   ];
 }

@@ -41,8 +41,18 @@ export interface Options {
   eta: number;
   /** Classifier-free guidance scale (1 = no guidance, a single UNet pass). */
   guidance: number;
-  /** Most prompts per UNet call (a larger batch is split; results do not depend on it). */
-  batchSize: number;
+  /**
+   * Most prompts per UNet call (a larger batch is split; results do not depend on it). Named
+   * apart from the pipeline's `sampler.batchSize`, the images per sampling batch.
+   */
+  unetBatchSize: number;
+  /**
+   * The former name of `unetBatchSize`, still read by {@linkcode ddimSampler} and the
+   * constructor (the plugin's schema takes only `unetBatchSize`).
+   *
+   * @deprecated Use `unetBatchSize`.
+   */
+  batchSize?: number;
   /** Default noise seed when `sample` gets none (random when absent). */
   seed?: number;
   /** Latent side (default: the UNet's `sample_size`). */
@@ -64,7 +74,7 @@ const defaults = {
   steps: 50,
   eta: 1,
   guidance: 5,
-  batchSize: 4,
+  unetBatchSize: 4,
   attentionSlice: 0,
   unetLoraScale: 1,
 } satisfies Options;
@@ -97,13 +107,18 @@ export class DdimSampler implements Sampler {
 
   /** Wrap `model`; with `ownsModel`, {@linkcode DdimSampler.dispose} also releases it. */
   constructor(model: StableDiffusion, options: Partial<Options> = {}, ownsModel = false) {
-    const o: Options = { ...defaults, ...stripUndefined(options) };
+    const { batchSize, ...rest } = stripUndefined(options);
+    const o: Options = {
+      ...defaults,
+      ...(batchSize !== undefined ? { unetBatchSize: batchSize } : {}),
+      ...rest,
+    };
     if (!Number.isInteger(o.steps) || o.steps < 1) {
       throw new RangeError(`ddim: steps ${o.steps} must be ≥ 1`);
     }
     if (!(o.eta >= 0)) throw new RangeError(`ddim: eta ${o.eta} must be ≥ 0`);
-    if (!Number.isInteger(o.batchSize) || o.batchSize < 1) {
-      throw new RangeError(`ddim: batchSize ${o.batchSize} must be a positive integer`);
+    if (!Number.isInteger(o.unetBatchSize) || o.unetBatchSize < 1) {
+      throw new RangeError(`ddim: unetBatchSize ${o.unetBatchSize} must be a positive integer`);
     }
     this.options = o;
     this.model = model;
@@ -162,7 +177,7 @@ export class DdimSampler implements Sampler {
     return tf.tidy(() => {
       if (!vae) return tf.clipByValue(tf.add(tf.mul(latents, 0.5), 0.5), 0, 1) as Tensor4D;
       const b = latents.shape[0];
-      const bs = this.options.batchSize;
+      const bs = this.options.unetBatchSize;
       if (b <= bs) return vae.decode(latents);
       const parts: Tensor4D[] = [];
       for (let i = 0; i < b; i += bs) {
@@ -190,7 +205,7 @@ export class DdimSampler implements Sampler {
    * Sample a batch from noise: T guided DDIM steps, recording x_T … x_0 and each step's log-prob,
    * then decode x_0. Noise comes from `options.initNoise`/`stepNoise` or a {@linkcode SeededNoise}
    * (initial noise first, then each step's, all for the whole batch, so results do not depend on
-   * `batchSize`).
+   * `unetBatchSize`).
    *
    * @example
    * ```ts
@@ -244,7 +259,7 @@ export class DdimSampler implements Sampler {
           );
         }
       }
-      const bs = this.options.batchSize;
+      const bs = this.options.unetBatchSize;
       for (let j = 0; j < T; j++) {
         if (options.signal?.aborted) {
           throw options.signal.reason ?? new DOMException("aborted", "AbortError");
@@ -390,7 +405,7 @@ const optionsSchema: z.ZodType<Options, Partial<Options>> = z.strictObject({
   steps: z.number().int().min(1).max(1000).default(defaults.steps),
   eta: z.number().min(0).default(defaults.eta),
   guidance: z.number().min(0).default(defaults.guidance),
-  batchSize: z.number().int().min(1).default(defaults.batchSize),
+  unetBatchSize: z.number().int().min(1).default(defaults.unetBatchSize),
   seed: z.number().int().optional(),
   latentSize: z.number().int().min(1).optional(),
   attentionSlice: z.number().int().min(0).default(defaults.attentionSlice),

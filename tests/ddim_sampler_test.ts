@@ -185,8 +185,8 @@ Deno.test("ddim sampler: seeds, batch splitting, log-prob recomputation, gradien
   const facts = await pipelineFacts();
   const cond = await tinyCond();
   const batch = cond.prompt.shape[0];
-  const a = new DdimSampler(sd, { steps: 4, batchSize: 2 });
-  const b = new DdimSampler(sd, { steps: 4, batchSize: 1 });
+  const a = new DdimSampler(sd, { steps: 4, unetBatchSize: 2 });
+  const b = new DdimSampler(sd, { steps: 4, unetBatchSize: 1 });
   let calls = 0;
   const ta = await a.sample(cond, {
     seed: 11,
@@ -324,7 +324,7 @@ Deno.test("ddim sampler: guidance ε_u + g·(ε_c − ε_u) and η reach every s
     model.unet.forward(x as tf.Tensor4D, t, states as tf.Tensor3D);
   for (const guidance of [golden.guidance, 1]) {
     for (const eta of [golden.eta, 0.5]) {
-      const sampler = new DdimSampler(model, { steps: T, eta, guidance, batchSize: b });
+      const sampler = new DdimSampler(model, { steps: T, eta, guidance, unetBatchSize: b });
       calls.length = 0;
       const traj = await sampler.sample(cond, { initNoise: init, stepNoise });
       // One UNet call per step: [negative; prompt] when guided, the prompt alone at g = 1.
@@ -444,7 +444,7 @@ Deno.test("ddim sampler: plugin", async () => {
     /sampler\.options\.eta/,
   );
   const o = parsePluginOptions(ddimSamplerPlugin, { steps: 3 }, "sampler.options");
-  assert.deepEqual([o.steps, o.eta, o.guidance, o.batchSize], [3, 1, 5, 4]);
+  assert.deepEqual([o.steps, o.eta, o.guidance, o.unetBatchSize], [3, 1, 5, 4]);
   const s = await ddimSamplerPlugin.create(o, { baseDir: "/", modelPath: TINY_SD });
   assert.equal(s.numSteps, 3);
   s.dispose();
