@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { adamwPlugin } from "./adapters/adamw.ts";
+import { adamwPlugin } from "./adapters/optim/adamw.ts";
 import { clipLoraEncoderPlugin } from "./adapters/mod.ts";
 import { ddimSamplerPlugin } from "./samplers/mod.ts";
 import { type AnyPlugin, PluginRegistry } from "./core/plugin.ts";

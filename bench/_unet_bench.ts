@@ -4,7 +4,7 @@
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { type BackendName, currentBackend, useBackend } from "../core/backend.ts";
-import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
+import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";

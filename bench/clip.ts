@@ -11,8 +11,8 @@ import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { type BackendName, useBackend } from "../core/backend.ts";
 import type { HostTensor, TensorInfo, WeightSource } from "../core/io/safetensors.ts";
-import { type ClipTextConfig, ClipTextModel } from "../adapters/clip_text_model.ts";
-import { LoraAdapter, LoraStack } from "../adapters/lora.ts";
+import { type ClipTextConfig, ClipTextModel } from "../adapters/clip/clip_text_model.ts";
+import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { clipEncoderLayerShapes } from "./_clip_layout.ts";
 

@@ -12,7 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseUNetConfig, type UNetConfig } from "../adapters/unet_2d_condition.ts";
+import { parseUNetConfig, type UNetConfig } from "../adapters/unet/unet_2d_condition.ts";
 import { SD15_UNET, TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes } from "./_peak_rss.ts";
 

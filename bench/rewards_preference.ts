@@ -27,20 +27,20 @@ import {
   imageRewardLayout,
   ImageRewardModel,
   parseImageRewardConfig,
-} from "../adapters/image_reward_model.ts";
-import { imageRewardPreprocess } from "../adapters/image_reward_model.ts";
+} from "../adapters/image_reward/image_reward_model.ts";
+import { imageRewardPreprocess } from "../adapters/image_reward/image_reward_model.ts";
 import {
   type OpenClipConfig,
   OpenClipWeights,
   parseOpenClipConfig,
-} from "../adapters/open_clip.ts";
-import { openClipTransform } from "../adapters/open_clip_image_transform.ts";
-import { ClipVisionModel } from "../adapters/clip_vision_model.ts";
-import { ClipTextModel } from "../adapters/clip_text_model.ts";
+} from "../adapters/clip/open_clip.ts";
+import { openClipTransform } from "../adapters/clip/open_clip_image_transform.ts";
+import { ClipVisionModel } from "../adapters/clip/clip_vision_model.ts";
+import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
 import {
   ClipImageProcessor,
   parseClipImageProcessorConfig,
-} from "../adapters/clip_image_processor.ts";
+} from "../adapters/clip/clip_image_processor.ts";
 import { VIT_H_14_CONFIG } from "../rewards/hpsv2.ts";
 import { httpReward } from "../rewards/http.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";

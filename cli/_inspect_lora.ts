@@ -4,9 +4,9 @@ import { basename, join } from "node:path";
 import { SafetensorsFile } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
 import { pathExists } from "../core/io/path_exists.ts";
-import { clipTextKeyPrefix } from "../adapters/clip_text_model.ts";
-import { detectLoraFormat, type LoraFormat, readLora } from "../adapters/lora_formats.ts";
-import { type LoaderUse, loraLoaders } from "../adapters/lora_loaders.ts";
+import { clipTextKeyPrefix } from "../adapters/clip/clip_text_model.ts";
+import { detectLoraFormat, type LoraFormat, readLora } from "../adapters/lora/lora_formats.ts";
+import { type LoaderUse, loraLoaders } from "../adapters/lora/lora_loaders.ts";
 import type { ExportLayout } from "../core/pipeline_schema.ts";
 
 /** What `texforce inspect` reports about an exported LoRA or merged text encoder. */

@@ -6,7 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join, resolve } from "node:path";
-import { ClipLoraEncoder } from "../adapters/clip_lora_encoder.ts";
+import { ClipLoraEncoder } from "../adapters/encoder/clip_lora_encoder.ts";
 import { BACKEND_NAMES, type BackendName, useBackend } from "../core/backend.ts";
 import { saveImages, writeImageGrid } from "../core/image_output.ts";
 import { readModelFolder } from "../core/io/model_folder.ts";

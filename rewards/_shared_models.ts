@@ -1,9 +1,9 @@
 // Loading models through the run's ModelCache, so rewards on the same weights share one copy,
 // and the CLIP image–prompt similarity that clip-score and pickscore compute.
 import * as tf from "@tensorflow/tfjs";
-import { ClipModel, l2Normalize } from "../adapters/clip_vision_model.ts";
-import type { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
-import type { ClipTokenizer } from "../adapters/clip_tokenizer.ts";
+import { ClipModel, l2Normalize } from "../adapters/clip/clip_vision_model.ts";
+import type { ClipImageProcessor } from "../adapters/clip/clip_image_processor.ts";
+import type { ClipTokenizer } from "../adapters/clip/clip_tokenizer.ts";
 import { ModelCache, type SharedModel } from "../core/model_cache.ts";
 import type { RewardInput } from "../core/reward.ts";
 import { checkImages } from "./_images.ts";

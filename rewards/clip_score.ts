@@ -11,8 +11,8 @@ import { definePlugin, type Plugin, type PluginIssue } from "../core/plugin.ts";
 import { clipModelIssues, tokenizerIssues } from "./_clip_files.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import type { ModelCache } from "../core/model_cache.ts";
-import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
-import { ClipTokenizer } from "../adapters/clip_tokenizer.ts";
+import { ClipImageProcessor } from "../adapters/clip/clip_image_processor.ts";
+import { ClipTokenizer } from "../adapters/clip/clip_tokenizer.ts";
 import { clipPairScores, sharedClipModel } from "./_shared_models.ts";
 
 /**

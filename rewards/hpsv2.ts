@@ -21,11 +21,11 @@ import { z } from "zod";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import { ModelCache } from "../core/model_cache.ts";
-import { l2Normalize } from "../adapters/clip_vision_model.ts";
-import { loadOpenClip, type OpenClipConfig } from "../adapters/open_clip.ts";
-import { OpenClipTokenizer } from "../adapters/open_clip_tokenizer.ts";
-import { openClipTransform } from "../adapters/open_clip_image_transform.ts";
-import type { ClipModel } from "../adapters/clip_vision_model.ts";
+import { l2Normalize } from "../adapters/clip/clip_vision_model.ts";
+import { loadOpenClip, type OpenClipConfig } from "../adapters/clip/open_clip.ts";
+import { OpenClipTokenizer } from "../adapters/clip/open_clip_tokenizer.ts";
+import { openClipTransform } from "../adapters/clip/open_clip_image_transform.ts";
+import type { ClipModel } from "../adapters/clip/clip_vision_model.ts";
 import { checkImages, toUint8 } from "./_images.ts";
 
 /**

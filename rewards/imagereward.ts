@@ -15,8 +15,11 @@ import { z } from "zod";
 import { definePlugin, type Plugin } from "../core/plugin.ts";
 import type { Reward, RewardInput } from "../core/reward.ts";
 import { ModelCache } from "../core/model_cache.ts";
-import { BertTokenizer } from "../adapters/bert_tokenizer.ts";
-import { ImageRewardModel, imageRewardPreprocess } from "../adapters/image_reward_model.ts";
+import { BertTokenizer } from "../adapters/image_reward/bert_tokenizer.ts";
+import {
+  ImageRewardModel,
+  imageRewardPreprocess,
+} from "../adapters/image_reward/image_reward_model.ts";
 import { checkImages, toUint8 } from "./_images.ts";
 
 /**

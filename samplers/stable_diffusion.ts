@@ -6,8 +6,8 @@
  */
 import { readComponentConfig, readModelFolder, requireComponent } from "../core/io/model_folder.ts";
 import { join } from "node:path";
-import { loadUNetLora, UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
-import { VaeDecoder } from "../adapters/vae_decoder.ts";
+import { loadUNetLora, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
+import { VaeDecoder } from "../adapters/vae/vae_decoder.ts";
 import { type DdimSchedulerConfig, parseDdimSchedulerConfig } from "./ddim_scheduler.ts";
 
 /**

@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import {
   ClipLoraEncoder,
   type Options as ClipLoraEncoderOptions,
-} from "../adapters/clip_lora_encoder.ts";
+} from "../adapters/encoder/clip_lora_encoder.ts";
 import type { Reward } from "../core/reward.ts";
 import { type DdimSampler, ddimSampler, type Options as DdimOptions } from "./ddim_sampler.ts";
 import type { Tensor4D } from "../core/tensor_types.ts";

@@ -9,7 +9,7 @@ import type { Conditioning, SampleOptions, Sampler, Trajectory } from "../core/s
 import { parsePipeline } from "../core/pipeline_schema.ts";
 import type { Pipeline } from "../core/pipeline_schema.ts";
 import type { TrainerParts } from "../core/trainer.ts";
-import { adamw } from "../adapters/adamw.ts";
+import { adamw } from "../adapters/optim/adamw.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 
 export function fakeEncoder(rank = 4): Encoder {

@@ -3,7 +3,7 @@
 // golden update alone (lr 3e-4, weight decay 1e-4) cannot tell decoupled from coupled decay.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { adamw } from "../adapters/adamw.ts";
+import { adamw } from "../adapters/optim/adamw.ts";
 import { useBackend } from "../core/backend.ts";
 
 const O = { betas: [0.8, 0.95] as [number, number], weightDecay: 0.5, eps: 1e-2 };

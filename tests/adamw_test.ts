@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { adamw } from "../adapters/adamw.ts";
+import { adamw } from "../adapters/optim/adamw.ts";
 import { useBackend } from "../core/backend.ts";
 import { clipGlobalNorm, globalNorm } from "../core/gradients.ts";
 import { assertClose, golden, goldenSettings, textEncoderFacts } from "./_helpers.ts";

@@ -7,9 +7,9 @@ import { type BackendName, useBackend } from "../core/backend.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePluginOptions } from "../core/plugin.ts";
 import type { Reward } from "../core/reward.ts";
-import { ClipModel, l2Normalize } from "../adapters/clip_vision_model.ts";
-import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
-import { ClipTokenizer } from "../adapters/clip_tokenizer.ts";
+import { ClipModel, l2Normalize } from "../adapters/clip/clip_vision_model.ts";
+import { ClipImageProcessor } from "../adapters/clip/clip_image_processor.ts";
+import { ClipTokenizer } from "../adapters/clip/clip_tokenizer.ts";
 import { linear } from "../adapters/nn/linear.ts";
 import {
   aestheticPlugin,

@@ -4,7 +4,11 @@
 // tokenizer, from transformers' documentation and tests and other ports checked against it, and
 // the cases of google-research/bert's tokenization_test.py with its own small vocabularies.
 import assert from "node:assert/strict";
-import { bertBasicTokenize, BertTokenizer, isBertPunctuation } from "../adapters/bert_tokenizer.ts";
+import {
+  bertBasicTokenize,
+  BertTokenizer,
+  isBertPunctuation,
+} from "../adapters/image_reward/bert_tokenizer.ts";
 
 // bert-base-uncased: token → id (line number of vocab.txt).
 const BERT_IDS: Record<string, number> = {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../core/backend.ts";
-import { clipActivate } from "../adapters/_clip_tower.ts";
+import { clipActivate } from "../adapters/clip/_clip_tower.ts";
 
 // Φ(x), the standard normal CDF, at the probe points (to 16 digits).
 const PHI: Record<number, number> = {

@@ -8,7 +8,7 @@ import {
   type WritableTensor,
   writeSafetensors,
 } from "../core/io/safetensors.ts";
-import { ClipTextModel, parseClipTextConfig } from "../adapters/clip_text_model.ts";
+import { ClipTextModel, parseClipTextConfig } from "../adapters/clip/clip_text_model.ts";
 import { assertClose, availableBackends, fixtureJson, golden, TINY_SD } from "./_helpers.ts";
 
 const TE_DIR = join(TINY_SD, "text_encoder");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ClipTokenizer, ClipTokenizerError } from "../adapters/clip_tokenizer.ts";
+import { ClipTokenizer, ClipTokenizerError } from "../adapters/clip/clip_tokenizer.ts";
 import { fixture, fixtureJson, golden, TINY_SD } from "./_helpers.ts";
 
 const TOKENIZER_DIR = join(TINY_SD, "tokenizer");

@@ -4,8 +4,8 @@ import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type BackendName, useBackend } from "../core/backend.ts";
-import { ClipModel, ClipVisionModel } from "../adapters/clip_vision_model.ts";
-import { ClipImageProcessor, pilResize } from "../adapters/clip_image_processor.ts";
+import { ClipModel, ClipVisionModel } from "../adapters/clip/clip_vision_model.ts";
+import { ClipImageProcessor, pilResize } from "../adapters/clip/clip_image_processor.ts";
 import {
   assertCloseToScale as assertClose,
   fixture,

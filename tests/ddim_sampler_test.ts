@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { useBackend } from "../core/backend.ts";
-import { ClipLoraEncoder } from "../adapters/clip_lora_encoder.ts";
+import { ClipLoraEncoder } from "../adapters/encoder/clip_lora_encoder.ts";
 import type { Conditioning, Encoder } from "../core/mod.ts";
 import { parsePluginOptions } from "../core/plugin.ts";
 import {
@@ -13,7 +13,7 @@ import {
 } from "../samplers/mod.ts";
 import { DdimScheduler, parseDdimSchedulerConfig } from "../samplers/ddim_scheduler.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
-import type { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
+import type { UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import {
   assertClose,
   availableBackends,

@@ -3,10 +3,10 @@
 import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { useBackend } from "../core/backend.ts";
-import { l2Normalize } from "../adapters/clip_vision_model.ts";
-import { loadOpenClip } from "../adapters/open_clip.ts";
-import { OpenClipTokenizer } from "../adapters/open_clip_tokenizer.ts";
-import { openClipTransform } from "../adapters/open_clip_image_transform.ts";
+import { l2Normalize } from "../adapters/clip/clip_vision_model.ts";
+import { loadOpenClip } from "../adapters/clip/open_clip.ts";
+import { OpenClipTokenizer } from "../adapters/clip/open_clip_tokenizer.ts";
+import { openClipTransform } from "../adapters/clip/open_clip_image_transform.ts";
 import { hpsv2Plugin, hpsv2Reward } from "../rewards/hpsv2.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePluginOptions } from "../core/plugin.ts";

@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import { useBackend } from "../core/backend.ts";
 import type { HostTensor, TensorInfo, WeightSource } from "../core/io/safetensors.ts";
 import { openWeights } from "../core/io/weights.ts";
-import { BertTokenizer } from "../adapters/bert_tokenizer.ts";
+import { BertTokenizer } from "../adapters/image_reward/bert_tokenizer.ts";
 import {
   ImageRewardModel,
   imageRewardPreprocess,
   parseImageRewardConfig,
-} from "../adapters/image_reward_model.ts";
+} from "../adapters/image_reward/image_reward_model.ts";
 import { imageRewardPlugin, imageRewardReward } from "../rewards/imagereward.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
 import { parsePluginOptions } from "../core/plugin.ts";

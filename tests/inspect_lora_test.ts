@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { inspectExport, isExportPath } from "../cli/_inspect_lora.ts";
-import { readLora } from "../adapters/lora_formats.ts";
+import { readLora } from "../adapters/lora/lora_formats.ts";
 import { type WritableTensor, writeSafetensors } from "../core/io/safetensors.ts";
 import { fixture, TINY_SD } from "./_helpers.ts";
 

@@ -3,11 +3,20 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../core/backend.ts";
 import { SafetensorsFile, type WritableTensor, writeSafetensors } from "../core/io/safetensors.ts";
-import { ClipLoraEncoder, saveLora, saveMergedTextEncoder } from "../adapters/clip_lora_encoder.ts";
-import { ClipTextModel } from "../adapters/clip_text_model.ts";
-import type { LoraWeights } from "../adapters/lora.ts";
+import {
+  ClipLoraEncoder,
+  saveLora,
+  saveMergedTextEncoder,
+} from "../adapters/encoder/clip_lora_encoder.ts";
+import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
+import type { LoraWeights } from "../adapters/lora/lora.ts";
 import type { HostTensor } from "../core/io/safetensors.ts";
-import { detectLoraFormat, encodeLora, readLora, writeLora } from "../adapters/lora_formats.ts";
+import {
+  detectLoraFormat,
+  encodeLora,
+  readLora,
+  writeLora,
+} from "../adapters/lora/lora_formats.ts";
 import { assertClose, fixture, golden, textEncoderFacts, TINY_SD } from "./_helpers.ts";
 
 const PEFT_DIR = fixture("sd-tiny", "lora_peft");

@@ -1,5 +1,5 @@
 // The interoperability check as a test: every export × loader × Python stack behaves as the
-// documented loader table (adapters/lora_loaders.ts) says. Needs a Python with torch,
+// documented loader table (adapters/lora/lora_loaders.ts) says. Needs a Python with torch,
 // transformers and peft (diffusers optional), named by TEXFORCE_INTEROP_PYTHONS (see
 // tests/interop/run_lora_interop.ts); without one it prints why and checks nothing.
 import assert from "node:assert/strict";

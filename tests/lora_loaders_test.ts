@@ -6,7 +6,7 @@ import {
   loaderVerdict,
   type LoraExportFormat,
   loraLoaders,
-} from "../adapters/lora_loaders.ts";
+} from "../adapters/lora/lora_loaders.ts";
 import { EXPORT_LAYOUTS, type ExportLayout } from "../core/pipeline_schema.ts";
 
 const TF4 = { transformers: "4.57.6", peft: "0.21.0", diffusers: "0.33.1" };

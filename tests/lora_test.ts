@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../core/backend.ts";
-import { ClipLoraEncoder, clipLoraEncoderPlugin } from "../adapters/clip_lora_encoder.ts";
+import { ClipLoraEncoder, clipLoraEncoderPlugin } from "../adapters/encoder/clip_lora_encoder.ts";
 import {
   LoraAdapter,
   LoraStack,
   loraVariableName,
   parseLoraVariableName,
-} from "../adapters/lora.ts";
-import { readLora } from "../adapters/lora_formats.ts";
+} from "../adapters/lora/lora.ts";
+import { readLora } from "../adapters/lora/lora_formats.ts";
 import { parsePluginOptions } from "../core/plugin.ts";
 import {
   assertClose,

@@ -8,9 +8,9 @@ import { ModelCache } from "../core/model_cache.ts";
 import { parsePluginOptions } from "../core/plugin.ts";
 import type { Reward } from "../core/reward.ts";
 import { builtinRegistry } from "../builtin_plugins.ts";
-import { ClipModel } from "../adapters/clip_vision_model.ts";
-import { ClipImageProcessor } from "../adapters/clip_image_processor.ts";
-import { ClipTokenizer } from "../adapters/clip_tokenizer.ts";
+import { ClipModel } from "../adapters/clip/clip_vision_model.ts";
+import { ClipImageProcessor } from "../adapters/clip/clip_image_processor.ts";
+import { ClipTokenizer } from "../adapters/clip/clip_tokenizer.ts";
 import {
   aestheticPlugin,
   clipScorePlugin,

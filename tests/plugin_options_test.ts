@@ -12,7 +12,7 @@ import { definePlugin, parsePluginOptions } from "../core/plugin.ts";
 import type { Optimizer } from "../core/optimizer.ts";
 import { readMetrics } from "../core/report.ts";
 import { train } from "../core/train.ts";
-import { adamwPlugin } from "../adapters/adamw.ts";
+import { adamwPlugin } from "../adapters/optim/adamw.ts";
 import { ddimSampler, ddimSamplerPlugin } from "../samplers/mod.ts";
 import { TINY_SD } from "./_helpers.ts";
 

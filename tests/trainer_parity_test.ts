@@ -3,8 +3,8 @@
 // gradient and the global norm; then two AdamW steps.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { ClipLoraEncoder } from "../adapters/clip_lora_encoder.ts";
-import { adamw } from "../adapters/adamw.ts";
+import { ClipLoraEncoder } from "../adapters/encoder/clip_lora_encoder.ts";
+import { adamw } from "../adapters/optim/adamw.ts";
 import { useBackend } from "../core/backend.ts";
 import { clipGlobalNorm, GradientAccumulator } from "../core/gradients.ts";
 import { ppoGradients } from "../core/ppo_step.ts";

@@ -7,7 +7,7 @@ import {
   loadUNetLora,
   parseUNetConfig,
   UNet2DConditionModel,
-} from "../adapters/unet_2d_condition.ts";
+} from "../adapters/unet/unet_2d_condition.ts";
 import { WeightReader } from "../adapters/nn/weight_reader.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { mergeUNetLora } from "../adapters/unet/unet_lora.ts";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { useBackend } from "../core/backend.ts";
 import { encodeSafetensors, SafetensorsFile, type WritableTensor } from "../core/io/safetensors.ts";
-import { parseVaeConfig, VaeDecoder } from "../adapters/vae_decoder.ts";
+import { parseVaeConfig, VaeDecoder } from "../adapters/vae/vae_decoder.ts";
 import {
   assertClose,
   availableBackends,

@@ -13,7 +13,7 @@ import { groupNormSilu } from "../adapters/webgpu/group_norm_silu.ts";
 import { conv3x3 } from "../adapters/webgpu/implicit_gemm_conv.ts";
 import { groupNorm } from "../adapters/nn/group_norm.ts";
 import { silu } from "../adapters/unet/_activations.ts";
-import { UNet2DConditionModel } from "../adapters/unet_2d_condition.ts";
+import { UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { availableBackends, fixture, strictRelativeError } from "./_helpers.ts";
 
 const hasWebgpu = (await availableBackends()).includes("webgpu");

@@ -2,8 +2,8 @@
  * The building blocks of the Stable Diffusion UNet and VAE decoder (diffusers layouts, NHWC):
  * attention, resnet blocks, resampling, the timestep embedding, `Transformer2DModel`, the
  * down/mid/up blocks, the config parser, UNet LoRA loading/merging and a random-weight reader
- * for benchmarks. The models themselves are in `../unet_2d_condition.ts` and
- * `../vae_decoder.ts`.
+ * for benchmarks. The models themselves are in `./unet_2d_condition.ts` and
+ * `../vae/vae_decoder.ts`.
  *
  * @example
  * ```ts

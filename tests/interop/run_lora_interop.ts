@@ -11,7 +11,7 @@
  *
  * Without the variable it tries `python3`; a Python without torch, transformers or peft is
  * reported as skipped with the reason. The expectations (which call reads which export on which
- * stack, and the upstream bugs) are `loaderVerdict` of `adapters/lora_loaders.ts`, the same
+ * stack, and the upstream bugs) are `loaderVerdict` of `adapters/lora/lora_loaders.ts`, the same
  * table `texforce inspect` and the docs print.
  *
  * @module
@@ -20,14 +20,14 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeSafetensors } from "../../core/io/safetensors.ts";
 import { useBackend } from "../../core/backend.ts";
-import { ClipLoraEncoder } from "../../adapters/clip_lora_encoder.ts";
-import { writeMergedTextEncoder } from "../../adapters/lora_formats.ts";
+import { ClipLoraEncoder } from "../../adapters/encoder/clip_lora_encoder.ts";
+import { writeMergedTextEncoder } from "../../adapters/lora/lora_formats.ts";
 import {
   type InteropStackInfo,
   type LoaderCall,
   loaderVerdict,
   type LoraExportFormat,
-} from "../../adapters/lora_loaders.ts";
+} from "../../adapters/lora/lora_loaders.ts";
 import { EXPORT_LAYOUTS, type ExportLayout } from "../../core/pipeline_schema.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));

@@ -115,7 +115,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "lora-scale-swapped",
     what: "LoRA scale rank / alpha instead of alpha / rank",
-    file: "adapters/lora.ts",
+    file: "adapters/lora/lora.ts",
     edits: [{
       find: "return rs ? alpha / Math.sqrt(rank) : alpha / rank;",
       replace: "return rs ? alpha / Math.sqrt(rank) : rank / alpha;",
@@ -125,7 +125,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "lora-wrong-projection",
     what: "the q_proj LoRA applied where k_proj's belongs",
-    file: "adapters/clip_text_model.ts",
+    file: "adapters/clip/clip_text_model.ts",
     edits: [{
       find: "const d = lora?.delta(module, x);",
       replace: 'const d = lora?.delta(module.replace("k_proj", "q_proj"), x);',
@@ -135,7 +135,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "clip-skip-off-by-one",
     what: "clip skip k removes k + 1 layers",
-    file: "adapters/clip_text_model.ts",
+    file: "adapters/clip/clip_text_model.ts",
     edits: [{
       find: "const layersRun = cfg.numHiddenLayers - skip;",
       replace: "const layersRun = cfg.numHiddenLayers - skip - (skip > 0 ? 1 : 0);",
@@ -145,7 +145,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "adamw-coupled-decay",
     what: "AdamW weight decay added to the gradient (Adam + L2) instead of decoupled",
-    file: "adapters/adamw.ts",
+    file: "adapters/optim/adamw.ts",
     edits: [{
       find: "const decayed = p.mul(1 - lr * o.weightDecay);\n" +
         "          const mNew = mi.mul(b1).add(g.mul(1 - b1));\n" +
@@ -160,7 +160,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "adamw-no-bias-correction",
     what: "AdamW bias correction dropped",
-    file: "adapters/adamw.ts",
+    file: "adapters/optim/adamw.ts",
     edits: [{
       find: "const bc1 = 1 - b1 ** t;\n      const bc2Sqrt = Math.sqrt(1 - b2 ** t);",
       replace: "const bc1 = 1;\n      const bc2Sqrt = 1;",
@@ -197,7 +197,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "up-heads-not-reversed",
     what: "UNet up path uses the down path's per-block head counts",
-    file: "adapters/unet_2d_condition.ts",
+    file: "adapters/unet/unet_2d_condition.ts",
     edits: [{
       find: "const rHeads = rev(c.numAttentionHeads);",
       replace: "const rHeads = c.numAttentionHeads;",
@@ -207,7 +207,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "gelu-quick-gelu-swapped",
     what: "gelu computed as quick_gelu and quick_gelu as gelu",
-    file: "adapters/_clip_tower.ts",
+    file: "adapters/clip/_clip_tower.ts",
     edits: [{
       find: '    case "quick_gelu":\n      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));\n' +
         '    case "gelu":',
@@ -223,7 +223,7 @@ export const MUTANTS: Mutant[] = [
   {
     id: "pooled-last-token",
     what: "pooled output at the last eos/pad position instead of the first eos",
-    file: "adapters/clip_text_model.ts",
+    file: "adapters/clip/clip_text_model.ts",
     edits: [{
       find: 'const isEos = tf.add(tf.mul(value, l), tf.range(l - 1, -1, -1, "float32"));',
       replace: 'const isEos = tf.add(tf.mul(value, l), tf.range(0, l, 1, "float32"));',

@@ -8,9 +8,9 @@
  *
  * @module
  */
-import type { HostTensor, TensorInfo, WeightSource } from "../core/io/safetensors.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { readJsonFile } from "../core/io/model_folder.ts";
+import type { HostTensor, TensorInfo, WeightSource } from "../../core/io/safetensors.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
 import type { ClipTextConfig } from "./clip_text_model.ts";
 import { ClipModel, type ClipVisionConfig } from "./clip_vision_model.ts";
 

@@ -21,10 +21,10 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
-import type { WeightSource } from "../core/io/safetensors.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { pathExists } from "../core/io/path_exists.ts";
-import { readJsonFile } from "../core/io/model_folder.ts";
+import type { WeightSource } from "../../core/io/safetensors.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { pathExists } from "../../core/io/path_exists.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
 import { BlipVit, type BlipVitConfig, blipVitLayout } from "./blip_vit.ts";
 import {
   type BertCrossConfig,
@@ -32,11 +32,11 @@ import {
   bertCrossLayout,
   parseBertCrossConfig,
 } from "./bert_cross_encoder.ts";
-import { pilResize } from "./clip_image_processor.ts";
-import { disposeLinear, linear, type LinearWeights, loadLinear } from "./nn/linear.ts";
-import { WeightReader } from "./nn/weight_reader.ts";
-import { roundHalfEven } from "./open_clip_image_transform.ts";
-import type { Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import { pilResize } from "../clip/clip_image_processor.ts";
+import { disposeLinear, linear, type LinearWeights, loadLinear } from "../nn/linear.ts";
+import { WeightReader } from "../nn/weight_reader.ts";
+import { roundHalfEven } from "../clip/open_clip_image_transform.ts";
+import type { Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 
 /** Everything an ImageReward model is sized by. */
 export interface ImageRewardConfig {

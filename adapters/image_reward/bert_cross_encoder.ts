@@ -8,14 +8,14 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
-import { disposeLinear, linear, type LinearWeights } from "./nn/linear.ts";
-import type { WeightReader } from "./nn/weight_reader.ts";
-import { OwnedTensors } from "./nn/owned_tensors.ts";
-import { clipActivate } from "./_clip_tower.ts";
-import type { ClipActivation } from "./clip_text_model.ts";
-import type { Tensor, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
+import { multiHeadAttention } from "../nn/attention.ts";
+import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
+import { disposeLinear, linear, type LinearWeights } from "../nn/linear.ts";
+import type { WeightReader } from "../nn/weight_reader.ts";
+import { OwnedTensors } from "../nn/owned_tensors.ts";
+import { clipActivate } from "../clip/_clip_tower.ts";
+import type { ClipActivation } from "../clip/clip_text_model.ts";
+import type { Tensor, Tensor2D, Tensor3D } from "../../core/tensor_types.ts";
 
 /** The fields of a BLIP `med_config.json` the encoder uses. */
 export interface BertCrossConfig {

@@ -11,8 +11,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import { readJsonFile } from "../core/io/model_folder.ts";
-import type { Tensor4D } from "../core/tensor_types.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
+import type { Tensor4D } from "../../core/tensor_types.ts";
 
 /** The fields of a `preprocessor_config.json` the processor uses. */
 export interface ClipImageProcessorConfig {

@@ -17,9 +17,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { HostTensor } from "../core/io/safetensors.ts";
-import { matMul2d } from "./nn/_fast_matmul.ts";
-import type { Tensor2D, Variable } from "../core/tensor_types.ts";
+import type { HostTensor } from "../../core/io/safetensors.ts";
+import { matMul2d } from "../nn/_fast_matmul.ts";
+import type { Tensor2D, Variable } from "../../core/tensor_types.ts";
 
 /** How A is initialised (B always starts at zero, so a fresh adapter changes nothing). */
 export type LoraInit = "kaiming" | "gaussian";

@@ -1,12 +1,12 @@
 // What CLIP's text and vision towers share: config fields (errors name the file and key) and
 // the pre-LN encoder layers' weights.
-import type { WeightSource } from "../core/io/safetensors.ts";
+import type { WeightSource } from "../../core/io/safetensors.ts";
 import * as tf from "@tensorflow/tfjs";
-import type { Tensor } from "../core/tensor_types.ts";
+import type { Tensor } from "../../core/tensor_types.ts";
 import type { ClipActivation } from "./clip_text_model.ts";
-import { type LayerNormWeights, loadLayerNorm } from "./nn/layer_norm.ts";
-import { type LinearWeights, loadLinear } from "./nn/linear.ts";
-import type { WeightReader } from "./nn/weight_reader.ts";
+import { type LayerNormWeights, loadLayerNorm } from "../nn/layer_norm.ts";
+import { type LinearWeights, loadLinear } from "../nn/linear.ts";
+import type { WeightReader } from "../nn/weight_reader.ts";
 
 const ACTIVATIONS: readonly ClipActivation[] = [
   "quick_gelu",

@@ -7,20 +7,20 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import { readJsonFile } from "../core/io/model_folder.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { conv2d, type Conv2dWeights, loadConv2d } from "./nn/conv2d.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
 import {
   groupNorm,
   groupNormThenSilu,
   type GroupNormWeights,
   loadGroupNorm,
-} from "./nn/group_norm.ts";
-import { WeightReader } from "./nn/weight_reader.ts";
-import { attention, type AttentionWeights, loadAttention } from "./unet/attention.ts";
-import { loadUpsample, upsample } from "./unet/resample.ts";
-import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "./unet/resnet_block.ts";
-import type { Tensor4D } from "../core/tensor_types.ts";
+} from "../nn/group_norm.ts";
+import { WeightReader } from "../nn/weight_reader.ts";
+import { attention, type AttentionWeights, loadAttention } from "../unet/attention.ts";
+import { loadUpsample, upsample } from "../unet/resample.ts";
+import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "../unet/resnet_block.ts";
+import type { Tensor4D } from "../../core/tensor_types.ts";
 
 /**
  * The validated fields of a VAE `config.json` that the decoder uses.

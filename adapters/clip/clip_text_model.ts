@@ -12,18 +12,18 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import type { WeightSource } from "../core/io/safetensors.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { readJsonFile } from "../core/io/model_folder.ts";
-import { multiHeadAttention } from "./nn/attention.ts";
-import { FLASH_MAX_HEAD_DIM, flashAttention } from "./webgpu/flash_attention.ts";
-import { useWebgpuKernel } from "./webgpu/kernel_options.ts";
-import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
-import { disposeLinear, type LinearWeights } from "./nn/linear.ts";
-import { WeightReader } from "./nn/weight_reader.ts";
-import type { LinearDelta, LinearShape } from "./lora.ts";
-import { constLinear } from "./nn/_fast_matmul.ts";
-import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../core/tensor_types.ts";
+import type { WeightSource } from "../../core/io/safetensors.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
+import { multiHeadAttention } from "../nn/attention.ts";
+import { FLASH_MAX_HEAD_DIM, flashAttention } from "../webgpu/flash_attention.ts";
+import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
+import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
+import { disposeLinear, type LinearWeights } from "../nn/linear.ts";
+import { WeightReader } from "../nn/weight_reader.ts";
+import type { LinearDelta, LinearShape } from "../lora/lora.ts";
+import { constLinear } from "../nn/_fast_matmul.ts";
+import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../../core/tensor_types.ts";
 import {
   clipActivate,
   clipConfigFields,

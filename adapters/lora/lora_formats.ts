@@ -25,9 +25,9 @@ import {
   type WeightSource,
   type WritableTensor,
   writeSafetensors,
-} from "../core/io/safetensors.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { clipTextKeyPrefix } from "./clip_text_model.ts";
+} from "../../core/io/safetensors.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { clipTextKeyPrefix } from "../clip/clip_text_model.ts";
 import type { LoraInit, LoraModuleWeights, LoraWeights } from "./lora.ts";
 import {
   isOtherModelKey,
@@ -37,7 +37,7 @@ import {
   parseKohyaKey,
   parsePeftKey,
 } from "./_lora_keys.ts";
-import { pathExists } from "../core/io/path_exists.ts";
+import { pathExists } from "../../core/io/path_exists.ts";
 
 /** The LoRA file layouts. */
 export type LoraFormat = "peft" | "diffusers" | "kohya";

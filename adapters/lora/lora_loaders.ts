@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { ExportFormat, ExportLayout } from "../core/pipeline_schema.ts";
+import type { ExportFormat, ExportLayout } from "../../core/pipeline_schema.ts";
 
 /** An export format (a LoRA format or the merged text encoder). */
 export type LoraExportFormat = ExportFormat;

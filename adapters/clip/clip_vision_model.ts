@@ -10,20 +10,20 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import type { WeightSource } from "../core/io/safetensors.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { readJsonFile } from "../core/io/model_folder.ts";
-import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
-import { disposeLinear, linear, type LinearWeights, loadLinear } from "./nn/linear.ts";
-import { WeightReader } from "./nn/weight_reader.ts";
+import type { WeightSource } from "../../core/io/safetensors.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
+import { multiHeadAttention } from "../nn/attention.ts";
+import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
+import { disposeLinear, linear, type LinearWeights, loadLinear } from "../nn/linear.ts";
+import { WeightReader } from "../nn/weight_reader.ts";
 import {
   type ClipActivation,
   type ClipTextConfig,
   ClipTextModel,
   parseClipTextConfig,
 } from "./clip_text_model.ts";
-import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 import {
   clipActivate,
   clipConfigFields,

@@ -7,13 +7,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { multiHeadAttention } from "./nn/attention.ts";
-import { layerNorm, type LayerNormWeights } from "./nn/layer_norm.ts";
-import { disposeLinear, linear, type LinearWeights } from "./nn/linear.ts";
-import type { WeightReader } from "./nn/weight_reader.ts";
-import { OwnedTensors } from "./nn/owned_tensors.ts";
-import { clipActivate } from "./_clip_tower.ts";
-import type { Tensor, Tensor1D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
+import { multiHeadAttention } from "../nn/attention.ts";
+import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
+import { disposeLinear, linear, type LinearWeights } from "../nn/linear.ts";
+import type { WeightReader } from "../nn/weight_reader.ts";
+import { OwnedTensors } from "../nn/owned_tensors.ts";
+import { clipActivate } from "../clip/_clip_tower.ts";
+import type { Tensor, Tensor1D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 
 /** Sizes of a BLIP ViT (`create_vit`). */
 export interface BlipVitConfig {

@@ -17,18 +17,18 @@
 import * as tf from "@tensorflow/tfjs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
-import type { Encoder, ExportOptions } from "../core/encoder.ts";
-import { componentFile, readModelFolder, requireComponent } from "../core/io/model_folder.ts";
-import { definePlugin, type Plugin } from "../core/plugin.ts";
-import { ClipTextModel, type ClipTextOutput } from "./clip_text_model.ts";
-import { ClipTokenizer } from "./clip_tokenizer.ts";
+import type { Encoder, ExportOptions } from "../../core/encoder.ts";
+import { componentFile, readModelFolder, requireComponent } from "../../core/io/model_folder.ts";
+import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import { ClipTextModel, type ClipTextOutput } from "../clip/clip_text_model.ts";
+import { ClipTokenizer } from "../clip/clip_tokenizer.ts";
 import {
   DEFAULT_LORA_TARGETS,
   LORA_TARGETABLE,
   LoraAdapter,
   type LoraInit,
   LoraStack,
-} from "./lora.ts";
+} from "../lora/lora.ts";
 import {
   LORA_FORMATS,
   type LoraFormat,
@@ -37,9 +37,9 @@ import {
   type WriteLoraOptions,
   type WriteMergedOptions,
   writeMergedTextEncoder,
-} from "./lora_formats.ts";
-import { DEFAULT_EXPORT_LAYOUT, EXPORT_LAYOUTS } from "../core/pipeline_schema.ts";
-import type { Tensor2D, Tensor3D, Variable } from "../core/tensor_types.ts";
+} from "../lora/lora_formats.ts";
+import { DEFAULT_EXPORT_LAYOUT, EXPORT_LAYOUTS } from "../../core/pipeline_schema.ts";
+import type { Tensor2D, Tensor3D, Variable } from "../../core/tensor_types.ts";
 
 /** A pre-trained adapter to load next to (or instead of) the fresh trainable one. */
 export interface AdapterSpec {

@@ -6,9 +6,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { z } from "zod";
-import type { Optimizer, OptimizerState } from "../core/optimizer.ts";
-import { definePlugin, type Plugin } from "../core/plugin.ts";
-import type { Tensor, Variable } from "../core/tensor_types.ts";
+import type { Optimizer, OptimizerState } from "../../core/optimizer.ts";
+import { definePlugin, type Plugin } from "../../core/plugin.ts";
+import type { Tensor, Variable } from "../../core/tensor_types.ts";
 
 /** AdamW settings. */
 export interface Options {

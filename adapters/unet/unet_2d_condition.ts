@@ -8,18 +8,18 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import { readJsonFile } from "../core/io/model_folder.ts";
-import { openWeights } from "../core/io/weights.ts";
-import { conv2d, type Conv2dWeights, loadConv2d } from "./nn/conv2d.ts";
-import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "./nn/group_norm.ts";
-import { WeightReader } from "./nn/weight_reader.ts";
-import type { LinearRegistry } from "./unet/_linear_registry.ts";
+import { readJsonFile } from "../../core/io/model_folder.ts";
+import { openWeights } from "../../core/io/weights.ts";
+import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
+import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
+import { WeightReader } from "../nn/weight_reader.ts";
+import type { LinearRegistry } from "./_linear_registry.ts";
 import {
   loadTimestepEmbedding,
   sinusoidalTimestepEmbedding,
   timestepEmbedding,
   type TimestepEmbeddingWeights,
-} from "./unet/timestep_embedding.ts";
+} from "./timestep_embedding.ts";
 import {
   type BlockSettings,
   downBlock,
@@ -31,15 +31,15 @@ import {
   type MidBlockWeights,
   upBlock,
   type UpBlockWeights,
-} from "./unet/unet_blocks.ts";
-import { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
-import { mergeUNetLora, type UNetLora } from "./unet/unet_lora.ts";
-import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../core/tensor_types.ts";
-import { recomputed } from "./nn/recompute.ts";
-import { webgpuKernels } from "./webgpu/kernel_options.ts";
+} from "./unet_blocks.ts";
+import { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
+import { mergeUNetLora, type UNetLora } from "./unet_lora.ts";
+import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
+import { recomputed } from "../nn/recompute.ts";
+import { webgpuKernels } from "../webgpu/kernel_options.ts";
 
-export { parseUNetConfig, type UNetConfig } from "./unet/unet_config.ts";
-export { loadUNetLora, type LoraPair, type UNetLora } from "./unet/unet_lora.ts";
+export { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
+export { loadUNetLora, type LoraPair, type UNetLora } from "./unet_lora.ts";
 
 /**
  * All weights of a UNet.
