@@ -1,6 +1,6 @@
 // The layers import in one direction: core ← adapters ← samplers, rewards ← the root
-// composition (mod.ts, builtin_plugins.ts, plugin.ts) ← cli (cli/, cli.ts); and no two folders
-// import each other. Read from the module graph `deno info --json` reports for every entry file
+// composition (mod.ts, builtin_plugins.ts, plugin.ts) ← cli (cli/, cli.ts); no two folders import
+// each other, and no module imports itself through others. Read from the module graph `deno info --json` reports for every entry file
 // of deno.json and for every source file no entry reaches (plugins loaded by name).
 import assert from "node:assert/strict";
 import { dirname, join, relative } from "node:path";
@@ -211,6 +211,29 @@ Deno.test("the module graph follows the layers", async (t) => {
       return `cycle between ${comp.join(", ")}:\n${inside.join("\n")}`;
     });
     assert.deepEqual(described, []);
+  });
+
+  await t.step("no module imports itself through others", () => {
+    const next = new Map<string, string[]>();
+    for (const e of edges) {
+      if (e.typeOnly && ALLOWED_TYPE_EDGES[`${folderOf(e.from)} -> ${folderOf(e.to)}`]) continue;
+      next.set(e.from, [...(next.get(e.from) ?? []), e.to]);
+    }
+    const cycles: string[] = [];
+    const state = new Map<string, 1 | 2>();
+    const path: string[] = [];
+    const visit = (f: string) => {
+      state.set(f, 1);
+      path.push(f);
+      for (const g of next.get(f) ?? []) {
+        if (state.get(g) === 1) cycles.push([...path.slice(path.indexOf(g)), g].join(" -> "));
+        else if (!state.has(g)) visit(g);
+      }
+      path.pop();
+      state.set(f, 2);
+    };
+    for (const f of next.keys()) if (!state.has(f)) visit(f);
+    assert.deepEqual(cycles, []);
   });
 
   await t.step("every allowed exception is still needed and type-only", () => {

@@ -3,10 +3,12 @@
 import type { WeightSource } from "../../core/io/safetensors.ts";
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor } from "../../core/tensor_types.ts";
-import type { ClipActivation } from "./clip_text_model.ts";
 import { type LayerNormWeights, loadLayerNorm } from "../nn/layer_norm.ts";
 import { type LinearWeights, loadLinear } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
+
+/** Activation functions of CLIP configs. */
+export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
 
 const ACTIVATIONS: readonly ClipActivation[] = [
   "quick_gelu",

@@ -21,19 +21,19 @@ import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
 import { disposeLinear, type LinearWeights } from "../nn/linear.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
-import type { LinearDelta, LinearShape } from "../lora/lora.ts";
+import type { LinearDelta, LinearShape } from "../nn/linear_delta.ts";
 import { constLinear } from "../nn/_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../../core/tensor_types.ts";
 import {
   clipActivate,
+  type ClipActivation,
   clipConfigFields,
   type ClipLayer,
   clipLoaders,
   loadClipLayers,
 } from "./_clip_tower.ts";
 
-/** Activation functions of CLIP text configs. */
-export type ClipActivation = "quick_gelu" | "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
+export type { ClipActivation } from "./_clip_tower.ts";
 
 /** The fields of a `CLIPTextConfig` the model uses. */
 export interface ClipTextConfig {

@@ -53,22 +53,8 @@ export const LORA_TARGETABLE: readonly string[] = [
   "fc2",
 ];
 
-/** Input and output width of a linear layer. */
-export interface LinearShape {
-  /** Input features. */
-  inFeatures: number;
-  /** Output features. */
-  outFeatures: number;
-}
-
-/**
- * Something that adds a term to the output of named linear layers; the text model calls it for
- * every linear layer.
- */
-export interface LinearDelta {
-  /** The term to add to `module`'s output for input `x` [N, in], or null. */
-  delta(module: string, x: Tensor2D): Tensor2D | null;
-}
+export type { LinearDelta, LinearShape } from "../nn/linear_delta.ts";
+import type { LinearDelta, LinearShape } from "../nn/linear_delta.ts";
 
 /** One adapted linear layer. */
 export interface LoraModule {
