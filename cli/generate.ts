@@ -10,7 +10,7 @@ import { ClipLoraEncoder } from "../adapters/encoder/clip_lora_encoder.ts";
 import { BACKEND_NAMES, type BackendName, useBackend } from "../core/backend.ts";
 import { saveImages, writeImageGrid } from "../core/image_output.ts";
 import { readModelFolder } from "../core/io/model_folder.ts";
-import { writeFileAtomic } from "../core/io/safetensors.ts";
+import { writeFileAtomic } from "../core/io/atomic_file.ts";
 import { readPromptFile } from "../core/prompts.ts";
 import { ddimSampler } from "../samplers/ddim_sampler.ts";
 import {

@@ -15,12 +15,8 @@ import { faultPoint } from "./_fault.ts";
 import type { AdvantageTrackerState } from "./advantages.ts";
 import type { OptimizerState } from "./optimizer.ts";
 import type { RngState } from "./rng.ts";
-import {
-  decodeSafetensors,
-  encodeSafetensors,
-  syncFolder,
-  writeFileAtomic,
-} from "./io/safetensors.ts";
+import { decodeSafetensors, encodeSafetensors } from "./io/safetensors.ts";
+import { syncFolder, writeFileAtomic } from "./io/atomic_file.ts";
 import type { Variable } from "./tensor_types.ts";
 
 /** Format version written into `state.json`. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "./io/safetensors.ts";
+import { writeFileAtomic } from "./io/atomic_file.ts";
 import { drawText, GLYPH_ADVANCE, LINE_HEIGHT, textWidth, wrapText } from "./_bitmap_font.ts";
 import { join } from "node:path";
 import type { Tensor4D } from "./tensor_types.ts";

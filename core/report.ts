@@ -8,7 +8,7 @@
  */
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { writeFileAtomic } from "./io/safetensors.ts";
+import { writeFileAtomic } from "./io/atomic_file.ts";
 import { type ChartSeries, lineChart } from "./_charts.ts";
 
 type Row = Record<string, unknown>;

@@ -16,7 +16,7 @@ import {
 } from "./checkpoint.ts";
 import type { Encoder } from "./encoder.ts";
 import { faultPoint } from "./_fault.ts";
-import { writeFileAtomic } from "./io/safetensors.ts";
+import { writeFileAtomic } from "./io/atomic_file.ts";
 import type { ExportFormat, Pipeline } from "./pipeline_schema.ts";
 import { writeReport } from "./report.ts";
 import type { Tensor4D } from "./tensor_types.ts";

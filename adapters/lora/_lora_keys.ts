@@ -1,5 +1,6 @@
-// Key layouts of LoRA files for the CLIP text encoder: PEFT, diffusers and kohya (A1111/ComfyUI).
-// Each parser maps a file key to a module path (`encoder.layers.0.self_attn.q_proj`) and a part.
+// Key layouts of LoRA files, for the CLIP text encoder and the UNet: PEFT, diffusers and kohya
+// (A1111/ComfyUI). Each parser maps a file key to a module path
+// (`encoder.layers.0.self_attn.q_proj`, `down_blocks.0.attentions.0.….attn1.to_q`) and a part.
 
 /** The part of a LoRA a key holds. */
 export type LoraPart = "down" | "up" | "alpha";
@@ -84,4 +85,52 @@ export function isOtherModelKey(key: string): boolean {
 /** Kohya key stem of a module: `lora_te_text_model_encoder_layers_0_self_attn_q_proj`. */
 export function kohyaStem(module: string, textModelPrefix = true): string {
   return `lora_te_${textModelPrefix ? "text_model_" : ""}${module.replaceAll(".", "_")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UNet keys.
+
+const TE_PREFIX = /^(text_encoder(_2)?\.|lora_te\d?_)/;
+
+/** Whether a key belongs to a text encoder (skipped when a UNet LoRA is read). */
+export function isTextEncoderKey(key: string): boolean {
+  return TE_PREFIX.test(key);
+}
+
+/** A parsed UNet key. */
+export interface ParsedUNetKey {
+  /** Module path (diffusers dots), or the kohya name with underscores when `kohya` is set. */
+  module: string;
+  /** Whether `module` is a kohya flat name. */
+  kohya: boolean;
+  /** A (`down`), B (`up`) or the alpha scalar. */
+  part: LoraPart;
+}
+
+/**
+ * A UNet key of any layout: kohya `lora_unet_<flat>.{lora_down,lora_up}.weight` / `.alpha`,
+ * the diffusers attention processor's `….processor.to_q_lora.down.weight`, PEFT
+ * `….lora_{A,B}[.<adapter>].weight`, diffusers `….{lora,lora_linear_layer}.{down,up}.weight`,
+ * each with an optional `base_model.model.` / `unet.` prefix.
+ */
+export function parseUNetKey(key: string): ParsedUNetKey | null {
+  let k = key;
+  if (k.startsWith("base_model.model.")) k = k.slice("base_model.model.".length);
+  if (k.startsWith("unet.")) k = k.slice(5);
+  let m = /^lora_unet_(.+)\.(lora_down|lora_up)\.weight$/.exec(k);
+  if (m) return { module: m[1], kohya: true, part: m[2] === "lora_down" ? "down" : "up" };
+  m = /^lora_unet_(.+)\.alpha$/.exec(k);
+  if (m) return { module: m[1], kohya: true, part: "alpha" };
+  m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(k);
+  if (m) {
+    const proj = m[2] === "to_out" ? "to_out.0" : m[2];
+    return { module: `${m[1]}.${proj}`, kohya: false, part: m[3] as "down" | "up" };
+  }
+  m = /^(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_]+)?\.weight$/.exec(k);
+  if (m) return { module: m[1], kohya: false, part: m[2] === "A" ? "down" : "up" };
+  m = /^(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight$/.exec(k);
+  if (m) return { module: m[1], kohya: false, part: m[2] as "down" | "up" };
+  m = /^(.+)\.alpha$/.exec(k);
+  if (m) return { module: m[1], kohya: false, part: "alpha" };
+  return null;
 }

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { type HostTensor, SafetensorsFile } from "../../core/io/safetensors.ts";
 import type { LinearRegistry } from "./_linear_registry.ts";
 import type { Tensor2D } from "../../core/tensor_types.ts";
+import { isTextEncoderKey, parseUNetKey } from "../lora/_lora_keys.ts";
 
 /**
  * One LoRA pair for a linear layer.
@@ -58,36 +59,6 @@ export interface UNetLora {
   pairs: Map<string, LoraPair>;
   /** Keys that belong to other models (text encoders) and were skipped. */
   skipped: string[];
-}
-
-const TE_PREFIX = /^(text_encoder(_2)?\.|lora_te\d?_)/;
-
-interface ParsedKey {
-  module: string;
-  kohya: boolean;
-  part: "down" | "up" | "alpha";
-}
-
-function parseKey(key: string): ParsedKey | null {
-  let k = key;
-  if (k.startsWith("base_model.model.")) k = k.slice("base_model.model.".length);
-  if (k.startsWith("unet.")) k = k.slice(5);
-  let m = /^lora_unet_(.+)\.(lora_down|lora_up)\.weight$/.exec(k);
-  if (m) return { module: m[1], kohya: true, part: m[2] === "lora_down" ? "down" : "up" };
-  m = /^lora_unet_(.+)\.alpha$/.exec(k);
-  if (m) return { module: m[1], kohya: true, part: "alpha" };
-  m = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/.exec(k);
-  if (m) {
-    const proj = m[2] === "to_out" ? "to_out.0" : m[2];
-    return { module: `${m[1]}.${proj}`, kohya: false, part: m[3] as "down" | "up" };
-  }
-  m = /^(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_]+)?\.weight$/.exec(k);
-  if (m) return { module: m[1], kohya: false, part: m[2] === "A" ? "down" : "up" };
-  m = /^(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight$/.exec(k);
-  if (m) return { module: m[1], kohya: false, part: m[2] as "down" | "up" };
-  m = /^(.+)\.alpha$/.exec(k);
-  if (m) return { module: m[1], kohya: false, part: "alpha" };
-  return null;
 }
 
 /**
@@ -132,7 +103,7 @@ export async function loadUNetLora(path: string): Promise<UNetLora> {
     const pairs = new Map<string, LoraPair>();
     const skipped: string[] = [];
     for (const key of f.keys()) {
-      if (TE_PREFIX.test(key)) {
+      if (isTextEncoderKey(key)) {
         skipped.push(key);
         continue;
       }
@@ -141,7 +112,7 @@ export async function loadUNetLora(path: string): Promise<UNetLora> {
           `${file}: '${key}': DoRA/LoHa/LoKr weights are not supported (plain LoRA only)`,
         );
       }
-      const p = parseKey(key);
+      const p = parseUNetKey(key);
       if (!p) throw new Error(`${file}: '${key}' is not a UNet LoRA key this loader knows`);
       const id = `${p.kohya ? "kohya:" : ""}${p.module}`;
       const pair = pairs.get(id) ?? { module: p.module, kohya: p.kohya, alpha: configAlpha };

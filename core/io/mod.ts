@@ -5,6 +5,7 @@
  * @module
  */
 export * from "./safetensors.ts";
+export * from "./atomic_file.ts";
 export * from "./weights.ts";
 export * from "./model_folder.ts";
 export * from "./graph_model.ts";
