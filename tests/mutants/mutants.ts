@@ -39,7 +39,7 @@ export const MUTANTS: Mutant[] = [
       find: "tf.clipByValue(ratio, 1 - o.clipRange, 1 + o.clipRange)",
       replace: "ratio",
     }],
-    tests: ["tests/ppo_loss_test.ts", "tests/trainer_parity_test.ts"],
+    tests: ["tests/core/ppo_loss_test.ts", "tests/core/trainer_parity_test.ts"],
   },
   {
     id: "adv-clip-removed",
@@ -49,7 +49,7 @@ export const MUTANTS: Mutant[] = [
       find: "const adv = tf.clipByValue(advantages, -o.advClipMax, o.advClipMax);",
       replace: "const adv = advantages;",
     }],
-    tests: ["tests/ppo_loss_test.ts", "tests/trainer_parity_test.ts"],
+    tests: ["tests/core/ppo_loss_test.ts", "tests/core/trainer_parity_test.ts"],
   },
   {
     id: "ratio-inverted",
@@ -59,7 +59,7 @@ export const MUTANTS: Mutant[] = [
       find: "const diff = tf.sub(newLogProb, oldLogProb);",
       replace: "const diff = tf.sub(oldLogProb, newLogProb);",
     }],
-    tests: ["tests/ppo_loss_test.ts", "tests/trainer_parity_test.ts"],
+    tests: ["tests/core/ppo_loss_test.ts", "tests/core/trainer_parity_test.ts"],
   },
   {
     id: "logprob-wrong-axes",
@@ -69,7 +69,7 @@ export const MUTANTS: Mutant[] = [
       find: "const axes = Array.from({ length: x.rank - 1 }, (_, i) => i + 1);",
       replace: "const axes = Array.from({ length: x.rank - 1 }, (_, i) => i);",
     }],
-    tests: ["tests/ddim_scheduler_test.ts", "tests/ddim_sampler_test.ts"],
+    tests: ["tests/samplers/ddim_scheduler_test.ts", "tests/samplers/ddim_sampler_test.ts"],
   },
   {
     id: "ddim-eta-ignored",
@@ -79,7 +79,7 @@ export const MUTANTS: Mutant[] = [
       find: "const std = eta * Math.sqrt(variance);",
       replace: "const std = Math.sqrt(variance);",
     }],
-    tests: ["tests/ddim_scheduler_test.ts", "tests/ddim_sampler_test.ts"],
+    tests: ["tests/samplers/ddim_scheduler_test.ts", "tests/samplers/ddim_sampler_test.ts"],
   },
   {
     id: "cfg-wrong",
@@ -89,7 +89,7 @@ export const MUTANTS: Mutant[] = [
       find: "return tf.add(u, tf.mul(tf.sub(c, u), g)) as Tensor4D;",
       replace: "return tf.add(u, tf.mul(c, g)) as Tensor4D;",
     }],
-    tests: ["tests/ddim_sampler_test.ts"],
+    tests: ["tests/samplers/ddim_sampler_test.ts"],
   },
   {
     id: "leading-as-trailing",
@@ -100,7 +100,7 @@ export const MUTANTS: Mutant[] = [
         "ts = Array.from({ length: n }, (_, i) => i * ratio + this.config.stepsOffset).reverse();",
       replace: "ts = Array.from({ length: n }, (_, i) => roundHalfEven(N + i * -(N / n)) - 1);",
     }],
-    tests: ["tests/ddim_scheduler_test.ts"],
+    tests: ["tests/samplers/ddim_scheduler_test.ts"],
   },
   {
     id: "set-alpha-to-one-ignored",
@@ -110,7 +110,7 @@ export const MUTANTS: Mutant[] = [
       find: "this.finalAlphaCumprod = config.setAlphaToOne ? 1 : this.alphasCumprod[0];",
       replace: "this.finalAlphaCumprod = this.alphasCumprod[0];",
     }],
-    tests: ["tests/ddim_scheduler_test.ts"],
+    tests: ["tests/samplers/ddim_scheduler_test.ts"],
   },
   {
     id: "lora-scale-swapped",
@@ -120,7 +120,7 @@ export const MUTANTS: Mutant[] = [
       find: "return rs ? alpha / Math.sqrt(rank) : alpha / rank;",
       replace: "return rs ? alpha / Math.sqrt(rank) : rank / alpha;",
     }],
-    tests: ["tests/lora_test.ts"],
+    tests: ["tests/adapters/lora/lora_test.ts"],
   },
   {
     id: "lora-wrong-projection",
@@ -130,7 +130,7 @@ export const MUTANTS: Mutant[] = [
       find: "const d = lora?.delta(module, x);",
       replace: 'const d = lora?.delta(module.replace("k_proj", "q_proj"), x);',
     }],
-    tests: ["tests/lora_test.ts"],
+    tests: ["tests/adapters/lora/lora_test.ts"],
   },
   {
     id: "clip-skip-off-by-one",
@@ -140,7 +140,7 @@ export const MUTANTS: Mutant[] = [
       find: "const layersRun = cfg.numHiddenLayers - skip;",
       replace: "const layersRun = cfg.numHiddenLayers - skip - (skip > 0 ? 1 : 0);",
     }],
-    tests: ["tests/clip_text_model_test.ts"],
+    tests: ["tests/adapters/clip/clip_text_model_test.ts"],
   },
   {
     id: "adamw-coupled-decay",
@@ -155,7 +155,7 @@ export const MUTANTS: Mutant[] = [
         "          const mNew = mi.mul(b1).add(gw.mul(1 - b1));\n" +
         "          const vNew = vi.mul(b2).add(gw.mul(gw).mul(1 - b2));",
     }],
-    tests: ["tests/adamw_formula_test.ts", "tests/adamw_test.ts"],
+    tests: ["tests/adapters/optim/adamw_formula_test.ts", "tests/adapters/optim/adamw_test.ts"],
   },
   {
     id: "adamw-no-bias-correction",
@@ -165,7 +165,7 @@ export const MUTANTS: Mutant[] = [
       find: "const bc1 = 1 - b1 ** t;\n      const bc2Sqrt = Math.sqrt(1 - b2 ** t);",
       replace: "const bc1 = 1;\n      const bc2Sqrt = 1;",
     }],
-    tests: ["tests/adamw_formula_test.ts", "tests/adamw_test.ts"],
+    tests: ["tests/adapters/optim/adamw_formula_test.ts", "tests/adapters/optim/adamw_test.ts"],
   },
   {
     id: "clip-after-step",
@@ -182,7 +182,7 @@ export const MUTANTS: Mutant[] = [
           "      await clipGlobalNorm(grads, this.config.optimizer.maxGradNorm);",
       },
     ],
-    tests: ["tests/trainer_grad_clip_test.ts"],
+    tests: ["tests/core/trainer_grad_clip_test.ts"],
   },
   {
     id: "tracker-batch-stats",
@@ -192,7 +192,7 @@ export const MUTANTS: Mutant[] = [
       find: "const [m, s] = buf.length < this.minCount ? [batchMean, batchStd] : meanStd(buf);",
       replace: "const [m, s] = [batchMean, batchStd];",
     }],
-    tests: ["tests/advantages_test.ts", "tests/trainer_test.ts"],
+    tests: ["tests/core/advantages_test.ts", "tests/core/trainer_test.ts"],
   },
   {
     id: "up-heads-not-reversed",
@@ -202,7 +202,7 @@ export const MUTANTS: Mutant[] = [
       find: "const rHeads = rev(c.numAttentionHeads);",
       replace: "const rHeads = c.numAttentionHeads;",
     }],
-    tests: ["tests/unet_test.ts"],
+    tests: ["tests/adapters/unet/unet_test.ts"],
   },
   {
     id: "gelu-quick-gelu-swapped",
@@ -215,9 +215,9 @@ export const MUTANTS: Mutant[] = [
         '    case "quick_gelu":',
     }],
     tests: [
-      "tests/clip_activation_test.ts",
-      "tests/clip_vision_test.ts",
-      "tests/clip_text_model_test.ts",
+      "tests/adapters/clip/clip_activation_test.ts",
+      "tests/adapters/clip/clip_vision_test.ts",
+      "tests/adapters/clip/clip_text_model_test.ts",
     ],
   },
   {
@@ -228,6 +228,6 @@ export const MUTANTS: Mutant[] = [
       find: 'const isEos = tf.add(tf.mul(value, l), tf.range(l - 1, -1, -1, "float32"));',
       replace: 'const isEos = tf.add(tf.mul(value, l), tf.range(0, l, 1, "float32"));',
     }],
-    tests: ["tests/clip_text_model_test.ts"],
+    tests: ["tests/adapters/clip/clip_text_model_test.ts"],
   },
 ];
