@@ -25,6 +25,8 @@ const RANK: Record<string, number> = {
  * at run time) may be allowed here.
  */
 const ALLOWED_TYPE_EDGES: Record<string, string> = {
+  "core/io -> core": "core/io's signatures name tensors with core's public tensor types " +
+    "(tensor_types.ts: Tensor, GraphModel, IOHandler), which deno doc needs exported",
   "adapters/webgpu -> adapters/nn": "group_norm_silu.ts takes nn's GroupNormWeights type; " +
     "both folders are edited on the gpu branch, so the type stays where it is until it merges",
 };
@@ -234,6 +236,32 @@ Deno.test("the module graph follows the layers", async (t) => {
     };
     for (const f of next.keys()) if (!state.has(f)) visit(f);
     assert.deepEqual(cycles, []);
+  });
+
+  await t.step("the plugin entry loads only core's contract and zod", async () => {
+    const info = await denoInfo("plugin.ts");
+    const byUrl = new Map(
+      info.modules.map((m) => [m.local ? pathToFileURL(m.local).href : "", m]),
+    );
+    const rootUrl = pathToFileURL(ROOT).href + "/";
+    const seen = new Set<string>();
+    const npm = new Set<string>();
+    const queue = [pathToFileURL(join(ROOT, "plugin.ts")).href];
+    while (queue.length) {
+      const url = queue.pop()!;
+      if (seen.has(url)) continue;
+      seen.add(url);
+      for (const d of byUrl.get(url)?.dependencies ?? []) {
+        const code = d.code?.specifier; // run-time imports only; types are erased
+        if (!code) continue;
+        if (code.startsWith("npm:")) {
+          npm.add(code.replace(/^npm:\/?(@?[^@/]+(?:\/[^@/]+)?).*$/, "$1"));
+        } else if (code.startsWith(rootUrl)) queue.push(code);
+      }
+    }
+    const files = [...seen].map((u) => u.slice(rootUrl.length)).sort();
+    assert.deepEqual(files.filter((f) => f !== "plugin.ts" && !f.startsWith("core/")), []);
+    assert.deepEqual([...npm].filter((n) => n !== "zod"), [], "no tfjs or model package");
   });
 
   await t.step("every allowed exception is still needed and type-only", () => {

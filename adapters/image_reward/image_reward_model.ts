@@ -36,7 +36,7 @@ import { pilResize } from "../clip/clip_image_processor.ts";
 import { disposeLinear, linear, type LinearWeights, loadLinear } from "../nn/linear.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
 import { roundHalfEven } from "../clip/open_clip_image_transform.ts";
-import type { Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
+import type { Tensor1D, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 
 /** Everything an ImageReward model is sized by. */
 export interface ImageRewardConfig {
@@ -402,7 +402,7 @@ export class ImageRewardModel {
    * const raw = model.head(tf.zeros([1, 768]) as tf.Tensor2D);
    * ```
    */
-  head(cls: Tensor2D): tf.Tensor1D {
+  head(cls: Tensor2D): Tensor1D {
     return tf.tidy(() => {
       let x: tf.Tensor = cls;
       for (const l of this.#head) x = linear(x, l);
@@ -424,7 +424,7 @@ export class ImageRewardModel {
    * const score = model.score(tf.zeros([1, s, s, 3]) as tf.Tensor4D, ids, tf.ones([1, 2]) as tf.Tensor2D);
    * ```
    */
-  score(pixels: Tensor4D, ids: Tensor2D, mask: Tensor2D): tf.Tensor1D {
+  score(pixels: Tensor4D, ids: Tensor2D, mask: Tensor2D): Tensor1D {
     return tf.tidy(() => {
       const image = this.vision.forward(pixels);
       const h = this.text.forward(ids, mask, image as Tensor3D);

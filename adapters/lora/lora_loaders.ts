@@ -53,7 +53,7 @@ function major(version: string): number {
 }
 
 /** diffusers issue #13984: on transformers 5, kohya text-encoder LoRA raise IndexError. */
-export const KOHYA_TRANSFORMERS5_BUG =
+export const KOHYA_TRANSFORMERS5_BUG: string =
   "diffusers on transformers 5 raises IndexError in peft_utils.py on kohya text-encoder files " +
   "(diffusers issue #13984)";
 

@@ -6,6 +6,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
+import type { GraphModel, IOHandler } from "../tensor_types.ts";
 
 /**
  * A `IOHandler` that reads `model.json` and its weight shards from disk.
@@ -17,7 +18,7 @@ import { dirname, join } from "node:path";
  * const model = await tf.loadGraphModel(fileIOHandler("models/blazeface.json"));
  * ```
  */
-export function fileIOHandler(modelJsonPath: string): tf.io.IOHandler {
+export function fileIOHandler(modelJsonPath: string): IOHandler {
   return {
     async load(): Promise<tf.io.ModelArtifacts> {
       let json: tf.io.ModelJSON;
@@ -104,7 +105,7 @@ function expectedWeightBytes(specs: tf.io.WeightsManifestEntry[]): number | unde
  * const m = await loadGraphModelFromFile("models/handtrack.json");
  * ```
  */
-export async function loadGraphModelFromFile(modelJsonPath: string): Promise<tf.GraphModel> {
+export async function loadGraphModelFromFile(modelJsonPath: string): Promise<GraphModel> {
   try {
     return await tf.loadGraphModel(fileIOHandler(modelJsonPath));
   } catch (e) {

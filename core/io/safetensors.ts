@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Tensor } from "@tensorflow/tfjs";
+import type { Tensor } from "../tensor_types.ts";
 import {
   decodeDtype,
   DTYPE_SIZE,

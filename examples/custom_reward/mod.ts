@@ -24,8 +24,8 @@
  * @module
  */
 import { z } from "zod";
-// A published version imports these from "jsr:@texforce/core".
-import type { Plugin } from "../../mod.ts";
+// A published version imports this from "jsr:@texforce/core/plugin" (types only: no model loads).
+import type { Plugin } from "../../plugin.ts";
 
 /**
  * Options of the saturation reward.
