@@ -9,3 +9,4 @@ export * from "./flash_attention.ts";
 export * from "./tiled_matmul.ts";
 export * from "./group_norm_silu.ts";
 export * from "./implicit_gemm_conv.ts";
+export * from "./f16.ts";
