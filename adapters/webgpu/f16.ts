@@ -12,6 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { webgpuKernels } from "./kernel_options.ts";
+import { prepareWebgpuEnvironment } from "../../core/backend.ts";
 
 /** The part of a WebGPU backend {@linkcode useF16} reads. */
 export interface F16DeviceLike {
@@ -74,6 +75,8 @@ export function hoistEnableDirectives(code: string): string {
  * ```
  */
 export async function requestShaderF16(): Promise<boolean> {
+  // Vulkan on Linux and a runtime folder, as useBackend sets up, before the first adapter.
+  prepareWebgpuEnvironment();
   const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
   if (!gpu) return false;
   const probe = await gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null);
