@@ -42,10 +42,10 @@ export interface WebgpuKernelOptions {
   gemmTile: 64 | 128;
   /**
    * f16 storage with f32 accumulation in the tiled GEMM (matmul and the 3×3 conv, forward and
-   * gradients): the operand slices sit in workgroup memory as f16 (half the bytes, so twice the
-   * tile per byte of shared memory), products and sums stay f32. Tensors in GPU buffers stay
-   * f32 (tfjs 4.22 has no float16 dtype). Off by default: it rounds every operand to f16
-   * (relative error about 1e-3 instead of 1e-6). Needs the device feature `shader-f16`, which
+   * gradients): the operand slices sit in workgroup memory as f16 (half its bytes and its
+   * traffic), products and sums stay f32. Tensors in GPU buffers stay f32 (tfjs 4.22 has no
+   * float16 dtype). Off by default: it rounds every operand to f16 (relative error about 3e-4
+   * of the largest output on the parity shapes, against about 1e-6 in f32). Needs the device feature `shader-f16`, which
    * tfjs does not request: call `requestShaderF16()` (f16.ts) before the webgpu backend starts.
    * Where the device lacks it, the kernels run in f32 and print one line saying so, once.
    */
