@@ -13,11 +13,13 @@
  * what it measured. Rows past `--budget-s` seconds are skipped (and say so).
  *
  * Bundles (imports nothing native): `bash bench/gpu_prepare.sh` (runs
- * `../shared/gpu/prepare.sh bench/gpu_kernels.ts` and adds the tiny model for the epoch row),
- * then on the device `bash .gpu/remote.sh [--only attention,matmul,conv,unet,clip,vae,epoch]
- * [--runs 5] [--budget-s 480]`. Here: `deno task bench gpu_kernels --tiny` runs small shapes on
- * lavapipe (a functional check only: lavapipe is a CPU rasteriser, its timings say nothing about
- * a GPU).
+ * `../shared/gpu/prepare.sh bench/gpu_kernels.ts` and adds the tiny model for the epoch row;
+ * .gpu/ is 46 MB), then the device tool with command
+ * `bash .gpu/remote.sh --runs 3 --budget-s 420`, carry `[".gpu"]`, timeout_s 540 (options:
+ * `--only attention,matmul,conv,unet,clip,vae,epoch`, `--gemm-tile 64|128`, `--warmup 1`).
+ * Here: `deno task bench gpu_kernels --tiny` runs small shapes on lavapipe (a functional check
+ * only: lavapipe is a CPU rasteriser, its timings say nothing about a GPU); the same through the
+ * bundle: `OUT=/tmp/x bash .gpu/remote.sh --tiny --runs 1 --warmup 0`.
  *
  * @module
  */
