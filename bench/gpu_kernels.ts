@@ -16,7 +16,8 @@
  * `../shared/gpu/prepare.sh bench/gpu_kernels.ts` and adds the tiny model for the epoch row;
  * .gpu/ is 46 MB), then the device tool with command
  * `bash .gpu/remote.sh --runs 3 --budget-s 420`, carry `[".gpu"]`, timeout_s 540 (options:
- * `--only attention,matmul,conv,unet,clip,vae,epoch`, `--gemm-tile 64|128`, `--warmup 1`).
+ * `--only attention,matmul,conv,unet,clip,vae,epoch`, `--gemm-tile 64|128`, `--warmup 1`,
+ * `--no-f16`: the stock tfjs device, no f16 rows).
  * Here: `deno task bench gpu_kernels --tiny` runs small shapes on lavapipe (a functional check
  * only: lavapipe is a CPU rasteriser, its timings say nothing about a GPU); the same through the
  * bundle: `OUT=/tmp/x bash .gpu/remote.sh --tiny --runs 1 --warmup 0`.
@@ -166,6 +167,7 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
       runs: { type: "string", default: "5" },
       "gemm-tile": { type: "string", default: "64" },
       "budget-s": { type: "string", default: "480" },
+      "no-f16": { type: "boolean", default: false },
       "epoch-model": { type: "string" },
       out: { type: "string" },
       help: { type: "boolean", default: false },
@@ -174,7 +176,8 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
   if (values.help) {
     console.log(
       "gpu_kernels: [--tiny] [--only attention,matmul,conv,unet,clip,vae,epoch] [--warmup 1] " +
-        "[--runs 5] [--gemm-tile 64|128] [--budget-s 480] [--epoch-model DIR] [--out DIR]",
+        "[--runs 5] [--gemm-tile 64|128] [--budget-s 480] [--epoch-model DIR] [--no-f16] " +
+        "[--out DIR]",
     );
     return [];
   }
@@ -187,7 +190,7 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
   const started = performance.now();
   const budgetMs = Number(values["budget-s"]) * 1000;
   // Before the backend starts: a device with shader-f16 where the adapter has it (f16 rows).
-  const hasF16 = await requestShaderF16();
+  const hasF16 = !values["no-f16"] && await requestShaderF16();
   await useBackend("webgpu");
   const info = currentBackend();
   const adapter = await (navigator as unknown as { gpu: GPU }).gpu.requestAdapter();

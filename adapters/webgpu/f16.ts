@@ -95,8 +95,8 @@ export async function requestShaderF16(): Promise<boolean> {
     const wanted: GPUFeatureName[] = ["timestamp-query", "bgra8unorm-storage", "shader-f16"];
     const features = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
-    const device = await adapter.requestDevice({
-      requiredFeatures: features,
+    const descriptor = (requiredFeatures: GPUFeatureName[]): GPUDeviceDescriptor => ({
+      requiredFeatures,
       requiredLimits: {
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
@@ -106,6 +106,11 @@ export async function requestShaderF16(): Promise<boolean> {
         maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
       },
     });
+    // A device refused with the feature is asked for again without it (the f16 option then
+    // falls back to f32 with its notice) rather than leaving no webgpu backend at all.
+    const device = await adapter.requestDevice(descriptor(features)).catch(() =>
+      adapter.requestDevice(descriptor(features.filter((f) => f !== "shader-f16")))
+    );
     const create = device.createShaderModule.bind(device);
     device.createShaderModule = (d: GPUShaderModuleDescriptor) =>
       create({ ...d, code: hoistEnableDirectives(d.code) });
