@@ -25,7 +25,9 @@ else
   bash "$tmp/prepare.sh" "$entry"
   rm -rf "$tmp"
 fi
-rm -rf .gpu/tiny-sd
+# A local run of remote.sh (on lavapipe) leaves the unpacked Deno binary (~100 MB) and its
+# runtime folder in .gpu/: drop them, or the folder outgrows what the device tool carries.
+rm -rf .gpu/deno .gpu/xdg .gpu/tiny-sd
 cp -r tests/fixtures/sd-tiny/tiny-sd .gpu/tiny-sd
 [ -e .gpu/.gitignore ] || printf '*\n' > .gpu/.gitignore
 du -sh .gpu >&2
