@@ -37,16 +37,16 @@ export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
   return tf.tidy(() => {
     // The rewritten input gradient is for tfjs-wasm; on webgpu (which has its own fast
     // backprop kernel) it gave wrong gradients, so other backends keep the stock convolution.
-    // texforce's implicit-GEMM kernel on webgpu for the UNet's and VAE's 3×3 "same" convs
-    // (bias fused); tests/webgpu_kernels_test.ts checks it and its input gradient. It has no
-    // filter gradient, so trainable convs (pre-training) keep the stock op.
+    // texforce's implicit-GEMM kernel on webgpu for the UNet's and VAE's 3×3 convs with
+    // padding 1, stride 1 or 2 (bias fused), with the input gradient and, for a trainable
+    // weight, the weight and bias gradients; tests/webgpu_kernels_test.ts checks them all.
     const [kh, kw] = w.weight.shape;
     const trainable = w.weight instanceof tf.Variable;
     if (
-      !trainable && useWebgpuKernel("implicitGemmConv") && kh === 3 && kw === 3 &&
-      w.stride === 1 && w.padding === 1
+      useWebgpuKernel("implicitGemmConv") && kh === 3 && kw === 3 &&
+      (w.stride === 1 || w.stride === 2) && w.padding === 1
     ) {
-      return conv3x3(x, w.weight, w.bias);
+      return conv3x3(x, w.weight, w.bias, { stride: w.stride, weightGrad: trainable });
     }
     let y = trainable && tf.getBackend() === "wasm"
       ? trainableConv(x, w.weight, w.stride, w.padding)

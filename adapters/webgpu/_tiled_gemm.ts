@@ -35,13 +35,21 @@ export function gemmProgram(p: {
   uniforms?: string;
   /** Output tile side: 64 (4 × 4 per thread) or 128 (8 × 8 per thread). */
   tile: 64 | 128;
+  /**
+   * Stage the operand slices in workgroup memory as f16 (half the bytes; needs the device
+   * feature `shader-f16`), multiplying and accumulating in f32 all the same.
+   */
+  f16?: boolean;
 }): WgslProgram {
+  const f16 = p.f16 ?? false;
+  const el = f16 ? "f16" : "f32";
   const T = p.tile;
   const u = T / 16; // outputs per thread along each axis
   const q = u / 4; // vec4s per thread along each axis
   const slot = (contiguousK: boolean) =>
     contiguousK ? "let r = e / 16; let kk0 = e % 16;" : `let r = e % ${T}; let kk0 = e / ${T};`;
   // acc[i * q + jv] holds row i, columns 4·jv..4·jv+3 of the thread's block.
+  const widen = (e: string) => f16 ? `vec4<f32>(${e})` : e;
   const fma: string[] = [];
   for (let iv = 0; iv < q; iv++) {
     for (let c = 0; c < 4; c++) {
@@ -51,16 +59,24 @@ export function gemmProgram(p: {
     }
   }
   const reads = [
-    ...Array.from({ length: q }, (_, i) => `let a${i} = asub[kk * ${T / 4} + ty * ${q} + ${i}];`),
-    ...Array.from({ length: q }, (_, j) => `let b${j} = bsub[kk * ${T / 4} + tx * ${q} + ${j}];`),
+    ...Array.from(
+      { length: q },
+      (_, i) => `let a${i} = ${widen(`asub[kk * ${T / 4} + ty * ${q} + ${i}]`)};`,
+    ),
+    ...Array.from(
+      { length: q },
+      (_, j) => `let b${j} = ${widen(`bsub[kk * ${T / 4} + tx * ${q} + ${j}]`)};`,
+    ),
   ];
   const inner = [...reads, ...fma].join("\n          ");
-  const code = `
+  // `enable f16;` must open the module: the device wrapper of f16.ts moves it there, ahead of
+  // the preamble tfjs puts before this code.
+  const code = `${f16 ? "enable f16;" : ""}
     fn readA(bt : i32, row : i32, kk : i32) -> f32 { ${p.a.read} }
     fn readB(bt : i32, kk : i32, col : i32) -> f32 { ${p.b.read} }
     // asub[kk * T/4 + i] holds rows 4i..4i+3 of column kk of the A slice; bsub likewise for B.
-    var<workgroup> asub : array<vec4<f32>, ${TK * T / 4}>;
-    var<workgroup> bsub : array<vec4<f32>, ${TK * T / 4}>;
+    var<workgroup> asub : array<vec4<${el}>, ${TK * T / 4}>;
+    var<workgroup> bsub : array<vec4<${el}>, ${TK * T / 4}>;
     fn main() {
       let tx = i32(localId.x) % 16;
       let ty = i32(localId.x) / 16;
@@ -79,7 +95,7 @@ export function gemmProgram(p: {
             let kk = k0 + kk0;
             var v = 0.0;
             if (row < uniforms.m && kk < uniforms.k) { v = readA(bt, row, kk); }
-            asub[kk0 * ${T / 4} + r / 4][r % 4] = v;
+            asub[kk0 * ${T / 4} + r / 4][r % 4] = ${el}(v);
           }
           {
             ${slot(p.b.contiguousK)}
@@ -87,7 +103,7 @@ export function gemmProgram(p: {
             let kk = k0 + kk0;
             var v = 0.0;
             if (col < uniforms.n && kk < uniforms.k) { v = readB(bt, kk, col); }
-            bsub[kk0 * ${T / 4} + r / 4][r % 4] = v;
+            bsub[kk0 * ${T / 4} + r / 4][r % 4] = ${el}(v);
           }
         }
         workgroupBarrier();
@@ -111,7 +127,7 @@ export function gemmProgram(p: {
       }
     }`;
   return wgslProgram({
-    key: `${p.key}_t${T}`,
+    key: `${p.key}_t${T}${f16 ? "_f16" : ""}`,
     outputSize: p.batch * p.m * p.n,
     dispatch: [Math.ceil(p.n / T), Math.ceil(p.m / T), p.batch],
     workgroupSize: 256,

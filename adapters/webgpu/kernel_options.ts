@@ -9,14 +9,14 @@
 import * as tf from "@tensorflow/tfjs";
 
 /**
- * The kernel switches.
+ * The kernel switches (see `requestShaderF16` in `f16.ts` for the `f16` one).
  *
  * @example
  * ```ts
  * import type { WebgpuKernelOptions } from "@texforce/core/adapters";
  * const o: WebgpuKernelOptions = {
  *   flashAttention: true, tiledMatmul: true, groupNormSilu: true, implicitGemmConv: true,
- *   recomputeBlocks: false, gemmTile: 64,
+ *   recomputeBlocks: false, gemmTile: 64, f16: false,
  * };
  * ```
  */
@@ -40,6 +40,16 @@ export interface WebgpuKernelOptions {
    * registers). Which is faster depends on the GPU: `bench/gpu_kernels.ts` times both.
    */
   gemmTile: 64 | 128;
+  /**
+   * f16 storage with f32 accumulation in the tiled GEMM (matmul and the 3×3 conv, forward and
+   * gradients): the operand slices sit in workgroup memory as f16 (half its bytes and its
+   * traffic), products and sums stay f32. Tensors in GPU buffers stay f32 (tfjs 4.22 has no
+   * float16 dtype). Off by default: it rounds every operand to f16 (relative error about 3e-4
+   * of the largest output on the parity shapes, against about 1e-6 in f32). Needs the device feature `shader-f16`, which
+   * tfjs does not request: call `requestShaderF16()` (f16.ts) before the webgpu backend starts.
+   * Where the device lacks it, the kernels run in f32 and print one line saying so, once.
+   */
+  f16: boolean;
 }
 
 /** Defaults: the kernels on (for webgpu only), block recomputation off. */
@@ -50,6 +60,7 @@ export const webgpuKernelDefaults = {
   implicitGemmConv: true,
   recomputeBlocks: false,
   gemmTile: 64,
+  f16: false,
 } satisfies WebgpuKernelOptions;
 
 function initial(): WebgpuKernelOptions {
@@ -65,6 +76,7 @@ function initial(): WebgpuKernelOptions {
       implicitGemmConv: false,
       recomputeBlocks: false,
       gemmTile: 64,
+      f16: false,
     }
     : { ...webgpuKernelDefaults };
 }

@@ -12,6 +12,7 @@ import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { registerWebgpuKernel, runKernel, type WebGPUBackendLike } from "./_program.ts";
 import { gemmProgram } from "./_tiled_gemm.ts";
 import { webgpuKernels } from "./kernel_options.ts";
+import { useF16 } from "./f16.ts";
 
 const KERNEL = "TexforceTiledMatMul";
 
@@ -44,6 +45,7 @@ function matMulKernel(args: {
     b: { read: `return b[bt * uniforms.k * uniforms.n + ${bIndex}];`, contiguousK: transposeB },
     bias: Boolean(bias),
     tile: webgpuKernels().gemmTile,
+    f16: useF16(backend),
   });
   const inputs = bias ? [a!, b!, bias] : [a!, b!];
   const flat = backend.runWebGPUProgram(program, inputs, "float32", [

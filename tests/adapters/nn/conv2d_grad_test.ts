@@ -1,11 +1,17 @@
 // `conv2d` computes its input gradient with a forward convolution of the (zero-dilated) output
 // gradient and the flipped kernel, because tfjs-wasm's Conv2DBackpropInput is a slow scalar
 // loop. This checks it against tf.grad of plain tf.conv2d on the cpu backend (the reference) for
-// odd and even sizes, kernels 1 and 3, strides 1 and 2 and a batch > 1, on cpu and on wasm.
+// odd and even sizes, kernels 1 and 3, strides 1 and 2 and a batch > 1, on cpu, on wasm and,
+// where an adapter exists, on webgpu (whose 3×3 padding-1 convs, frozen or trainable, run
+// texforce's implicit-GEMM kernels there).
 import * as tf from "@tensorflow/tfjs";
 import { conv2d } from "../../../adapters/nn/conv2d.ts";
 import { useBackend } from "../../../core/backend.ts";
-import { assertClose } from "../../_helpers.ts";
+import { assertClose, availableBackends } from "../../_helpers.ts";
+
+const BACKENDS: ("cpu" | "wasm" | "webgpu")[] = ["cpu", "wasm"];
+if ((await availableBackends()).includes("webgpu")) BACKENDS.push("webgpu");
+else console.log("conv2d_grad_test: webgpu steps skipped, no WebGPU adapter");
 
 interface Case {
   h: number;
@@ -68,7 +74,7 @@ Deno.test("conv2d: input gradient matches tf.grad of tf.conv2d", async (t) => {
     expected.push([Array.from(await y.data()), Array.from(await g.data())]);
     tf.dispose([y, g]);
   }
-  for (const backend of ["cpu", "wasm"] as const) {
+  for (const backend of BACKENDS) {
     await t.step(backend, async () => {
       await useBackend(backend);
       for (const [i, c] of cases.entries()) {
@@ -130,7 +136,7 @@ Deno.test("conv2d: a variable weight gets the filter gradient of tf.conv2d", asy
     expected.push([Array.from(await g.data()), Array.from(await gx.data())]);
     tf.dispose([g, gx]);
   }
-  for (const backend of ["cpu", "wasm"] as const) {
+  for (const backend of BACKENDS) {
     await t.step(backend, async () => {
       await useBackend(backend);
       const before = tf.memory().numTensors;

@@ -26,7 +26,10 @@ if (!hasWebgpu) {
 
 // Tolerances, as max |a − b| / max |b| over the whole tensor. Both sides compute in f32; the
 // kernels sum in another order (tiles, online softmax rescaling), so errors are a few ulp per
-// accumulated term: at most 1.5e-6 measured on lavapipe; the bounds leave 20–100× headroom.
+// accumulated term: at most 1.4e-6 measured on lavapipe (2026-12-01: attention 8.3e-7, matmul
+// 3.1e-7, GroupNorm 2.1e-7, conv dX 1.1e-6, conv db 2.5e-7, conv dW 0: it sums the pixels in
+// the order tfjs' Conv2DBackpropFilter does); the bounds leave 15–100× headroom. The test
+// "worst errors" prints them.
 const TOL = { forward: 2e-5, grad: 1e-4 };
 
 /** Deterministic values in [-1, 1), so failures reproduce. */
@@ -294,48 +297,73 @@ Deno.test({
   },
 });
 
-const CONV_CASES: [number, number, number, number, number, boolean][] = [
-  // [batch, height, width, in, out, bias]
-  [1, 5, 7, 3, 4, false], // fewer channels than a tile slice
-  [2, 9, 9, 40, 24, true],
-  [1, 17, 13, 64, 70, true], // > one 64-row tile of pixels and of output channels
-  [2, 1, 1, 8, 5, true], // every tap but the centre is padding
+const CONV_CASES: [number, number, number, number, number, boolean, 1 | 2][] = [
+  // [batch, height, width, in, out, bias, stride]
+  [1, 5, 7, 3, 4, false, 1], // fewer channels than a tile slice
+  [2, 9, 9, 40, 24, true, 1],
+  [1, 17, 13, 64, 70, true, 1], // > one 64-row tile of pixels and of output channels
+  [2, 1, 1, 8, 5, true, 1], // every tap but the centre is padding
+  [1, 9, 9, 40, 24, true, 2], // odd size: output 5 × 5, the last row and column see padding
+  [2, 8, 6, 5, 3, false, 2], // even size (the UNet's downsamplers): output 4 × 3
+  [1, 17, 10, 70, 33, true, 2], // more taps · channels (630) than a 128-row tile
 ];
 
 Deno.test({
-  name: "webgpu kernels: implicit-GEMM 3×3 conv matches tf.conv2d, forward and input gradient",
+  name: "webgpu kernels: implicit-GEMM 3×3 conv matches tf.conv2d, forward and x, W, b gradients",
   ignore: !hasWebgpu,
   fn: async (t) => {
     await useBackend("webgpu");
     for (const c of CONV_CASES.flatMap((cc) => [64, 128].map((tile) => ({ cc, tile })))) {
-      const [b, h, w, cin, cout, hasBias] = c.cc;
+      const [b, h, w, cin, cout, hasBias, stride] = c.cc;
       setWebgpuKernels({ gemmTile: c.tile as 64 | 128 });
       await t.step(
-        `${b}×${h}×${w}×${cin} → ${cout}${hasBias ? " + bias" : ""} tile ${c.tile}`,
+        `${b}×${h}×${w}×${cin} → ${cout}${hasBias ? " + bias" : ""} stride ${stride} ` +
+          `tile ${c.tile}`,
         () =>
           noGpuErrors(async () => {
             const x = seeded([b, h, w, cin], 18) as tf.Tensor4D;
             const wt = seeded([3, 3, cin, cout], 19) as tf.Tensor4D;
             const bias = hasBias ? seeded([cout], 20) as tf.Tensor1D : undefined;
-            const dy = seeded([b, h, w, cout], 21);
+            const [oh, ow] = [Math.floor((h - 1) / stride) + 1, Math.floor((w - 1) / stride) + 1];
+            const dy = seeded([b, oh, ow, cout], 21);
             const before = tf.memory().numTensors;
-            const stock = (v: tf.Tensor) => {
-              const y = tf.conv2d(v as tf.Tensor4D, wt, 1, "same");
-              return bias ? tf.add(y, bias) : y;
+            // PyTorch's padding=1 on every side (tfjs' "same" would pad 0 before for stride 2).
+            const pad: [[0, 0], [1, 1], [1, 1], [0, 0]] = [[0, 0], [1, 1], [1, 1], [0, 0]];
+            const stock = (v: tf.Tensor, ww: tf.Tensor, bb?: tf.Tensor) => {
+              const y = tf.conv2d(v as tf.Tensor4D, ww as tf.Tensor4D, stride, pad);
+              return bb ? tf.add(y, bb) : y;
             };
-            const want = tf.tidy(() => stock(x));
-            const got = conv3x3(x, wt, bias);
-            const ef = await relErr(got, want);
-            note("conv forward", ef);
-            assert.ok(ef <= TOL.forward, `forward error ${ef}`);
-            const gw = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(stock(v), dy)))(x);
-            const gg = tf.grad((v: tf.Tensor) =>
-              tf.sum(tf.mul(conv3x3(v as tf.Tensor4D, wt, bias), dy))
-            )(x);
-            const eg = await relErr(gg, gw);
-            note("conv dX", eg);
-            assert.ok(eg <= TOL.grad, `dX error ${eg}`);
-            tf.dispose([want, got, gw, gg]);
+            const mine = (v: tf.Tensor, ww: tf.Tensor, bb?: tf.Tensor, weightGrad = true) =>
+              conv3x3(v as tf.Tensor4D, ww as tf.Tensor4D, bb as tf.Tensor1D | undefined, {
+                stride,
+                weightGrad,
+              });
+            const want = tf.tidy(() => stock(x, wt, bias));
+            for (const weightGrad of [false, true]) {
+              const got = mine(x, wt, bias, weightGrad);
+              assert.deepEqual(got.shape, want.shape);
+              const ef = await relErr(got, want);
+              note("conv forward", ef);
+              assert.ok(ef <= TOL.forward, `forward error ${ef}`);
+              got.dispose();
+            }
+            const loss = (f: typeof stock) => (...vs: tf.Tensor[]) =>
+              tf.sum(tf.mul(f(vs[0], vs[1], vs[2]), dy));
+            const args = bias ? [x, wt, bias] : [x, wt];
+            const gw = tf.grads(loss(stock))(args);
+            const gg = tf.grads(loss(mine))(args);
+            for (const [i, name] of ["dX", "dW", "db"].slice(0, args.length).entries()) {
+              assert.deepEqual(gg[i].shape, gw[i].shape);
+              const e = await relErr(gg[i], gw[i]);
+              note(`conv ${name}`, e);
+              assert.ok(e <= TOL.grad, `${name} error ${e}`);
+            }
+            // Frozen weight (the UNet's case): the input gradient alone.
+            const gx = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(mine(v, wt, bias, false), dy)))(x);
+            const ex = await relErr(gx, gw[0]);
+            note("conv dX (frozen W)", ex);
+            assert.ok(ex <= TOL.grad, `frozen dX error ${ex}`);
+            tf.dispose([want, gx, ...gw, ...gg]);
             assert.equal(tf.memory().numTensors, before, "no tensor left behind");
             tf.dispose([x, wt, dy, bias ?? []].flat());
           }),
