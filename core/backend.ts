@@ -6,14 +6,16 @@
  * binaries are read from the installed npm package, never fetched.
  *
  * `wasm` runs XNNPACK on a pool of threads (tfjs-backend-wasm's threaded SIMD build, started as
- * Deno workers by core/_wasm_threads.ts): `navigator.hardwareConcurrency` threads by default, at
- * most 8 (tfjs-backend-wasm's own cap), set by {@linkcode BackendOptions.wasmThreads} or the
- * `TEXFORCE_WASM_THREADS` environment variable; 1 selects the single-threaded SIMD build.
+ * Deno workers by core/_wasm_threads.ts): by default one per idle core
+ * (`navigator.hardwareConcurrency` less the 1-minute load average), at most 8 (tfjs-backend-wasm's
+ * own cap), or as set by {@linkcode BackendOptions.wasmThreads} or the `TEXFORCE_WASM_THREADS`
+ * environment variable; 1 selects the single-threaded SIMD build.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import { installWasmSliceKernels } from "./_wasm_kernels.ts";
+import { installTapeMemoryRelease } from "./_tape_memory.ts";
 import {
   threadedGluePath,
   WASM_MAX_THREADS,
@@ -45,7 +47,8 @@ export interface BackendInfo {
 export interface BackendOptions {
   /**
    * Threads for the `wasm` backend: default `$TEXFORCE_WASM_THREADS`, else
-   * `navigator.hardwareConcurrency`; clamped to 1..8. 1 is the single-threaded SIMD build.
+   * `navigator.hardwareConcurrency` less the cores the load average says are busy; clamped to
+   * 1..8. 1 is the single-threaded SIMD build. Results are bitwise the same for any count.
    * Asking for a count other than the one the wasm backend already runs with starts it afresh
    * (every tensor on it is lost), so pick it before making tensors.
    */
@@ -77,7 +80,8 @@ async function loadWasm(): Promise<void> {
 
 /**
  * The wasm thread count a call asks for: the option, else `$TEXFORCE_WASM_THREADS`, else
- * `navigator.hardwareConcurrency`; clamped to 1..8, and 1 where threads cannot run.
+ * `navigator.hardwareConcurrency` less the cores busy with other work (1-minute load average);
+ * clamped to 1..8, and 1 where threads cannot run.
  *
  * @example
  * ```ts
@@ -99,9 +103,25 @@ export function wasmThreadCount(options: BackendOptions = {}): number {
       }
     }
   }
-  asked ??= globalThis.navigator?.hardwareConcurrency ?? 1;
+  asked ??= idleCores();
   const n = Math.min(Math.max(Math.floor(asked), 1), WASM_MAX_THREADS);
   return n > 1 && wasmThreadsAvailable() && wasmEntry.startsWith("file:") ? n : 1;
+}
+
+/**
+ * `navigator.hardwareConcurrency` less the cores the 1-minute load average says are busy (at
+ * least 1). XNNPACK's pool spin-waits between operations, so on busy cores it loses far more
+ * than it gains: the tiny TexForce epoch ran 4.7× slower with 2 threads than with 1 on a 2-core
+ * machine at load 7. Results are bitwise the same for every thread count, so this choice never
+ * changes a run's numbers.
+ */
+function idleCores(): number {
+  const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+  let load = 0;
+  try {
+    load = Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]) || 0;
+  } catch { /* not Linux, or no read permission: assume idle */ }
+  return Math.max(1, cores - Math.floor(load));
 }
 
 async function activateWasm(threads: number): Promise<boolean> {
@@ -245,6 +265,8 @@ export async function useBackend(
   if (!BACKEND_NAMES.includes(name)) {
     throw new Error(`unknown backend '${name}': expected one of ${BACKEND_NAMES.join(", ")}`);
   }
+  // Backward passes free each gradient once used, not all at the end (core/_tape_memory.ts).
+  installTapeMemoryRelease();
   if (name === "auto") {
     // A software WebGPU adapter (lavapipe) is slower than wasm, so auto only takes a real GPU.
     const adapter = await webgpuAdapter();
