@@ -62,6 +62,14 @@ function flush(pass: Pass): void {
 /**
  * Patch the tfjs engine so that a backward pass frees each node's output gradients and saved
  * tensors once the node is done (see the file comment). Idempotent.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { installTapeMemoryRelease } from "./_tape_memory.ts";
+ * installTapeMemoryRelease();
+ * const g = tf.grad((x: tf.Tensor) => x.square().sum())(tf.ones([4]));
+ * ```
  */
 export function installTapeMemoryRelease(): void {
   if (installed) return;

@@ -1,5 +1,6 @@
-// Replacements for tfjs-backend-wasm 4.22's Slice and SplitV kernels, whose cost grows with the
-// size of the *input* rather than of the output.
+// Replacements for tfjs-backend-wasm 4.22 kernels that miss a fast path (BatchMatMul and Reverse:
+// see their comments below), and for its Slice and SplitV, whose cost grows with the size of the
+// *input* rather than of the output.
 //
 // The stock Slice starts with `backend.readSync(x)`, which copies the whole input out of the wasm
 // heap (`HEAPU8.slice`) before taking the piece it needs; SplitV calls that Slice once per piece.
@@ -260,6 +261,12 @@ let fastBatchMatMul = false;
 /**
  * Whether the wasm BatchMatMul runs every shape on XNNPACK (see `makeFastBatchMatMul`), so
  * callers need not split batched or transposed products into 2-D ones themselves.
+ *
+ * @example
+ * ```ts
+ * import { wasmBatchMatMulIsFast } from "./_wasm_kernels.ts";
+ * console.log(wasmBatchMatMulIsFast()); // true once the wasm backend is set up by useBackend
+ * ```
  */
 export function wasmBatchMatMulIsFast(): boolean {
   return fastBatchMatMul;
@@ -267,7 +274,15 @@ export function wasmBatchMatMulIsFast(): boolean {
 
 /**
  * Replace the wasm backend's Slice and SplitV kernels with versions whose cost is that of their
- * output (see the file comment). Idempotent; call after tfjs-backend-wasm has been imported.
+ * output (see the file comment), and BatchMatMul and Reverse with faster ones. Idempotent; call
+ * after tfjs-backend-wasm has been imported.
+ *
+ * @example
+ * ```ts
+ * import "@tensorflow/tfjs-backend-wasm";
+ * import { installWasmSliceKernels } from "./_wasm_kernels.ts";
+ * installWasmSliceKernels();
+ * ```
  */
 export function installWasmSliceKernels(): void {
   if (installed) return;

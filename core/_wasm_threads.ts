@@ -20,7 +20,15 @@
 import * as tf from "@tensorflow/tfjs";
 import os from "node:os";
 
-/** The most threads tfjs-backend-wasm 4.22 uses (`max_num_threads` in its backend.cc). */
+/**
+ * The most threads tfjs-backend-wasm 4.22 uses (`max_num_threads` in its backend.cc).
+ *
+ * @example
+ * ```ts
+ * import { WASM_MAX_THREADS } from "./_wasm_threads.ts";
+ * const n = Math.min(navigator.hardwareConcurrency, WASM_MAX_THREADS);
+ * ```
+ */
 export const WASM_MAX_THREADS = 8;
 
 /** The pthread worker script, a module. */
@@ -29,12 +37,26 @@ const WORKER_URL = new URL("./_wasm_pthread_worker.ts", import.meta.url);
 /**
  * Path of the package's Emscripten glue for the threaded build, next to the bundle's dist/.
  * `entry` is the resolved `file:` URL of `@tensorflow/tfjs-backend-wasm`.
+ *
+ * @example
+ * ```ts
+ * import { threadedGluePath } from "./_wasm_threads.ts";
+ * console.log(threadedGluePath(import.meta.resolve("@tensorflow/tfjs-backend-wasm")));
+ * ```
  */
 export function threadedGluePath(entry: string): string {
   return new URL("../wasm-out/tfjs-backend-wasm-threaded-simd.js", entry).pathname;
 }
 
-/** Whether this runtime can run the threaded build (shared memory and blocking waits). */
+/**
+ * Whether this runtime can run the threaded build (shared memory and blocking waits).
+ *
+ * @example
+ * ```ts
+ * import { wasmThreadsAvailable } from "./_wasm_threads.ts";
+ * console.log(wasmThreadsAvailable()); // true in Deno 2
+ * ```
+ */
 export function wasmThreadsAvailable(): boolean {
   try {
     if (typeof SharedArrayBuffer === "undefined") return false;
@@ -49,6 +71,16 @@ export function wasmThreadsAvailable(): boolean {
  * Run `init` (which must create the wasm backend: `tf.setBackend("wasm")`) with the pthread
  * workarounds of the file comment in place, for a pool of `threads` threads. Everything is
  * restored afterwards, whether `init` succeeds or throws.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+ * import { threadedGluePath, withWasmThreads } from "./_wasm_threads.ts";
+ * setThreadsCount(2);
+ * const glue = threadedGluePath(import.meta.resolve("@tensorflow/tfjs-backend-wasm"));
+ * await withWasmThreads(2, glue, () => tf.setBackend("wasm"));
+ * ```
  */
 export async function withWasmThreads<T>(
   threads: number,
