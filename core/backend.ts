@@ -2,13 +2,26 @@
  * Tensor backends: pick and initialise the tfjs backend a run computes on.
  *
  * `auto` prefers WebGPU on a hardware adapter, then WebAssembly, then the plain JavaScript `cpu`
- * backend. `webgpu` asked for by name also accepts a software adapter (Mesa's lavapipe). The wasm binaries are read from the installed npm
- * package, never fetched.
+ * backend. `webgpu` asked for by name also accepts a software adapter (Mesa's lavapipe). The wasm
+ * binaries are read from the installed npm package, never fetched.
+ *
+ * `wasm` runs XNNPACK on a pool of threads (tfjs-backend-wasm's threaded SIMD build, started as
+ * Deno workers by core/_wasm_threads.ts): by default one per idle core
+ * (`navigator.hardwareConcurrency` less the 1-minute load average), at most 8 (tfjs-backend-wasm's
+ * own cap), or as set by {@linkcode BackendOptions.wasmThreads} or the `TEXFORCE_WASM_THREADS`
+ * environment variable; 1 selects the single-threaded SIMD build.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import { installWasmSliceKernels } from "./_wasm_kernels.ts";
+import { installTapeMemoryRelease } from "./_tape_memory.ts";
+import {
+  threadedGluePath,
+  WASM_MAX_THREADS,
+  wasmThreadsAvailable,
+  withWasmThreads,
+} from "./_wasm_threads.ts";
 
 /** Names accepted by {@linkcode useBackend}. */
 export type BackendName = "auto" | "cpu" | "wasm" | "webgpu" | "tensorflow";
@@ -30,8 +43,23 @@ export interface BackendInfo {
   device: string;
 }
 
+/** Options of {@linkcode useBackend}. */
+export interface BackendOptions {
+  /**
+   * Threads for the `wasm` backend: default `$TEXFORCE_WASM_THREADS`, else
+   * `navigator.hardwareConcurrency` less the cores the load average says are busy; clamped to
+   * 1..8. 1 is the single-threaded SIMD build. Results are bitwise the same for any count.
+   * Asking for a count other than the one the wasm backend already runs with starts it afresh
+   * (every tensor on it is lost), so pick it before making tensors.
+   */
+  wasmThreads?: number;
+}
+
 let webgpuLoaded = false;
 let wasmLoaded = false;
+let wasmEntry = "";
+/** Threads the initialised wasm backend runs with; 0 before it is initialised. */
+let wasmThreadsNow = 0;
 let nodeLoaded = false;
 let lastDevice = "";
 
@@ -41,12 +69,81 @@ async function loadWasm(): Promise<void> {
   // Point the loader at the package's own dist folder so the binaries come from disk, both in a
   // checkout and when this package is a dependency of another app.
   const entry = import.meta.resolve("@tensorflow/tfjs-backend-wasm");
+  wasmEntry = entry;
   if (entry.startsWith("file:")) {
     const path = new URL(".", entry).pathname;
     wasm.setWasmPaths(path.endsWith("/") ? path : path + "/");
   }
   installWasmSliceKernels();
   wasmLoaded = true;
+}
+
+/**
+ * The wasm thread count a call asks for: the option, else `$TEXFORCE_WASM_THREADS`, else
+ * `navigator.hardwareConcurrency` less the cores busy with other work (1-minute load average);
+ * clamped to 1..8, and 1 where threads cannot run.
+ *
+ * @example
+ * ```ts
+ * import { wasmThreadCount } from "@texforce/core";
+ * console.log(wasmThreadCount({ wasmThreads: 2 })); // 2 (1 without SharedArrayBuffer)
+ * ```
+ */
+export function wasmThreadCount(options: BackendOptions = {}): number {
+  let asked = options.wasmThreads;
+  if (asked === undefined) {
+    let env: string | undefined;
+    try {
+      env = Deno.env.get("TEXFORCE_WASM_THREADS");
+    } catch { /* no env permission */ }
+    if (env !== undefined && env.trim() !== "") {
+      asked = Number(env);
+      if (!Number.isInteger(asked)) {
+        throw new Error(`TEXFORCE_WASM_THREADS must be a whole number, got '${env}'`);
+      }
+    }
+  }
+  asked ??= idleCores();
+  const n = Math.min(Math.max(Math.floor(asked), 1), WASM_MAX_THREADS);
+  return n > 1 && wasmThreadsAvailable() && wasmEntry.startsWith("file:") ? n : 1;
+}
+
+/**
+ * `navigator.hardwareConcurrency` less the cores the 1-minute load average says are busy (at
+ * least 1). XNNPACK's pool spin-waits between operations, so on busy cores it loses far more
+ * than it gains: the tiny TexForce epoch ran 4.7× slower with 2 threads than with 1 on a 2-core
+ * machine at load 7. Results are bitwise the same for every thread count, so this choice never
+ * changes a run's numbers.
+ */
+function idleCores(): number {
+  const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
+  let load = 0;
+  try {
+    load = Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]) || 0;
+  } catch { /* not Linux, or no read permission: assume idle */ }
+  return Math.max(1, cores - Math.floor(load));
+}
+
+async function activateWasm(threads: number): Promise<boolean> {
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  if (wasmThreadsNow !== 0 && wasmThreadsNow !== threads) {
+    // A fresh module for another pool size: tfjs builds a backend once per registration.
+    const factory = tf.findBackendFactory("wasm");
+    tf.removeBackend("wasm");
+    if (factory) tf.registerBackend("wasm", factory, 2);
+    wasmThreadsNow = 0;
+  }
+  wasm.setThreadsCount(threads);
+  if (threads === 1) {
+    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    const ok = await activate("wasm");
+    if (ok) wasmThreadsNow = 1;
+    return ok;
+  }
+  if (wasmThreadsNow === threads) return await activate("wasm");
+  const ok = await withWasmThreads(threads, threadedGluePath(wasmEntry), () => activate("wasm"));
+  if (ok) wasmThreadsNow = wasm.getThreadsCount();
+  return ok;
 }
 
 interface AdapterSummary {
@@ -161,22 +258,27 @@ async function activate(name: string): Promise<boolean> {
  * console.log(info.name, info.device);
  * ```
  */
-export async function useBackend(name: BackendName = "auto"): Promise<BackendInfo> {
+export async function useBackend(
+  name: BackendName = "auto",
+  options: BackendOptions = {},
+): Promise<BackendInfo> {
   if (!BACKEND_NAMES.includes(name)) {
     throw new Error(`unknown backend '${name}': expected one of ${BACKEND_NAMES.join(", ")}`);
   }
+  // Backward passes free each gradient once used, not all at the end (core/_tape_memory.ts).
+  installTapeMemoryRelease();
   if (name === "auto") {
     // A software WebGPU adapter (lavapipe) is slower than wasm, so auto only takes a real GPU.
     const adapter = await webgpuAdapter();
     if (adapter && !adapter.software) {
       try {
-        return await useBackend("webgpu");
+        return await useBackend("webgpu", options);
       } catch { /* fall through to wasm */ }
     }
     try {
-      return await useBackend("wasm");
+      return await useBackend("wasm", options);
     } catch {
-      return await useBackend("cpu");
+      return await useBackend("cpu", options);
     }
   }
   if (name === "webgpu") {
@@ -194,8 +296,12 @@ export async function useBackend(name: BackendName = "auto"): Promise<BackendInf
     lastDevice = adapter.name + (adapter.software ? " (software)" : "");
   } else if (name === "wasm") {
     await loadWasm();
-    if (!(await activate("wasm"))) throw new Error("backend 'wasm' failed to initialise");
-    lastDevice = "WebAssembly (SIMD, single thread)";
+    if (!(await activateWasm(wasmThreadCount(options)))) {
+      throw new Error("backend 'wasm' failed to initialise");
+    }
+    lastDevice = wasmThreadsNow > 1
+      ? `WebAssembly (SIMD, ${wasmThreadsNow} threads)`
+      : "WebAssembly (SIMD, single thread)";
   } else if (name === "tensorflow") {
     await loadNode();
     if (!(await activate("tensorflow"))) {
@@ -225,3 +331,7 @@ export function currentBackend(): BackendInfo {
   const name = tf.getBackend();
   return { name, device: lastDevice || name };
 }
+
+// Model code asks whether wasm's BatchMatMul already runs on XNNPACK (it then skips its own
+// per-matrix rewrite); the kernel module itself stays private to core.
+export { wasmBatchMatMulIsFast } from "./_wasm_kernels.ts";

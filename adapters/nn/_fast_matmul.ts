@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { tiledConstLinear, tiledMatMul } from "../webgpu/tiled_matmul.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
+import { wasmBatchMatMulIsFast } from "../../core/backend.ts";
 
 // On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
 // (time embeddings, a handful of rows) would leave most of a 64-row tile idle.
@@ -118,7 +119,10 @@ export function batchMatMul(
   transposeA = false,
   transposeB = false,
 ): Tensor {
-  if (tf.getBackend() !== "wasm") return tf.matMul(a, b, transposeA, transposeB);
+  // core/_wasm_kernels.ts's BatchMatMul already runs every shape on XNNPACK, without copies.
+  if (tf.getBackend() !== "wasm" || wasmBatchMatMulIsFast()) {
+    return tf.matMul(a, b, transposeA, transposeB);
+  }
   return tf.tidy(() => {
     const lead = a.shape.slice(0, -2);
     const flat = (x: Tensor, transpose: boolean) => {

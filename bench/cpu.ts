@@ -1,0 +1,304 @@
+/**
+ * `deno task bench cpu [--threads 1,2] [--batches 2,16,64,256] [--iters 3] [--no-clip]
+ * [--no-unet] [--no-torch] [--micro N]`: the CPU workloads side by side, one fresh process per
+ * wasm thread count:
+ *
+ * - the SD 1.5 CLIP ViT-L/14 text encoder (random weights) with LoRA r16 on q/k/v/out, batch
+ *   2 × 77: forward, and forward + backward into the LoRA;
+ * - the tiny UNet (the test fixture's shape, random weights) forward, and forward + backward into
+ *   the encoder states, at each batch, with the per-sample time;
+ * - when `python3` imports `torch` (Debian: `apt-get install python3-torch
+ *   libopenblas0-pthread`), the same CLIP work in PyTorch with as many threads, in the same run,
+ *   and the ratio texforce / PyTorch.
+ *
+ * Prints wall-clock medians, the process CPU time per call, peak RSS, and the load average
+ * (timings on a shared machine drift; compare rows of one run).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import * as tf from "@tensorflow/tfjs";
+import { useBackend, wasmThreadCount } from "../core/backend.ts";
+import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
+import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
+import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
+import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
+import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { TINY_UNET } from "./_unet_bench.ts";
+import { formatBytes, peakRss } from "./_peak_rss.ts";
+
+const MARK = "@@cpu ";
+
+/** One timed workload. */
+interface Row {
+  what: string;
+  batch: number;
+  /** Median wall ms per call. */
+  ms: number;
+  /** Process CPU ms per call (all threads), median. */
+  cpuMs: number;
+  peakRss: number;
+}
+
+/** What one child process (one thread count) measured. */
+interface ChildResult {
+  threads: number;
+  device: string;
+  rows: Row[];
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timed(
+  what: string,
+  batch: number,
+  runs: number,
+  fn: () => Promise<void>,
+): Promise<Row> {
+  await fn();
+  const ms: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await fn();
+    ms.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  const row = { what, batch, ms: median(ms), cpuMs: median(cpu), peakRss: peakRss() };
+  console.error(
+    `  ${what} batch ${batch}: ${row.ms.toFixed(0)} ms (cpu ${row.cpuMs.toFixed(0)} ms), ` +
+      `runs ${ms.map((m) => m.toFixed(0)).join(", ")}`,
+  );
+  return row;
+}
+
+async function clipRows(iters: number): Promise<Row[]> {
+  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
+  const lora = new LoraStack();
+  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
+  for (const m of lora.get("default").modules.values()) {
+    tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
+  }
+  const vars = [...lora.trainableVariables().values()];
+  const ids = tf.tensor2d(
+    Array.from({ length: 2 }, (_, b) => {
+      const row = [49406];
+      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
+      return [...row, 49407];
+    }),
+    [2, 77],
+    "int32",
+  );
+  const rows = [
+    await timed("CLIP-L forward", 2, iters, async () => {
+      const h = model.forward(ids, { lora }).lastHiddenState;
+      await h.data();
+      h.dispose();
+    }),
+    await timed("CLIP-L LoRA forward+backward", 2, iters, async () => {
+      const { value, grads } = tf.variableGrads(
+        () => tf.mean(tf.square(model.forward(ids, { lora }).lastHiddenState)) as tf.Scalar,
+        vars,
+      );
+      await Promise.all(Object.values(grads).map((g) => g.data()));
+      tf.dispose([value, ...Object.values(grads)]);
+    }),
+  ];
+  ids.dispose();
+  lora.dispose();
+  model.dispose();
+  return rows;
+}
+
+async function unetRows(batches: number[], iters: number, micro: number): Promise<Row[]> {
+  const config = parseUNetConfig(TINY_UNET, "<tiny config>");
+  const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
+  const side = config.sampleSize;
+  const rows: Row[] = [];
+  for (const batch of batches) {
+    const gen = new SeededNoise(7);
+    const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
+    const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
+    const t = Array.from({ length: batch }, (_, i) => 999 - ((i * 37) % 999));
+    const runs = batch >= 64 ? 1 : iters;
+    rows.push(
+      await timed("tiny UNet forward", batch, runs, async () => {
+        const y = unet.forward(x, t, states);
+        await y.data();
+        y.dispose();
+      }),
+    );
+    // Forward + backward into the encoder states, `micro` samples at a time (the gradient of a
+    // per-sample loss needs no accumulation across chunks: each chunk's rows are its own).
+    const chunk = micro > 0 ? Math.min(micro, batch) : batch;
+    rows.push(
+      await timed("tiny UNet forward+backward", batch, runs, async () => {
+        const parts: tf.Tensor[] = [];
+        for (let s = 0; s < batch; s += chunk) {
+          const n = Math.min(chunk, batch - s);
+          const [xs, es] = tf.tidy(() => [x.slice(s, n), states.slice(s, n)]);
+          const g = tf.grad((e: tf.Tensor) =>
+            unet.forward(xs as tf.Tensor4D, t.slice(s, s + n), e as tf.Tensor3D).square().sum()
+          )(es);
+          tf.dispose([xs, es]);
+          await g.data();
+          parts.push(g);
+        }
+        tf.dispose(parts);
+      }),
+    );
+    tf.dispose([x, states]);
+  }
+  unet.dispose();
+  return rows;
+}
+
+async function child(values: Record<string, unknown>): Promise<void> {
+  const threads = Number(values.threads);
+  const info = await useBackend("wasm", { wasmThreads: threads });
+  console.error(`wasm, ${info.device}`);
+  const iters = Number(values.iters);
+  const rows: Row[] = [];
+  if (values.clip) rows.push(...await clipRows(iters));
+  if (values.unet) {
+    const batches = String(values.batches).split(",").map(Number);
+    rows.push(...await unetRows(batches, iters, Number(values.micro)));
+  }
+  const out: ChildResult = { threads, device: info.device, rows };
+  console.log(MARK + JSON.stringify(out));
+}
+
+/** A python3 that imports torch: `$TEXFORCE_PYTHON`, `python3` on PATH, or Debian's. */
+async function torchPython(): Promise<string | null> {
+  const candidates = [Deno.env.get("TEXFORCE_PYTHON"), "python3", "/usr/bin/python3"];
+  for (const py of candidates) {
+    if (!py) continue;
+    try {
+      const r = await new Deno.Command(py, {
+        args: ["-c", "import torch"],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      if (r.success) return py;
+    } catch { /* not installed */ }
+  }
+  return null;
+}
+
+async function torchClip(py: string, threads: number): Promise<Record<string, number> | string> {
+  const script = new URL("./_torch_clip_anchor.py", import.meta.url).pathname;
+  const n = String(threads);
+  const r = await new Deno.Command(py, {
+    args: [script, n],
+    env: { OPENBLAS_NUM_THREADS: n, OMP_NUM_THREADS: n, MKL_NUM_THREADS: n },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(r.stdout).trim().split("\n").pop() ?? "";
+  if (!r.success) return new TextDecoder().decode(r.stderr).trim().split("\n").pop() ?? "failed";
+  return JSON.parse(text);
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+/**
+ * Run the CPU benchmark.
+ *
+ * @example
+ * ```ts
+ * import benchCpu from "./cpu.ts";
+ * await benchCpu(["--threads", "1,2", "--batches", "2,16", "--no-torch"]);
+ * ```
+ */
+export default async function benchCpu(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      threads: { type: "string" },
+      batches: { type: "string", default: "2,16,64,256" },
+      iters: { type: "string", default: "3" },
+      micro: { type: "string", default: "0" },
+      clip: { type: "boolean", default: true },
+      unet: { type: "boolean", default: true },
+      torch: { type: "boolean", default: true },
+      child: { type: "boolean", default: false },
+    },
+    allowNegative: true,
+  });
+  if (values.child) return await child(values);
+  const all = wasmThreadCount();
+  const threadList = (values.threads ?? (all > 1 ? `1,${all}` : "1")).split(",").map(Number);
+  console.log(
+    `bench cpu: ${navigator.hardwareConcurrency} logical cores, load average ${loadAverage()}`,
+  );
+  const results: ChildResult[] = [];
+  for (const threads of threadList) {
+    const passOn = args.filter((a, i) => a !== "--threads" && args[i - 1] !== "--threads");
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./cpu.ts", import.meta.url).href,
+        ...passOn,
+        "--child",
+        "--threads",
+        String(threads),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const line = new TextDecoder().decode(r.stdout).split("\n").find((l) => l.startsWith(MARK));
+    if (!r.success || !line) throw new Error(`bench cpu: the ${threads}-thread run failed`);
+    results.push(JSON.parse(line.slice(MARK.length)));
+  }
+  const torch = new Map<number, Record<string, number> | string>();
+  if (values.torch && values.clip) {
+    const py = await torchPython();
+    if (py) {
+      for (const threads of threadList) torch.set(threads, await torchClip(py, threads));
+    } else {
+      console.log("PyTorch: python3 cannot import torch; no comparison (see the module doc)");
+    }
+  }
+  console.log(`\nload average after: ${loadAverage()}\n`);
+  console.log("| workload | batch | threads | ms | ms / sample | CPU ms | PyTorch ms | ratio |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  const torchKey: Record<string, string> = {
+    "CLIP-L forward": "clip_text_fwd_ms",
+    "CLIP-L LoRA forward+backward": "clip_text_fwd_bwd_ms",
+  };
+  const keys = [...new Set(results.flatMap((r) => r.rows.map((x) => `${x.what}@${x.batch}`)))];
+  for (const key of keys) {
+    for (const r of results) {
+      const row = r.rows.find((x) => `${x.what}@${x.batch}` === key);
+      if (!row) continue;
+      const t = torch.get(r.threads);
+      const ref = typeof t === "object" && torchKey[row.what] ? t[torchKey[row.what]] : undefined;
+      console.log(
+        `| ${row.what} | ${row.batch} | ${r.threads} | ${row.ms.toFixed(0)} | ${
+          (row.ms / row.batch).toFixed(1)
+        } | ${row.cpuMs.toFixed(0)} | ${ref ?? "–"} | ${ref ? (row.ms / ref).toFixed(2) : "–"} |`,
+      );
+    }
+  }
+  for (const [threads, t] of torch) {
+    if (typeof t === "string") console.log(`PyTorch ${threads} threads failed: ${t}`);
+    else console.log(`PyTorch ${threads} threads: ${JSON.stringify(t)}`);
+  }
+  for (const r of results) {
+    const peak = Math.max(...r.rows.map((x) => x.peakRss));
+    console.log(`${r.device}: peak RSS ${formatBytes(peak)}`);
+  }
+}
+
+if (import.meta.main) await benchCpu(Deno.args);
