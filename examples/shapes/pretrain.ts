@@ -63,6 +63,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "0" },
     backend: { type: "string", default: "wasm" },
     resume: { type: "boolean", default: false },
+    "stop-at": { type: "string", default: "0" },
     checkpoint: { type: "string" },
     help: { type: "boolean", default: false },
   },
@@ -71,12 +72,13 @@ if (values.help) {
   console.log(
     "pretrain [--out DIR] [--steps 240] [--batch 32] [--lr 2e-3] [--warmup-steps 10] " +
       "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 28] [--seed 0] " +
-      "[--backend wasm] [--resume] [--checkpoint FILE]\n" +
+      "[--backend wasm] [--resume] [--checkpoint FILE] [--stop-at STEP]\n" +
       "  --max-minutes: stop early (and save) after this much training time (resumed runs count\n" +
       "    the time before the checkpoint too)\n" +
       "  --checkpoint: the resume checkpoint, written with every save (default\n" +
       "    out/pretrain/<out folder name>.state.safetensors under the repository)\n" +
-      "  --resume: continue from the checkpoint (same settings required)",
+      "  --resume: continue from the checkpoint (same settings required)\n" +
+      "  --stop-at: stop (and save) after this step of the --steps schedule (0: run it all)",
   );
   Deno.exit(0);
 }
@@ -90,12 +92,24 @@ const uncondProb = Number(values["uncond-prob"]);
 const saveEvery = Number(values["save-every"]);
 const seed = Number(values.seed);
 const maxMinutes = Number(values["max-minutes"]);
+const stopAt = Number(values["stop-at"]);
 const checkpointPath = values.checkpoint ??
   join(
     new URL("../../out/pretrain", import.meta.url).pathname,
     `${basename(out)}.state.safetensors`,
   );
-for (const [k, v] of Object.entries({ steps, batch, peakLr, warmup, emaDecay, saveEvery, seed })) {
+for (
+  const [k, v] of Object.entries({
+    steps,
+    batch,
+    peakLr,
+    warmup,
+    emaDecay,
+    saveEvery,
+    seed,
+    stopAt,
+  })
+) {
   if (!Number.isFinite(v) || v < 0) throw new Error(`pretrain: --${k} must be a number ≥ 0`);
 }
 
@@ -421,6 +435,11 @@ for (let step = firstStep; step <= steps; step++) {
         Deno.loadavg()[0].toFixed(1)
       } tensors ${tf.memory().numTensors}`,
     );
+  }
+  if (stopAt > 0 && step >= stopAt && step < steps) {
+    console.log(`pretrain: stopping after step ${step} (--stop-at)`);
+    stepsDone = step;
+    break;
   }
   if (maxMinutes > 0 && s > maxMinutes * 60 && step < steps) {
     console.log(`pretrain: stopping after step ${step}: --max-minutes ${maxMinutes} reached`);
