@@ -59,7 +59,7 @@ const { values } = parseArgs({
     "ema-decay": { type: "string", default: "0.99" },
     "uncond-prob": { type: "string", default: "0.1" },
     "save-every": { type: "string", default: "20" },
-    "max-minutes": { type: "string", default: "28" },
+    "max-minutes": { type: "string", default: "0" },
     seed: { type: "string", default: "0" },
     backend: { type: "string", default: "wasm" },
     resume: { type: "boolean", default: false },
@@ -71,10 +71,11 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     "pretrain [--out DIR] [--steps 240] [--batch 32] [--lr 2e-3] [--warmup-steps 10] " +
-      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 28] [--seed 0] " +
+      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 0] [--seed 0] " +
       "[--backend wasm] [--resume] [--checkpoint FILE] [--stop-at STEP]\n" +
-      "  --max-minutes: stop early (and save) after this much training time (resumed runs count\n" +
-      "    the time before the checkpoint too)\n" +
+      "  --max-minutes: stop early (and save) after this much training time, 0: no limit (resumed\n" +
+      "    runs count the time before the checkpoint too; a time limit makes the result depend on\n" +
+      "    the machine's speed, --stop-at does not)\n" +
       "  --checkpoint: the resume checkpoint, written with every save (default\n" +
       "    out/pretrain/<out folder name>.state.safetensors under the repository)\n" +
       "  --resume: continue from the checkpoint (same settings required)\n" +
