@@ -13,8 +13,8 @@
  *  "per_attribute": {"colour": {"before", "after", "n"}, ...}, "wall_s": ...}
  * ```
  *
- * Options: `--quick` (a shortened run for the tests), `--out DIR`, `--n N` held-out images (default 256),
- * and any `key=value` pipeline override (e.g. `train.epochs=3`).
+ * Options: `--quick` (a shortened run for the tests), `--out DIR`, `--n N` held-out images
+ * (default 256), and any `key=value` pipeline override (e.g. `train.epochs=3`).
  *
  * @module
  */
