@@ -13,8 +13,8 @@
  *  "per_attribute": {"colour": {"before", "after", "n"}, ...}, "wall_s": ...}
  * ```
  *
- * Options: `--quick` (a shortened run for the tests), `--out DIR`, `--n N` held-out images,
- * and any `key=value` pipeline override (e.g. `train.epochs=3`).
+ * Options: `--quick` (a shortened run for the tests), `--out DIR`, `--n N` held-out images
+ * (default 352), and any `key=value` pipeline override (e.g. `train.epochs=3`).
  *
  * @module
  */
@@ -42,7 +42,7 @@ const { values, positionals } = parseArgs({
   },
 });
 const quick = values.quick!;
-const n = Number(values.n ?? (quick ? 8 : 128));
+const n = Number(values.n ?? (quick ? 8 : 352));
 const outDir = resolve(values.out!);
 const overrides = [
   `output.dir=${outDir}`,
@@ -94,7 +94,7 @@ async function evaluate(label: string, lora?: string): Promise<AlignmentScores[]
     await writeImageGrid(join(outDir, "heldout", `${label}.png`), all, {
       columns: 16,
       captions: heldout.map((p, i) => `${scores[i].combined.toFixed(2)} ${p}`),
-      // 128 images in 16 columns: 32 px scaled to 128 px, one-scale text, 4 caption lines.
+      // 352 images in 16 columns: 32 px scaled to 128 px, one-scale text, 4 caption lines.
       cellSize: 128,
       textScale: 1,
       captionLines: 4,

@@ -9,6 +9,13 @@
  * deno task texforce run examples/shapes_demo.ts   # the training alone
  * ```
  *
+ * The settings are the best of those tried on the committed model (held-out gain, same captions
+ * and seeds): one PPO step per epoch of 32 images, 12 epochs, lr 2e-3 annealed on a cosine
+ * schedule gave +0.043 (n = 256); the same lr held constant over 10 epochs +0.032; lr 4e-3
+ * (−0.008, n = 128), two minibatches of 16 per epoch (+0.017, n = 128) or 4 of the 8 steps
+ * trained over 8 epochs (−0.001) did worse: the gradient of one step is noisy, and larger or more
+ * frequent steps follow the noise. `microBatchSize: 16` halves the training time (results equal up to float rounding).
+ *
  * @module
  */
 import { definePipeline } from "../cli.ts";
@@ -27,13 +34,14 @@ const pipeline: PipelineInput = definePipeline({
   sampler: { steps: 8, eta: 1, guidance: 5, batchSize: 32 },
   rewards: [{ use: "./shapes/reward.ts", options: { attribute: "combined" } }],
   prompts: { list: TRAIN_PROMPTS },
-  optimizer: { lr: 2e-3, schedule: { type: "constant", warmupSteps: 0 } },
+  optimizer: { lr: 2e-3, schedule: { type: "cosine", warmupSteps: 0 } },
   train: {
-    epochs: 10,
+    epochs: 12,
     batchesPerEpoch: 1,
     batchSize: 32,
     timestepFraction: 0.25,
     clipRange: 1e-2,
+    microBatchSize: 16,
     perPromptTracking: { enabled: false },
   },
   checkpoint: { every: 100, keep: 1 },

@@ -5,10 +5,13 @@
  * AdamW, EMA of the weights) on scenes
  * rendered from training captions; writes the diffusers folder (fp16 safetensors, EMA weights)
  * every `--save-every` steps and at the end, and `training.json` with the loss curve and
- * timings.
+ * timings. With each save it also writes a resume checkpoint (raw weights, EMA, AdamW moments,
+ * the random generators' states and the loss log; one safetensors file written atomically):
+ * `--resume` continues from it and gives the same weights as an uninterrupted run.
  *
  * ```sh
- * deno task pretrain                          # the committed model: 240 steps of 32
+ * deno task pretrain                          # the committed model
+ * deno task pretrain --resume                 # continue an interrupted run from its checkpoint
  * deno task pretrain --steps 50 --out out/m   # a quick try
  * PRETRAIN_PROFILE=2 deno task pretrain ...   # print tf.profile's costliest kernels at step 2
  * ```
@@ -22,18 +25,19 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../core/backend.ts";
 import { adamw } from "../../adapters/optim/adamw.ts";
 import { clipGlobalNorm } from "../../core/gradients.ts";
-import { writeSafetensors } from "../../core/io/safetensors.ts";
+import { decodeSafetensors, writeSafetensors } from "../../core/io/safetensors.ts";
 import { ClipTextModel, parseClipTextConfig } from "../../adapters/clip/clip_text_model.ts";
 import { ClipTokenizer } from "../../adapters/clip/clip_tokenizer.ts";
 import { trainClipBpe, writeClipTokenizer } from "../../adapters/clip/clip_bpe_trainer.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../../adapters/unet/unet_2d_condition.ts";
 import { SeededNoise } from "../../core/seeded_noise.ts";
 import { captionSplits, Mulberry32, parseCaption, sampleCaptions } from "./world.ts";
+import type { SeededNoiseState } from "../../core/seeded_noise.ts";
 import { CANVAS, renderScene } from "./render.ts";
 import {
   MAX_TOKENS,
@@ -55,17 +59,27 @@ const { values } = parseArgs({
     "ema-decay": { type: "string", default: "0.99" },
     "uncond-prob": { type: "string", default: "0.1" },
     "save-every": { type: "string", default: "20" },
-    "max-minutes": { type: "string", default: "28" },
+    "max-minutes": { type: "string", default: "0" },
     seed: { type: "string", default: "0" },
     backend: { type: "string", default: "wasm" },
+    resume: { type: "boolean", default: false },
+    "stop-at": { type: "string", default: "0" },
+    checkpoint: { type: "string" },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(
     "pretrain [--out DIR] [--steps 240] [--batch 32] [--lr 2e-3] [--warmup-steps 10] " +
-      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 28] [--seed 0] " +
-      "[--backend wasm]\n  --max-minutes: stop early (and save) after this much training time",
+      "[--ema-decay 0.99] [--uncond-prob 0.1] [--save-every 20] [--max-minutes 0] [--seed 0] " +
+      "[--backend wasm] [--resume] [--checkpoint FILE] [--stop-at STEP]\n" +
+      "  --max-minutes: stop early (and save) after this much training time, 0: no limit (resumed\n" +
+      "    runs count the time before the checkpoint too; a time limit makes the result depend on\n" +
+      "    the machine's speed, --stop-at does not)\n" +
+      "  --checkpoint: the resume checkpoint, written with every save (default\n" +
+      "    out/pretrain/<out folder name>.state.safetensors under the repository)\n" +
+      "  --resume: continue from the checkpoint (same settings required)\n" +
+      "  --stop-at: stop (and save) after this step of the --steps schedule (0: run it all)",
   );
   Deno.exit(0);
 }
@@ -79,7 +93,24 @@ const uncondProb = Number(values["uncond-prob"]);
 const saveEvery = Number(values["save-every"]);
 const seed = Number(values.seed);
 const maxMinutes = Number(values["max-minutes"]);
-for (const [k, v] of Object.entries({ steps, batch, peakLr, warmup, emaDecay, saveEvery, seed })) {
+const stopAt = Number(values["stop-at"]);
+const checkpointPath = values.checkpoint ??
+  join(
+    new URL("../../out/pretrain", import.meta.url).pathname,
+    `${basename(out)}.state.safetensors`,
+  );
+for (
+  const [k, v] of Object.entries({
+    steps,
+    batch,
+    peakLr,
+    warmup,
+    emaDecay,
+    saveEvery,
+    seed,
+    stopAt,
+  })
+) {
   if (!Number.isFinite(v) || v < 0) throw new Error(`pretrain: --${k} must be a number ≥ 0`);
 }
 
@@ -187,7 +218,9 @@ const unet = await UNet2DConditionModel.fromReader(
 );
 const weights = reader.weights;
 const variables = new Map([...weights].map(([k, w]) => [k, w.variable]));
-const ema = new Map([...variables].map(([k, v]) => [k, tf.keep(v.clone())]));
+const ema = new Map<string, tf.Tensor>(
+  [...variables].map(([k, v]) => [k, tf.keep(v.clone())]),
+);
 const nParams = [...variables.values()].reduce((a, v) => a + v.size, 0);
 console.log(`unet: ${(nParams / 1e6).toFixed(2)}M parameters in ${variables.size} tensors`);
 const opt = adamw(variables, { weightDecay: 0 });
@@ -220,13 +253,114 @@ const save = async (step: number) => {
   console.log(`  saved step ${step} (${((performance.now() - s) / 1000).toFixed(1)} s)`);
 };
 
-const rng = new Mulberry32(seed + 3);
-const noise = new SeededNoise(seed + 4);
-const log: { step: number; loss: number; lr: number; s: number }[] = [];
-const tTrain = performance.now();
+let rng = new Mulberry32(seed + 3);
+let noise = new SeededNoise(seed + 4);
+let log: { step: number; loss: number; lr: number; s: number }[] = [];
 let smooth = NaN;
+let firstStep = 1;
+let secondsBefore = 0; // training time before the resumed checkpoint
+let tTrain = performance.now();
+
+// The resume checkpoint: everything the next step depends on, in one atomically written file.
+const settings = { steps, batch, peakLr, warmup, emaDecay, uncondProb, seed };
+interface ResumeState {
+  step: number;
+  settings: typeof settings;
+  rng: number;
+  noise: SeededNoiseState;
+  smooth: number | null;
+  seconds: number;
+  log: typeof log;
+}
+const saveCheckpoint = async (step: number) => {
+  const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const [k, v] of variables) {
+    tensors[`param/${k}`] = {
+      dtype: "F32",
+      shape: [...v.shape],
+      data: await v.data() as Float32Array,
+    };
+    const e = ema.get(k)!;
+    tensors[`ema/${k}`] = {
+      dtype: "F32",
+      shape: [...e.shape],
+      data: await e.data() as Float32Array,
+    };
+  }
+  const optState = await opt.getState();
+  for (const [k, t] of Object.entries(optState.tensors)) {
+    tensors[`adamw/${k}`] = { dtype: "F32", shape: t.shape, data: t.data };
+  }
+  const state: ResumeState = {
+    step,
+    settings,
+    rng: rng.state(),
+    noise: noise.state(),
+    smooth: Number.isNaN(smooth) ? null : smooth,
+    seconds: secondsBefore + (performance.now() - tTrain) / 1000,
+    log,
+  };
+  await Deno.mkdir(join(checkpointPath, ".."), { recursive: true });
+  await writeSafetensors(checkpointPath, tensors, {
+    format: "texforce-pretrain",
+    optimizer_step: String(optState.step),
+    state: JSON.stringify(state),
+  });
+};
+if (values.resume) {
+  const bytes = await Deno.readFile(checkpointPath).catch((e) => {
+    throw new Error(`pretrain --resume: cannot read the checkpoint ${checkpointPath}: ${e}`);
+  });
+  const { tensors, metadata } = decodeSafetensors(bytes, checkpointPath);
+  const state = JSON.parse(metadata.state ?? "null") as ResumeState | null;
+  if (!state || metadata.format !== "texforce-pretrain") {
+    throw new Error(`pretrain --resume: ${checkpointPath} is not a pretrain checkpoint`);
+  }
+  const differ = Object.entries(settings).filter(([k, v]) =>
+    state.settings[k as keyof typeof settings] !== v
+  );
+  if (differ.length) {
+    throw new Error(
+      `pretrain --resume: the checkpoint was written with other settings: ${
+        differ.map(([k]) => `${k} ${state.settings[k as keyof typeof settings]}`).join(", ")
+      } (pass the same options as the interrupted run)`,
+    );
+  }
+  const host = (key: string, shape: readonly number[]) => {
+    const t = tensors[key];
+    if (!t || t.shape.join(",") !== shape.join(",")) {
+      throw new Error(`pretrain --resume: ${checkpointPath}: '${key}' missing or misshapen`);
+    }
+    return tf.tensor(t.data as Float32Array, t.shape, "float32");
+  };
+  for (const [k, v] of variables) {
+    tf.tidy(() => v.assign(host(`param/${k}`, v.shape)));
+    const old = ema.get(k)!;
+    ema.set(k, tf.keep(host(`ema/${k}`, old.shape)));
+    old.dispose();
+  }
+  const optTensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, t] of Object.entries(tensors)) {
+    if (k.startsWith("adamw/")) {
+      optTensors[k.slice(6)] = { shape: t.shape, data: t.data as Float32Array };
+    }
+  }
+  opt.setState({ step: Number(metadata.optimizer_step), tensors: optTensors });
+  rng = Mulberry32.fromState(state.rng);
+  noise = SeededNoise.fromState(state.noise);
+  smooth = state.smooth ?? NaN;
+  log = state.log;
+  secondsBefore = state.seconds;
+  firstStep = state.step + 1;
+  tTrain = performance.now();
+  console.log(
+    `pretrain: resumed from ${checkpointPath} after step ${state.step} ` +
+      `(${(state.seconds / 60).toFixed(1)} min of training before)`,
+  );
+}
+
 let stepsDone = steps;
-for (let step = 1; step <= steps; step++) {
+for (let step = firstStep; step <= steps; step++) {
   const captions = sampleCaptions(train, batch, rng.int(2 ** 31));
   const x0 = new Float32Array(batch * CANVAS * CANVAS * 3);
   captions.forEach((c, i) => {
@@ -292,26 +426,35 @@ for (let step = 1; step <= steps; step++) {
   const loss = (await value.data())[0];
   value.dispose();
   smooth = Number.isNaN(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
-  const s = (performance.now() - tTrain) / 1000;
+  const s = secondsBefore + (performance.now() - tTrain) / 1000;
   log.push({ step, loss, lr, s });
   if (step % 5 === 0 || step === 1) {
     console.log(
       `step ${step}/${steps} loss ${loss.toFixed(4)} (smoothed ${smooth.toFixed(4)}) lr ${
         lr.toExponential(2)
-      } ${s.toFixed(0)} s (${
-        ((s / step) * 1000).toFixed(0)
-      } ms/step) tensors ${tf.memory().numTensors}`,
+      } ${s.toFixed(0)} s (${((s / step) * 1000).toFixed(0)} ms/step) load ${
+        Deno.loadavg()[0].toFixed(1)
+      } tensors ${tf.memory().numTensors}`,
     );
+  }
+  if (stopAt > 0 && step >= stopAt && step < steps) {
+    console.log(`pretrain: stopping after step ${step} (--stop-at)`);
+    stepsDone = step;
+    break;
   }
   if (maxMinutes > 0 && s > maxMinutes * 60 && step < steps) {
     console.log(`pretrain: stopping after step ${step}: --max-minutes ${maxMinutes} reached`);
     stepsDone = step;
     break;
   }
-  if (step % saveEvery === 0 && step < steps) await save(step);
+  if (step % saveEvery === 0 && step < steps) {
+    await save(step);
+    await saveCheckpoint(step);
+  }
 }
 await save(stepsDone);
-const trainS = (performance.now() - tTrain) / 1000;
+await saveCheckpoint(stepsDone);
+const trainS = secondsBefore + (performance.now() - tTrain) / 1000;
 await Deno.writeTextFile(
   join(out, "training.json"),
   json({
@@ -326,6 +469,7 @@ await Deno.writeTextFile(
     backend: `${info.name} (${info.device})`,
     parameters: nParams,
     trainSeconds: Math.round(trainS),
+    resumed: values.resume,
     totalSeconds: Math.round((performance.now() - t0) / 1000),
     loadAverage: Deno.loadavg(),
     finalSmoothedLoss: smooth,

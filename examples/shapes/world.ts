@@ -271,6 +271,17 @@ export class Mulberry32 {
   int(n: number): number {
     return Math.floor(this.next() * n);
   }
+  /** The generator's state (a 32-bit unsigned integer), for {@linkcode Mulberry32.fromState}. */
+  state(): number {
+    return this.#s;
+  }
+  /** A generator that continues from {@linkcode Mulberry32.state}. */
+  static fromState(state: number): Mulberry32 {
+    if (!Number.isInteger(state) || state < 0 || state >= 2 ** 32) {
+      throw new Error(`invalid Mulberry32 state: ${state}`);
+    }
+    return new Mulberry32(state);
+  }
 }
 
 /**

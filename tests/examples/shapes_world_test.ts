@@ -1,12 +1,15 @@
 // The shapes world of the demo: captions parse back to their scenes, the split holds out its
 // colour–shape pairs, a correct rendering of a caption scores 1 under the alignment reward and a
 // wrong colour, count, shape, size, position or background scores lower; the BPE trainer's
-// files load in ClipTokenizer.
+// files load in ClipTokenizer; `deno task pretrain --resume` continues an interrupted run to the
+// same weights.
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   allScenes,
   captionSplits,
   HELDOUT_PAIRS,
+  Mulberry32,
   parseCaption,
   sampleCaptions,
   sceneCaption,
@@ -119,4 +122,58 @@ Deno.test("BPE trainer: CLIP-format files that ClipTokenizer loads", () => {
   assert.deepEqual(ids[8], tok.eosTokenId);
   // Deterministic.
   assert.deepEqual(trainClipBpe(train, { maxLength: 16 }).merges, files.merges);
+});
+
+Deno.test("Mulberry32: a generator restored from its state continues the same stream", () => {
+  const a = new Mulberry32(7);
+  for (let i = 0; i < 5; i++) a.next();
+  const b = Mulberry32.fromState(a.state());
+  assert.deepEqual([b.next(), b.int(100), b.next()], [a.next(), a.int(100), a.next()]);
+  assert.throws(() => Mulberry32.fromState(-1), /invalid Mulberry32 state/);
+});
+
+Deno.test("pretrain --resume: an interrupted run continues to the same weights", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "texforce-pretrain-" });
+  const script = new URL("../examples/shapes/pretrain.ts", import.meta.url).pathname;
+  const pretrain = async (out: string, ...extra: string[]): Promise<string> => {
+    const args = ["--steps", "4", "--batch", "2", "--save-every", "2", "--warmup-steps", "1"];
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...args, "--out", join(dir, out), ...extra].concat(
+        ["--checkpoint", join(dir, `${out}.state.safetensors`)],
+      ),
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(child.stdout) + new TextDecoder().decode(child.stderr);
+    assert.equal(child.code, 0, text);
+    return text;
+  };
+  const unet = (out: string) =>
+    Deno.readFile(join(dir, out, "unet", "diffusion_pytorch_model.safetensors"));
+  try {
+    await pretrain("whole");
+    assert.match(await pretrain("split", "--stop-at", "2"), /stopping after step 2/);
+    assert.notDeepEqual(await unet("split"), await unet("whole"));
+    assert.match(await pretrain("split", "--resume"), /resumed from .* after step 2/);
+    assert.deepEqual(await unet("split"), await unet("whole"));
+    const training = JSON.parse(await Deno.readTextFile(join(dir, "split", "training.json")));
+    assert.equal(training.steps, 4);
+    assert.equal(training.resumed, true);
+    // Other settings than the checkpoint's are refused.
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "--steps", "4", "--batch", "2", "--lr", "1e-3", "--resume"]
+        .concat([
+          "--out",
+          join(dir, "split"),
+          "--checkpoint",
+          join(dir, "split.state.safetensors"),
+        ]),
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.notEqual(child.code, 0);
+    assert.match(new TextDecoder().decode(child.stderr), /other settings: peakLr 0.002/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
