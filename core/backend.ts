@@ -80,8 +80,9 @@ async function loadWasm(): Promise<void> {
 
 /**
  * The wasm thread count a call asks for: the option, else `$TEXFORCE_WASM_THREADS`, else
- * `navigator.hardwareConcurrency` less the cores busy with other work (1-minute load average);
- * clamped to 1..8, and 1 where threads cannot run.
+ * `navigator.hardwareConcurrency` less the cores busy with other work (1-minute load average),
+ * decided once: once the wasm backend runs, the default is the count it runs with; clamped to
+ * 1..8, and 1 where threads cannot run.
  *
  * @example
  * ```ts
@@ -103,6 +104,9 @@ export function wasmThreadCount(options: BackendOptions = {}): number {
       }
     }
   }
+  // The load-aware default is decided once per process: a later call (the trainer after an
+  // evaluation, say) must not restart the pool, losing every tensor, because the load moved.
+  if (asked === undefined && wasmThreadsNow > 0) return wasmThreadsNow;
   asked ??= idleCores();
   const n = Math.min(Math.max(Math.floor(asked), 1), WASM_MAX_THREADS);
   return n > 1 && wasmThreadsAvailable() && wasmEntry.startsWith("file:") ? n : 1;

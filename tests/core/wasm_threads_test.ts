@@ -117,7 +117,24 @@ Deno.test("wasm threads: the count follows the option, then TEXFORCE_WASM_THREAD
     assert.throws(() => wasmThreadCount(), /TEXFORCE_WASM_THREADS must be a whole number/);
     Deno.env.delete("TEXFORCE_WASM_THREADS");
     const n = wasmThreadCount();
-    assert.ok(n >= 1 && n <= Math.min(navigator.hardwareConcurrency, 8), `default ${n}`);
+    // The pool started above is running: the default is its size (decided once per process).
+    assert.ok(n >= 1 && n <= 8, `default ${n}`);
+  } finally {
+    if (saved === undefined) Deno.env.delete("TEXFORCE_WASM_THREADS");
+    else Deno.env.set("TEXFORCE_WASM_THREADS", saved);
+  }
+});
+
+Deno.test("wasm threads: the load-aware default is decided once per process", async () => {
+  const saved = Deno.env.get("TEXFORCE_WASM_THREADS");
+  try {
+    Deno.env.delete("TEXFORCE_WASM_THREADS");
+    const info = await useBackend("wasm");
+    const running = Number(/(\d+) threads/.exec(info.device)?.[1] ?? 1);
+    // Whatever the load does now, a later default call keeps the running pool (no restart).
+    assert.equal(wasmThreadCount(), running, info.device);
+    const again = await useBackend("wasm");
+    assert.equal(again.device, info.device);
   } finally {
     if (saved === undefined) Deno.env.delete("TEXFORCE_WASM_THREADS");
     else Deno.env.set("TEXFORCE_WASM_THREADS", saved);
