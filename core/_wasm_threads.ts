@@ -110,10 +110,14 @@ export async function withWasmThreads<T>(
     },
   });
   const cpus = os.cpus;
-  os.cpus = () => {
-    const real = cpus();
-    return Array.from({ length: 2 * threads }, (_, i) => real[i % Math.max(real.length, 1)]);
-  };
+  // The glue reads only the length; the entries are made up rather than read from the real
+  // os.cpus(), which needs --allow-sys that the `texforce` task (and most embedders) do not grant.
+  os.cpus = () =>
+    Array.from({ length: 2 * threads }, () => ({
+      model: "",
+      speed: 0,
+      times: { user: 0, nice: 0, sys: 0, idle: 0, irq: 0 },
+    }));
   try {
     return await init();
   } finally {

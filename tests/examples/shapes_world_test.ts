@@ -134,7 +134,7 @@ Deno.test("Mulberry32: a generator restored from its state continues the same st
 
 Deno.test("pretrain --resume: an interrupted run continues to the same weights", async () => {
   const dir = await Deno.makeTempDir({ prefix: "texforce-pretrain-" });
-  const script = new URL("../examples/shapes/pretrain.ts", import.meta.url).pathname;
+  const script = new URL("../../examples/shapes/pretrain.ts", import.meta.url).pathname;
   const pretrain = async (out: string, ...extra: string[]): Promise<string> => {
     const args = ["--steps", "4", "--batch", "2", "--save-every", "2", "--warmup-steps", "1"];
     const child = await new Deno.Command(Deno.execPath(), {
