@@ -281,3 +281,23 @@ export function checkDirectionalDerivative(
   dir.dispose();
   return { analytic, errors };
 }
+
+/**
+ * A tensor of deterministic values in [-1, 1) from a linear congruential generator, so kernel
+ * parity failures reproduce from the seed alone.
+ *
+ * @example
+ * ```ts
+ * const x = seededTensor([2, 3], 7); // the same six values on every run and backend
+ * ```
+ */
+export function seededTensor(shape: number[], seed: number): tf.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s / 2 ** 31 - 1;
+  }
+  return tf.tensor(data, shape);
+}

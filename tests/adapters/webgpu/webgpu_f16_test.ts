@@ -12,7 +12,7 @@ import { setWebgpuKernels, webgpuKernelDefaults } from "../../../adapters/webgpu
 import { tiledMatMul } from "../../../adapters/webgpu/tiled_matmul.ts";
 import { conv3x3 } from "../../../adapters/webgpu/implicit_gemm_conv.ts";
 import { gemmProgram } from "../../../adapters/webgpu/_tiled_gemm.ts";
-import { strictRelativeError } from "../../_helpers.ts";
+import { seededTensor, strictRelativeError } from "../../_helpers.ts";
 
 // Before the webgpu backend starts (and before any other adapter request of this file).
 prepareWebgpuEnvironment();
@@ -28,17 +28,6 @@ else if (!offered) {
 // Operands in [-1, 1) rounded to f16 (relative step 2^-11 ≈ 4.9e-4) before f32 products and
 // sums: measured 2.8e-4 of max |reference| on lavapipe; the bound leaves ~18× headroom.
 const TOL_F16 = 5e-3;
-
-function seeded(shape: number[], seed: number): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2 ** 31 - 1;
-  }
-  return tf.tensor(data, shape);
-}
 
 async function err(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   return strictRelativeError(await a.data(), await b.data());
@@ -112,9 +101,9 @@ Deno.test({
         `matmul 67×45×130 and its gradients, tile ${tile}`,
         () =>
           noGpuErrors(async () => {
-            const a = seeded([67, 45], 1);
-            const b = seeded([45, 130], 2);
-            const w = seeded([67, 130], 3);
+            const a = seededTensor([67, 45], 1);
+            const b = seededTensor([45, 130], 2);
+            const w = seededTensor([67, 130], 3);
             const n0 = tf.memory().numTensors;
             setWebgpuKernels({ gemmTile: tile, f16: false });
             const f32 = tiledMatMul(a, b);
@@ -144,10 +133,10 @@ Deno.test({
         () =>
           noGpuErrors(async () => {
             setWebgpuKernels({ gemmTile: tile, f16: true });
-            const x = seeded([1, 9, 7, 20], 4) as tf.Tensor4D;
-            const wt = seeded([3, 3, 20, 13], 5) as tf.Tensor4D;
-            const bias = seeded([13], 6) as tf.Tensor1D;
-            const dy = seeded([1, 5, 4, 13], 7);
+            const x = seededTensor([1, 9, 7, 20], 4) as tf.Tensor4D;
+            const wt = seededTensor([3, 3, 20, 13], 5) as tf.Tensor4D;
+            const bias = seededTensor([13], 6) as tf.Tensor1D;
+            const dy = seededTensor([1, 5, 4, 13], 7);
             const n0 = tf.memory().numTensors;
             const pad: [[0, 0], [1, 1], [1, 1], [0, 0]] = [[0, 0], [1, 1], [1, 1], [0, 0]];
             const stock = (v: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>

@@ -14,7 +14,7 @@ import { conv3x3 } from "../../../adapters/webgpu/implicit_gemm_conv.ts";
 import { groupNorm } from "../../../adapters/nn/group_norm.ts";
 import { silu } from "../../../adapters/unet/_activations.ts";
 import { UNet2DConditionModel } from "../../../adapters/unet/unet_2d_condition.ts";
-import { availableBackends, fixture, strictRelativeError } from "../../_helpers.ts";
+import { availableBackends, fixture, seededTensor, strictRelativeError } from "../../_helpers.ts";
 
 const hasWebgpu = (await availableBackends()).includes("webgpu");
 if (!hasWebgpu) {
@@ -31,18 +31,6 @@ if (!hasWebgpu) {
 // the order tfjs' Conv2DBackpropFilter does); the bounds leave 15–100× headroom. The test
 // "worst errors" prints them.
 const TOL = { forward: 2e-5, grad: 1e-4 };
-
-/** Deterministic values in [-1, 1), so failures reproduce. */
-function seeded(shape: number[], seed: number): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2 ** 31 - 1;
-  }
-  return tf.tensor(data, shape);
-}
 
 /**
  * max |a − b| / max |b|; where the reference is all but zero (e.g. dQ with a single key, whose
@@ -114,10 +102,10 @@ Deno.test({
         () =>
           noGpuErrors(async () => {
             const hd = c.heads * c.d;
-            const q = seeded([c.b, c.lq, hd], 1);
-            const k = seeded([c.b, c.lk, hd], 2);
-            const v = seeded([c.b, c.lk, hd], 3);
-            const w = seeded([c.b, c.lq, hd], 4);
+            const q = seededTensor([c.b, c.lq, hd], 1);
+            const k = seededTensor([c.b, c.lk, hd], 2);
+            const v = seededTensor([c.b, c.lk, hd], 3);
+            const w = seededTensor([c.b, c.lq, hd], 4);
             const mask = c.causal
               ? tf.tidy(() =>
                 tf.linalg.bandPart(tf.ones([c.lq, c.lk]), -1, 0).sub(1).mul(1e9)
@@ -181,9 +169,9 @@ Deno.test({
           () =>
             noGpuErrors(async () => {
               const lead = batch ? [batch] : [];
-              const a = seeded([...lead, ...(ta ? [k, m] : [m, k])], 5);
-              const b = seeded([...lead, ...(tb ? [n, k] : [k, n])], 6);
-              const w = seeded([...lead, m, n], 7);
+              const a = seededTensor([...lead, ...(ta ? [k, m] : [m, k])], 5);
+              const b = seededTensor([...lead, ...(tb ? [n, k] : [k, n])], 6);
+              const w = seededTensor([...lead, m, n], 7);
               const before = tf.memory().numTensors;
               const want = tf.matMul(a, b, ta, tb);
               const got = tiledMatMul(a, b, ta, tb);
@@ -214,10 +202,10 @@ Deno.test({
       "frozen linear with bias: forward and input gradient",
       () =>
         noGpuErrors(async () => {
-          const x = seeded([45, 70], 8);
-          const wt = seeded([70, 33], 9) as tf.Tensor2D;
-          const bias = seeded([33], 10) as tf.Tensor1D;
-          const dy = seeded([45, 33], 11);
+          const x = seededTensor([45, 70], 8);
+          const wt = seededTensor([70, 33], 9) as tf.Tensor2D;
+          const bias = seededTensor([33], 10) as tf.Tensor1D;
+          const dy = seededTensor([45, 33], 11);
           const before = tf.memory().numTensors;
           const f = tiledConstLinear(wt, bias);
           const want = tf.tidy(() => tf.add(tf.matMul(x, wt), bias));
@@ -257,10 +245,10 @@ Deno.test({
         () =>
           noGpuErrors(async () => {
             const ch = c.shape[c.shape.length - 1];
-            const x = tf.tidy(() => seeded(c.shape, 12).mul(3).add(0.5));
-            const gamma = tf.tidy(() => seeded([ch], 13).add(1));
-            const beta = seeded([ch], 14);
-            const dy = seeded(c.shape, 15);
+            const x = tf.tidy(() => seededTensor(c.shape, 12).mul(3).add(0.5));
+            const gamma = tf.tidy(() => seededTensor([ch], 13).add(1));
+            const beta = seededTensor([ch], 14);
+            const dy = seededTensor(c.shape, 15);
             const before = tf.memory().numTensors;
             const weights = (g: tf.Tensor, bb: tf.Tensor) => ({
               weight: g as tf.Tensor1D,
@@ -321,11 +309,11 @@ Deno.test({
           `tile ${c.tile}`,
         () =>
           noGpuErrors(async () => {
-            const x = seeded([b, h, w, cin], 18) as tf.Tensor4D;
-            const wt = seeded([3, 3, cin, cout], 19) as tf.Tensor4D;
-            const bias = hasBias ? seeded([cout], 20) as tf.Tensor1D : undefined;
+            const x = seededTensor([b, h, w, cin], 18) as tf.Tensor4D;
+            const wt = seededTensor([3, 3, cin, cout], 19) as tf.Tensor4D;
+            const bias = hasBias ? seededTensor([cout], 20) as tf.Tensor1D : undefined;
             const [oh, ow] = [Math.floor((h - 1) / stride) + 1, Math.floor((w - 1) / stride) + 1];
-            const dy = seeded([b, oh, ow, cout], 21);
+            const dy = seededTensor([b, oh, ow, cout], 21);
             const before = tf.memory().numTensors;
             // PyTorch's padding=1 on every side (tfjs' "same" would pad 0 before for stride 2).
             const pad: [[0, 0], [1, 1], [1, 1], [0, 0]] = [[0, 0], [1, 1], [1, 1], [0, 0]];
@@ -381,8 +369,8 @@ Deno.test({
     await noGpuErrors(async () => {
       const unet = await UNet2DConditionModel.load(fixture("sd-tiny", "tiny-sd", "unet"));
       const c = unet.config;
-      const sample = seeded([2, 8, 8, c.inChannels], 16) as tf.Tensor4D;
-      const states = seeded([2, 7, c.crossAttentionDim[0]], 17) as tf.Tensor3D;
+      const sample = seededTensor([2, 8, 8, c.inChannels], 16) as tf.Tensor4D;
+      const states = seededTensor([2, 7, c.crossAttentionDim[0]], 17) as tf.Tensor3D;
       const loss = (s: tf.Tensor, x: tf.Tensor) =>
         unet.forward(x as tf.Tensor4D, [999, 10], s as tf.Tensor3D).square().mean();
       const run = async () => {
