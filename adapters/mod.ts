@@ -36,3 +36,4 @@ export * from "./image_reward/blip_vit.ts";
 export * from "./image_reward/bert_cross_encoder.ts";
 export * from "./image_reward/image_reward_model.ts";
 export * from "./webgpu/mod.ts";
+export * from "./wasm/mod.ts";

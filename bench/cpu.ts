@@ -227,7 +227,7 @@ export default async function benchCpu(args: string[]): Promise<void> {
       threads: { type: "string" },
       batches: { type: "string", default: "2,16,64,256" },
       iters: { type: "string", default: "3" },
-      micro: { type: "string", default: "0" },
+      micro: { type: "string", default: "64" },
       clip: { type: "boolean", default: true },
       unet: { type: "boolean", default: true },
       torch: { type: "boolean", default: true },

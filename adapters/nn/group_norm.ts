@@ -8,6 +8,8 @@ import type { WeightReader } from "./weight_reader.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { groupNormSilu } from "../webgpu/group_norm_silu.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
+import { fusedNorm } from "../wasm/fused_norm.ts";
+import { useWasmKernel } from "../wasm/kernel_options.ts";
 
 /** GroupNorm parameters. */
 export interface GroupNormWeights {
@@ -36,6 +38,8 @@ export interface GroupNormWeights {
 export function groupNorm(x: Tensor, w: GroupNormWeights): Tensor {
   // On webgpu: texforce's two-pass kernel (see adapters/webgpu/group_norm_silu.ts).
   if (useWebgpuKernel("groupNormSilu")) return groupNormSilu(x, w, false);
+  // On wasm: one kernel each way (see adapters/wasm/fused_norm.ts).
+  if (useWasmKernel("fusedNorm")) return fusedNorm(x, w);
   return tf.tidy(() => {
     const shape = x.shape;
     const b = shape[0];
@@ -62,6 +66,7 @@ export function groupNorm(x: Tensor, w: GroupNormWeights): Tensor {
  */
 export function groupNormThenSilu(x: Tensor, w: GroupNormWeights): Tensor {
   if (useWebgpuKernel("groupNormSilu")) return groupNormSilu(x, w, true);
+  if (useWasmKernel("fusedNorm")) return fusedNorm(x, w, { silu: true });
   return tf.tidy(() => {
     const y = groupNorm(x, w);
     return tf.mul(y, tf.sigmoid(y));

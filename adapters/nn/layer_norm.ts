@@ -6,6 +6,8 @@
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
+import { fusedNorm } from "../wasm/fused_norm.ts";
+import { useWasmKernel } from "../wasm/kernel_options.ts";
 
 /** LayerNorm parameters. */
 export interface LayerNormWeights {
@@ -28,6 +30,8 @@ export interface LayerNormWeights {
  * ```
  */
 export function layerNorm(x: Tensor, w: LayerNormWeights): Tensor {
+  // On wasm: one kernel each way (see adapters/wasm/fused_norm.ts).
+  if (useWasmKernel("fusedNorm")) return fusedNorm(x, { ...w, groups: 1 }, { layer: true });
   return tf.tidy(() => {
     const { mean, variance } = tf.moments(x, -1, true);
     const y = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, w.eps)));

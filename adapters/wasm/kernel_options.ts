@@ -1,0 +1,76 @@
+/**
+ * Which of texforce's own wasm kernels replace stock tfjs compositions when the backend is
+ * wasm. Each has the stock path as its fallback and as the reference its parity tests compare
+ * against. `TEXFORCE_WASM_KERNELS=off` in the environment switches them off at start-up (for
+ * A/B runs without code changes).
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/**
+ * The kernel switches.
+ *
+ * @example
+ * ```ts
+ * import type { WasmKernelOptions } from "@texforce/core/adapters";
+ * const o: WasmKernelOptions = { fusedNorm: true };
+ * ```
+ */
+export interface WasmKernelOptions {
+  /** GroupNorm / LayerNorm (+ SiLU) as one kernel forward and one backward. */
+  fusedNorm: boolean;
+}
+
+/** Defaults: every kernel on (for the wasm backend only). */
+export const wasmKernelDefaults = { fusedNorm: true } satisfies WasmKernelOptions;
+
+function initial(): WasmKernelOptions {
+  let off = false;
+  try {
+    off = Deno.env.get("TEXFORCE_WASM_KERNELS") === "off";
+  } catch { /* no env permission: defaults */ }
+  return off ? { fusedNorm: false } : { ...wasmKernelDefaults };
+}
+
+let current: WasmKernelOptions = initial();
+
+/**
+ * Change some switches; returns the previous settings (to restore them).
+ *
+ * @example
+ * ```ts
+ * import { setWasmKernels } from "@texforce/core/adapters";
+ * const before = setWasmKernels({ fusedNorm: false });
+ * // ... stock norms ...
+ * setWasmKernels(before);
+ * ```
+ */
+export function setWasmKernels(options: Partial<WasmKernelOptions>): WasmKernelOptions {
+  const before = { ...current };
+  for (const [k, v] of Object.entries(options)) {
+    if (!(k in wasmKernelDefaults)) {
+      throw new Error(
+        `setWasmKernels: unknown switch '${k}'; expected one of ${
+          Object.keys(wasmKernelDefaults).join(", ")
+        }`,
+      );
+    }
+    if (typeof v !== "boolean") throw new Error(`setWasmKernels: '${k}' must be a boolean`);
+  }
+  current = { ...current, ...options };
+  return before;
+}
+
+/**
+ * Whether kernel `name` should run now: switched on and the active backend is wasm.
+ *
+ * @example
+ * ```ts
+ * import { useWasmKernel } from "@texforce/core/adapters";
+ * console.log(useWasmKernel("fusedNorm"));
+ * ```
+ */
+export function useWasmKernel(name: keyof WasmKernelOptions): boolean {
+  return current[name] && tf.getBackend() === "wasm";
+}

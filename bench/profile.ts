@@ -1,0 +1,129 @@
+/**
+ * `deno task bench profile [--model clip|unet] [--batch N] [--forward-only] [--threads N]
+ * [--top K]`: where the wasm backend's time goes, per tfjs kernel (`tf.profile`), for the SD 1.5
+ * CLIP ViT-L/14 text encoder with LoRA r16 (random weights, 2 × 77, forward + backward into
+ * the LoRA) or the tiny UNet (forward + backward into the encoder states). Matrix products are
+ * split by shape. Kernel times of nested scopes (custom gradients: "unnamed scope") include
+ * the kernels inside them, so the column does not add up to the wall time.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import * as tf from "@tensorflow/tfjs";
+import { useBackend } from "../core/backend.ts";
+import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
+import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
+import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
+import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
+import { SeededNoise } from "../core/seeded_noise.ts";
+import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { TINY_UNET } from "./_unet_bench.ts";
+
+async function clipWorkload(forwardOnly: boolean): Promise<() => Promise<void>> {
+  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
+  const lora = new LoraStack();
+  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
+  const vars = [...lora.trainableVariables().values()];
+  const ids = tf.tensor2d(
+    Array.from({ length: 2 }, (_, b) => {
+      const row = [49406];
+      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
+      return [...row, 49407];
+    }),
+    [2, 77],
+    "int32",
+  );
+  return async () => {
+    if (forwardOnly) {
+      const h = model.forward(ids, { lora }).lastHiddenState;
+      await h.data();
+      h.dispose();
+      return;
+    }
+    const { value, grads } = tf.variableGrads(
+      () => tf.mean(tf.square(model.forward(ids, { lora }).lastHiddenState)) as tf.Scalar,
+      vars,
+    );
+    await Promise.all(Object.values(grads).map((g) => g.data()));
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+}
+
+async function unetWorkload(batch: number, forwardOnly: boolean): Promise<() => Promise<void>> {
+  const config = parseUNetConfig(TINY_UNET, "<tiny config>");
+  const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
+  const gen = new SeededNoise(7);
+  const side = config.sampleSize;
+  const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
+  const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
+  const t = Array.from({ length: batch }, (_, i) => 999 - ((i * 37) % 999));
+  return async () => {
+    const y = forwardOnly
+      ? tf.tidy(() => unet.forward(x, t, states))
+      : tf.grad((e: tf.Tensor) => unet.forward(x, t, e as tf.Tensor3D).square().sum())(states);
+    await y.data();
+    y.dispose();
+  };
+}
+
+/**
+ * Run the per-kernel profile.
+ *
+ * @example
+ * ```ts
+ * import benchProfile from "./profile.ts";
+ * await benchProfile(["--model", "unet", "--batch", "2"]);
+ * ```
+ */
+export default async function benchProfile(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", default: "unet" },
+      batch: { type: "string", default: "2" },
+      "forward-only": { type: "boolean", default: false },
+      threads: { type: "string" },
+      top: { type: "string", default: "25" },
+    },
+  });
+  if (values.model !== "clip" && values.model !== "unet") {
+    throw new Error(`bench profile: --model must be clip or unet (got '${values.model}')`);
+  }
+  const info = await useBackend("wasm", {
+    wasmThreads: values.threads ? Number(values.threads) : undefined,
+  });
+  const forwardOnly = values["forward-only"];
+  const run = values.model === "clip"
+    ? await clipWorkload(forwardOnly)
+    : await unetWorkload(Number(values.batch), forwardOnly);
+  await run();
+  await run();
+  const t0 = performance.now();
+  for (let i = 0; i < 3; i++) await run();
+  const wall = (performance.now() - t0) / 3;
+  const prof = await tf.profile(run);
+  const by = new Map<string, { n: number; ms: number }>();
+  for (const k of prof.kernels) {
+    const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
+    const key = k.name === "BatchMatMul"
+      ? `BatchMatMul ${k.inputShapes.map((s) => s?.join("×")).join(" · ")}`
+      : k.name;
+    const e = by.get(key) ?? { n: 0, ms: 0 };
+    e.n++;
+    e.ms += ms;
+    by.set(key, e);
+  }
+  const what = values.model === "clip"
+    ? "CLIP-L LoRA r16, 2 × 77"
+    : `tiny UNet, batch ${values.batch}`;
+  console.log(
+    `${what}, ${forwardOnly ? "forward" : "forward + backward"}, wasm ${info.device}: ` +
+      `${
+        wall.toFixed(0)
+      } ms a call (median of 3 after 2 warm-ups), ${prof.kernels.length} kernels\n`,
+  );
+  console.log("| kernel | calls | ms | µs / call |\n| --- | --- | --- | --- |");
+  for (const [name, e] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(values.top))) {
+    console.log(`| ${name} | ${e.n} | ${e.ms.toFixed(1)} | ${(e.ms / e.n * 1000).toFixed(0)} |`);
+  }
+}
