@@ -1,9 +1,9 @@
 /**
  * `deno task bench profile [--model clip|unet] [--batch N] [--forward-only] [--threads N]
- * [--top K]`: where the wasm backend's time goes, per tfjs kernel (`tf.profile`), for the SD 1.5
+ * [--top K] [--shapes]`: where the wasm backend's time goes, per tfjs kernel (`tf.profile`), for the SD 1.5
  * CLIP ViT-L/14 text encoder with LoRA r16 (random weights, 2 × 77, forward + backward into
  * the LoRA) or the tiny UNet (forward + backward into the encoder states). Matrix products are
- * split by shape. Kernel times of nested scopes (custom gradients: "unnamed scope") include
+ * split by shape (every kernel with `--shapes`). Kernel times of nested scopes (custom gradients: "unnamed scope") include
  * the kernels inside them, so the column does not add up to the wall time.
  *
  * @module
@@ -84,6 +84,7 @@ export default async function benchProfile(args: string[]): Promise<void> {
       "forward-only": { type: "boolean", default: false },
       threads: { type: "string" },
       top: { type: "string", default: "25" },
+      shapes: { type: "boolean", default: false },
     },
   });
   if (values.model !== "clip" && values.model !== "unet") {
@@ -105,8 +106,8 @@ export default async function benchProfile(args: string[]): Promise<void> {
   const by = new Map<string, { n: number; ms: number }>();
   for (const k of prof.kernels) {
     const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
-    const key = k.name === "BatchMatMul"
-      ? `BatchMatMul ${k.inputShapes.map((s) => s?.join("×")).join(" · ")}`
+    const key = k.name === "BatchMatMul" || values.shapes
+      ? `${k.name} ${k.inputShapes.map((s) => s?.join("×")).join(" · ")}`
       : k.name;
     const e = by.get(key) ?? { n: 0, ms: 0 };
     e.n++;

@@ -337,8 +337,21 @@ function makeFastBroadcast(name: string, stock: KernelFunc): KernelFunc {
         ia += idx[i] * ta[i];
         ib += idx[i] * tb[i];
       }
-      // One loop per operation: a shared loop calling `op` would not inline it.
-      if (name === "Add") {
+      // One loop per operation: a shared loop calling `op` would not inline it. The common
+      // case (one side a per-row constant, the other contiguous) hoists the constant.
+      if (la === 0 && lb === 1) {
+        const c = x[ia];
+        if (name === "Add") { for (let j = 0; j < last; j++) z[o + j] = c + y[ib + j]; }
+        else if (name === "Sub") { for (let j = 0; j < last; j++) z[o + j] = c - y[ib + j]; }
+        else if (name === "Multiply") { for (let j = 0; j < last; j++) z[o + j] = c * y[ib + j]; }
+        else for (let j = 0; j < last; j++) z[o + j] = c / y[ib + j];
+      } else if (la === 1 && lb === 0) {
+        const c = y[ib];
+        if (name === "Add") { for (let j = 0; j < last; j++) z[o + j] = x[ia + j] + c; }
+        else if (name === "Sub") { for (let j = 0; j < last; j++) z[o + j] = x[ia + j] - c; }
+        else if (name === "Multiply") { for (let j = 0; j < last; j++) z[o + j] = x[ia + j] * c; }
+        else for (let j = 0; j < last; j++) z[o + j] = x[ia + j] / c;
+      } else if (name === "Add") {
         for (let j = 0; j < last; j++) z[o + j] = x[ia + j * la] + y[ib + j * lb];
       } else if (name === "Sub") {
         for (let j = 0; j < last; j++) z[o + j] = x[ia + j * la] - y[ib + j * lb];

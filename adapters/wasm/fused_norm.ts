@@ -15,6 +15,12 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
+import {
+  simdGroupNormBackward,
+  simdGroupNormFits,
+  simdGroupNormForward,
+  type WasmHeapBackend,
+} from "./_group_norm_simd.ts";
 
 const FORWARD = "TexforceWasmNorm";
 const BACKWARD = "TexforceWasmNormGrad";
@@ -53,6 +59,30 @@ function scratch(n: number): Float64Array {
   return f64;
 }
 
+// The SIMD loops (_group_norm_simd.ts) take spatial GroupNorms with channels in fours; rows of a
+// LayerNorm (one position each) and odd channel counts take the JS loops below.
+let simdOff = false;
+function useSimd(backend: WasmBackendLike, p: number, c: number): boolean {
+  return !simdOff && p >= 4 && simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
+}
+
+/**
+ * Switch the SIMD loops off (true) or back on, for tests comparing them with the JS loops;
+ * returns the previous setting.
+ *
+ * @example
+ * ```ts
+ * import { disableNormSimd } from "./fused_norm.ts";
+ * const before = disableNormSimd(true);
+ * disableNormSimd(before);
+ * ```
+ */
+export function disableNormSimd(off: boolean): boolean {
+  const before = simdOff;
+  simdOff = off;
+  return before;
+}
+
 // SiLU's σ(z) comes from the backend's own Sigmoid kernel (vectorised wasm, about 2 ns a value):
 // JS's Math.exp costs about 20 ns a call here, more than the rest of the kernel.
 function sigmoidOf(backend: WasmBackendLike, z: tf.TensorInfo): tf.TensorInfo {
@@ -71,6 +101,23 @@ function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const [b, p, c] = dims(x.shape);
   const y = backend.makeOutput(x.shape, "float32");
   const st = backend.makeOutput([b, groups, 2], "float32");
+  if (useSimd(backend, p, c)) {
+    const heap = backend as unknown as WasmHeapBackend;
+    simdGroupNormForward(
+      heap,
+      x,
+      backend.typedArrayFromHeap(gamma).slice(),
+      backend.typedArrayFromHeap(beta).slice(),
+      y,
+      st,
+      [b, p, c],
+      groups,
+      eps,
+      silu,
+      (z) => sigmoidOf(backend, z),
+    );
+    return [y, st];
+  }
   // Views after makeOutput: allocating can grow the heap and detach older views.
   const xs = backend.typedArrayFromHeap(x);
   const ys = backend.typedArrayFromHeap(y);
@@ -144,6 +191,24 @@ function backwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const dx = backend.makeOutput(x.shape, "float32");
   const dg = backend.makeOutput([c], "float32");
   const db = backend.makeOutput([c], "float32");
+  if (useSimd(backend, p, c)) {
+    const [dGamma, dBeta] = simdGroupNormBackward(
+      backend as unknown as WasmHeapBackend,
+      dy,
+      x,
+      backend.typedArrayFromHeap(stats).slice(),
+      backend.typedArrayFromHeap(gamma).slice(),
+      backend.typedArrayFromHeap(beta).slice(),
+      dx,
+      [b, p, c],
+      groups,
+      silu,
+      (z) => sigmoidOf(backend, z),
+    );
+    backend.typedArrayFromHeap(dg).set(dGamma);
+    backend.typedArrayFromHeap(db).set(dBeta);
+    return [dx, dg, db];
+  }
   // With SiLU, z = x̂ γ + β goes through the backend's Sigmoid first.
   let sg: tf.TensorInfo | null = null;
   if (silu) {

@@ -7,7 +7,7 @@ import { useBackend } from "../../../core/backend.ts";
 import { groupNorm, groupNormThenSilu } from "../../../adapters/nn/group_norm.ts";
 import { layerNorm } from "../../../adapters/nn/layer_norm.ts";
 import { setWasmKernels, useWasmKernel } from "../../../adapters/wasm/kernel_options.ts";
-import { fusedNorm } from "../../../adapters/wasm/fused_norm.ts";
+import { disableNormSimd, fusedNorm } from "../../../adapters/wasm/fused_norm.ts";
 
 type Norm = (x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor;
 
@@ -34,6 +34,9 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
     { name: "GroupNorm + SiLU, one position", shape: [2, 1, 1, 8], groups: 2, kind: "gnsilu" },
     { name: "GroupNorm, one channel per group", shape: [1, 6, 5, 6], groups: 6, kind: "gn" },
     { name: "GroupNorm [B, L, C]", shape: [2, 10, 6], groups: 3, kind: "gn" },
+    { name: "GroupNorm [B, L, C], channels in fours", shape: [2, 10, 8], groups: 2, kind: "gn" },
+    // More rows than the SIMD loops sum in float32 at a time (64).
+    { name: "GroupNorm + SiLU, 4900 positions", shape: [1, 70, 70, 8], groups: 4, kind: "gnsilu" },
     { name: "LayerNorm rows", shape: [4, 9], groups: 1, kind: "ln" },
     { name: "LayerNorm [B, L, D]", shape: [2, 3, 16], groups: 1, kind: "ln" },
   ];
@@ -74,6 +77,26 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
       tf.dispose([x, g, b, dy, ...stock, ...fused]);
     });
   }
+  await t.step("the SIMD loops and the JS loops agree", () => {
+    const x = tf.randomNormal([2, 9, 9, 16], -5, 3, "float32", 6);
+    const w = {
+      weight: tf.randomNormal([16], 1, 0.3, "float32", 7) as tf.Tensor1D,
+      bias: tf.randomNormal([16], 0, 0.3, "float32", 8) as tf.Tensor1D,
+      groups: 4,
+      eps: 1e-6,
+    };
+    const dy = tf.randomNormal([2, 9, 9, 16], 0, 1, "float32", 9);
+    const f: Norm = (xx, gg, bb) => fusedNorm(xx, { ...w, weight: gg, bias: bb }, { silu: true });
+    const simd = outputs(f, x, w.weight, w.bias, dy);
+    const before = disableNormSimd(true);
+    const js = outputs(f, x, w.weight, w.bias, dy);
+    disableNormSimd(before);
+    simd.forEach((v, i) => {
+      const e = relError(v, js[i]);
+      assert(e < 1e-5, `output ${i}: relative error ${e}`);
+    });
+    tf.dispose([x, w.weight, w.bias, dy, ...simd, ...js]);
+  });
   await t.step("repeated calls do not grow the tensor count", () => {
     const x = tf.randomNormal([2, 4, 4, 8], 0, 1, "float32", 5);
     const w = {
