@@ -7,7 +7,7 @@
 // row, so a large mean does not swamp the deviations) before adding into float64, and group
 // statistics combine per-channel ones exactly (parallel variance), so sums over a 512² VAE
 // activation keep float32's precision.
-import * as tf from "@tensorflow/tfjs";
+import type * as tf from "@tensorflow/tfjs";
 import { NORM_SIMD_PLAIN, NORM_SIMD_SHARED } from "./_norm_simd_wasm.ts";
 
 /** The wasm backend's internals used here (stable across tfjs 4.x). */
