@@ -22,7 +22,7 @@ import { layerNorm, type LayerNormWeights } from "../nn/layer_norm.ts";
 import { disposeLinear, type LinearWeights } from "../nn/linear.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
 import type { LinearDelta, LinearShape } from "../nn/linear_delta.ts";
-import { constLinear } from "../nn/_fast_matmul.ts";
+import { type ConstLinear, constLinear } from "../nn/_fast_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor3D } from "../../core/tensor_types.ts";
 import {
   clipActivate,
@@ -155,7 +155,7 @@ export class ClipTextModel {
   #layers: ClipLayer[];
   #finalNorm: LayerNormWeights;
   #linears = new Map<string, LinearWeights>();
-  #apply = new Map<string, (x: Tensor2D) => Tensor2D>();
+  #apply = new Map<string, ConstLinear>();
 
   private constructor(
     config: ClipTextConfig,
@@ -184,7 +184,9 @@ export class ClipTextModel {
       this.#linears.set(`${p}.mlp.fc1`, l.fc1);
       this.#linears.set(`${p}.mlp.fc2`, l.fc2);
     });
-    for (const [k, w] of this.#linears) this.#apply.set(k, constLinear(w.weight, w.bias));
+    for (const [k, w] of this.#linears) {
+      this.#apply.set(k, constLinear(w.weight, w.bias, { cacheTransposed: true }));
+    }
   }
 
   /**
@@ -388,6 +390,8 @@ export class ClipTextModel {
     }
     this.#finalNorm.weight.dispose();
     this.#finalNorm.bias.dispose();
+    for (const f of this.#apply.values()) f.dispose();
+    this.#apply.clear();
     this.#layers = [];
   }
 }

@@ -37,6 +37,22 @@ function inputGradient(dy: Tensor2D, b: Tensor2D): Tensor2D {
   return tf.transpose(tf.matMul(b, tf.transpose(dy)));
 }
 
+/**
+ * `aᵀ · dy` for `y = a · b` (a [m, k], dy [m, n]). On wasm, XNNPACK packs the right-hand side
+ * of every product whose right-hand tensor it has not seen (a fresh operator each time): packing
+ * a wide dy is the dominant cost when `a` is thin (LoRA's rank-16 activations: `16×154 ·
+ * 154×768` took 1.2 ms for 3.8 MFLOP), so there `(dyᵀ · a)ᵀ` packs the thin `a` instead and
+ * pays two transposes (0.2 ms).
+ */
+function weightGradient(a: Tensor2D, dy: Tensor2D): Tensor2D {
+  const k = a.shape[1];
+  const n = dy.shape[1];
+  if (tf.getBackend() === "wasm" && wasmBatchMatMulIsFast() && 4 * k < n) {
+    return tf.transpose(tf.matMul(tf.transpose(dy), a));
+  }
+  return tf.matMul(tf.transpose(a), dy);
+}
+
 /** `a · b` (2-D) with gradients for both inputs computed from untransposed products. */
 const matMul2dStock: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
   ((a: Tensor2D, b: Tensor2D, save: tf.GradSaveFunc) => {
@@ -45,7 +61,7 @@ const matMul2dStock: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
       value: tf.matMul(a, b),
       gradFunc: (dy: Tensor2D, saved: Tensor[]) => {
         const [sa, sb] = saved as [Tensor2D, Tensor2D];
-        return [inputGradient(dy, sb), tf.matMul(tf.transpose(sa), dy)];
+        return [inputGradient(dy, sb), weightGradient(sa, dy)];
       },
     };
   }) as unknown as CustomGradFunc,
@@ -62,30 +78,70 @@ export function matMul2d(a: Tensor2D, b: Tensor2D): Tensor2D {
   return matMul2dStock(a, b);
 }
 
+/** A frozen linear layer's product, and the release of what it cached. */
+export interface ConstLinear {
+  (x: Tensor2D): Tensor2D;
+  /** Dispose the cached transposed weight, if one was made. */
+  dispose(): void;
+}
+
+// On wasm, a cached wᵀ makes the input gradient `dy · wᵀ` an untransposed product whose packed
+// right-hand side XNNPACK keeps (its operator cache is keyed by the tensor), as in the forward:
+// no per-call transposes or packing. It costs one more copy of each weight, so the copies made
+// in a process stop at this many bytes (CLIP ViT-L's text linears: 340 MB).
+const TRANSPOSED_CACHE_BUDGET = 1 << 30;
+let transposedCacheBytes = 0;
+
 /**
  * `x · w (+ bias)` for a constant weight `w` [in, out]: the gradient flows to `x` only (no
- * wasted weight gradient), as `(w · dyᵀ)ᵀ`.
+ * wasted weight gradient), in the cheaper of `dy · wᵀ` and `(w · dyᵀ)ᵀ`. With
+ * `cacheTransposed` (for weights used many times, such as a text encoder's), the first backward
+ * pass on wasm keeps a transposed copy of `w` (within a per-process budget) and later ones
+ * multiply by it directly; `dispose()` releases it.
  */
 export function constLinear(
   w: Tensor2D,
   bias?: Tensor1D,
-): (x: Tensor2D) => Tensor2D {
-  const stock = constLinearStock(w, bias);
+  options: { cacheTransposed?: boolean } = {},
+): ConstLinear {
+  let wT: Tensor2D | null = null;
+  const transposed = (): Tensor2D | null => {
+    if (wT || !options.cacheTransposed || tf.getBackend() !== "wasm") return wT;
+    if (transposedCacheBytes + 4 * w.size > TRANSPOSED_CACHE_BUDGET) return null;
+    transposedCacheBytes += 4 * w.size;
+    wT = tf.keep(tf.transpose(w));
+    return wT;
+  };
+  const stock = constLinearStock(w, bias, transposed);
   const tiled = tiledConstLinear(w, bias);
-  return (x: Tensor2D): Tensor2D =>
-    useWebgpuKernel("tiledMatmul") && x.shape[0] >= TILED_MIN_ROWS ? tiled(x) : stock(x);
+  const f =
+    ((x: Tensor2D): Tensor2D =>
+      useWebgpuKernel("tiledMatmul") && x.shape[0] >= TILED_MIN_ROWS
+        ? tiled(x)
+        : stock(x)) as ConstLinear;
+  f.dispose = () => {
+    if (!wT) return;
+    transposedCacheBytes -= 4 * wT.size;
+    wT.dispose();
+    wT = null;
+  };
+  return f;
 }
 
 function constLinearStock(
   w: Tensor2D,
-  bias?: Tensor1D,
+  bias: Tensor1D | undefined,
+  transposed: () => Tensor2D | null,
 ): (x: Tensor2D) => Tensor2D {
   return tf.customGrad(
     ((x: Tensor2D) => {
       const y = tf.matMul(x, w);
       return {
         value: bias ? tf.add(y, bias) : y,
-        gradFunc: (dy: Tensor2D) => inputGradient(dy, w),
+        gradFunc: (dy: Tensor2D) => {
+          const wT = transposed();
+          return wT ? tf.matMul(dy, wT) : inputGradient(dy, w);
+        },
       };
     }) as unknown as CustomGradFunc,
   ) as unknown as (x: Tensor2D) => Tensor2D;

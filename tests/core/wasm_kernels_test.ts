@@ -26,11 +26,12 @@ Deno.test("wasm kernels: Identity shares data, and a clone outlives its source",
   });
 });
 
-Deno.test("wasm kernels: matMul2d's input gradient in either form equals the stock one", async (t) => {
+Deno.test("wasm kernels: matMul2d's gradients in either form equal the stock ones", async (t) => {
   await useBackend("wasm");
   // Few rows against a big matrix (the transposed-product form) and many rows against a small
   // one (the direct form, LoRA-like).
-  for (const [m, k, n] of [[3, 40, 50], [64, 8, 4], [5, 16, 300]]) {
+  // And a thin left side (the weight gradient's transposed form).
+  for (const [m, k, n] of [[3, 40, 50], [64, 8, 4], [5, 16, 300], [30, 4, 64]]) {
     await t.step(`[${m}, ${k}] · [${k}, ${n}]`, () => {
       const a = tf.randomNormal([m, k], 0, 1, "float32", 1) as tf.Tensor2D;
       const b = tf.randomNormal([k, n], 0, 1, "float32", 2) as tf.Tensor2D;
