@@ -29,6 +29,27 @@ interface NormSimd {
   mul_into(x: number, y: number, bytes: number): void;
   silu_grad(dy: number, z: number, sg: number, out: number, bytes: number): void;
   chan_dot(dz: number, x: number, m: number, p: number, c: number, s1: number, s2: number): void;
+  row_stats(x: number, rows: number, c: number, out: number): void;
+  row_affine(
+    x: number,
+    y: number,
+    rows: number,
+    c: number,
+    stats: number,
+    gamma: number,
+    beta: number,
+  ): void;
+  row_grad(
+    dy: number,
+    x: number,
+    stats: number,
+    gamma: number,
+    rows: number,
+    c: number,
+    dx: number,
+    dgamma: number,
+    dbeta: number,
+  ): void;
   dx_combine(
     dz: number,
     x: number,
@@ -299,4 +320,86 @@ export function simdGroupNormBackward(
     if (dzT) backend.disposeData(dzT.dataId);
   }
   return [dGamma, dBeta];
+}
+
+/**
+ * LayerNorm forward over rows of x [rows, c]: writes y and stats [rows, 2] (mean, rstd). The row
+ * sums run in float32 lanes shifted by each row's first value; mean and rstd in float64.
+ *
+ * @example
+ * ```ts
+ * import { simdLayerNormForward } from "./_group_norm_simd.ts";
+ * // simdLayerNormForward(backend, x, gamma, beta, y, stats, rows, c, eps);
+ * ```
+ */
+export function simdLayerNormForward(
+  backend: WasmHeapBackend,
+  x: tf.TensorInfo,
+  gamma: tf.TensorInfo,
+  beta: tf.TensorInfo,
+  y: tf.TensorInfo,
+  stats: tf.TensorInfo,
+  rows: number,
+  c: number,
+  eps: number,
+): void {
+  const simd = simdFor(backend)!;
+  const so = offset(backend, stats);
+  simd.row_stats(offset(backend, x), rows, c, so);
+  const mem = memoryOf(backend)!.buffer;
+  const st = new Float32Array(mem, so, 2 * rows);
+  const xs = new Float32Array(mem, offset(backend, x), rows * c);
+  for (let r = 0; r < rows; r++) {
+    const m = st[2 * r] / c;
+    st[2 * r] = xs[r * c] + m;
+    st[2 * r + 1] = 1 / Math.sqrt(Math.max(st[2 * r + 1] / c - m * m, 0) + eps);
+  }
+  simd.row_affine(
+    offset(backend, x),
+    offset(backend, y),
+    rows,
+    c,
+    so,
+    offset(backend, gamma),
+    offset(backend, beta),
+  );
+}
+
+/**
+ * LayerNorm backward for the forward above: writes dx, dγ and dβ (the last two summed over
+ * rows).
+ *
+ * @example
+ * ```ts
+ * import { simdLayerNormBackward } from "./_group_norm_simd.ts";
+ * // simdLayerNormBackward(backend, dy, x, stats, gamma, dx, dGamma, dBeta, rows, c);
+ * ```
+ */
+export function simdLayerNormBackward(
+  backend: WasmHeapBackend,
+  dy: tf.TensorInfo,
+  x: tf.TensorInfo,
+  stats: tf.TensorInfo,
+  gamma: tf.TensorInfo,
+  dx: tf.TensorInfo,
+  dGamma: tf.TensorInfo,
+  dBeta: tf.TensorInfo,
+  rows: number,
+  c: number,
+): void {
+  const simd = simdFor(backend)!;
+  const mem = memoryOf(backend)!.buffer;
+  new Float32Array(mem, offset(backend, dGamma), c).fill(0);
+  new Float32Array(mem, offset(backend, dBeta), c).fill(0);
+  simd.row_grad(
+    offset(backend, dy),
+    offset(backend, x),
+    offset(backend, stats),
+    offset(backend, gamma),
+    rows,
+    c,
+    offset(backend, dx),
+    offset(backend, dGamma),
+    offset(backend, dBeta),
+  );
 }

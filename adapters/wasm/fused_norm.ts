@@ -19,6 +19,8 @@ import {
   simdGroupNormBackward,
   simdGroupNormFits,
   simdGroupNormForward,
+  simdLayerNormBackward,
+  simdLayerNormForward,
   type WasmHeapBackend,
 } from "./_group_norm_simd.ts";
 
@@ -59,11 +61,23 @@ function scratch(n: number): Float64Array {
   return f64;
 }
 
-// The SIMD loops (_group_norm_simd.ts) take spatial GroupNorms with channels in fours; rows of a
-// LayerNorm (one position each) and odd channel counts take the JS loops below.
+// The SIMD loops (_group_norm_simd.ts) take spatial GroupNorms and LayerNorm rows with channels
+// in fours; other shapes (odd channel counts, a single position per group) take the JS loops.
 let simdOff = false;
 function useSimd(backend: WasmBackendLike, p: number, c: number): boolean {
   return !simdOff && p >= 4 && simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
+}
+
+// Rows normalised alone (a LayerNorm: one position, one group) take the row loops.
+function useRowSimd(
+  backend: WasmBackendLike,
+  p: number,
+  c: number,
+  groups: number,
+  silu: boolean,
+): boolean {
+  return !simdOff && p === 1 && groups === 1 && !silu &&
+    simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
 }
 
 /**
@@ -101,6 +115,11 @@ function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const [b, p, c] = dims(x.shape);
   const y = backend.makeOutput(x.shape, "float32");
   const st = backend.makeOutput([b, groups, 2], "float32");
+  if (useRowSimd(backend, p, c, groups, silu)) {
+    const heap = backend as unknown as WasmHeapBackend;
+    simdLayerNormForward(heap, x, gamma, beta, y, st, b, c, eps);
+    return [y, st];
+  }
   if (useSimd(backend, p, c)) {
     const heap = backend as unknown as WasmHeapBackend;
     simdGroupNormForward(
@@ -191,6 +210,11 @@ function backwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const dx = backend.makeOutput(x.shape, "float32");
   const dg = backend.makeOutput([c], "float32");
   const db = backend.makeOutput([c], "float32");
+  if (useRowSimd(backend, p, c, groups, silu)) {
+    const heap = backend as unknown as WasmHeapBackend;
+    simdLayerNormBackward(heap, dy, x, stats, gamma, dx, dg, db, b, c);
+    return [dx, dg, db];
+  }
   if (useSimd(backend, p, c)) {
     const [dGamma, dBeta] = simdGroupNormBackward(
       backend as unknown as WasmHeapBackend,

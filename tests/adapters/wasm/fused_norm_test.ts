@@ -96,6 +96,26 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
       assert(e < 1e-5, `output ${i}: relative error ${e}`);
     });
     tf.dispose([x, w.weight, w.bias, dy, ...simd, ...js]);
+    // And LayerNorm rows.
+    const xl = tf.randomNormal([5, 7, 32], 20, 3, "float32", 10);
+    const wl = {
+      weight: tf.randomNormal([32], 1, 0.3, "float32", 11) as tf.Tensor1D,
+      bias: tf.randomNormal([32], 0, 0.3, "float32", 12) as tf.Tensor1D,
+      groups: 1,
+      eps: 1e-5,
+    };
+    const dyl = tf.randomNormal([5, 7, 32], 0, 1, "float32", 13);
+    const fl: Norm = (xx, gg, bb) =>
+      fusedNorm(xx, { ...wl, weight: gg, bias: bb }, { layer: true });
+    const rows = outputs(fl, xl, wl.weight, wl.bias, dyl);
+    disableNormSimd(true);
+    const rowsJs = outputs(fl, xl, wl.weight, wl.bias, dyl);
+    disableNormSimd(before);
+    rows.forEach((v, i) => {
+      const e = relError(v, rowsJs[i]);
+      assert(e < 1e-5, `LayerNorm output ${i}: relative error ${e}`);
+    });
+    tf.dispose([xl, wl.weight, wl.bias, dyl, ...rows, ...rowsJs]);
   });
   await t.step("repeated calls do not grow the tensor count", () => {
     const x = tf.randomNormal([2, 4, 4, 8], 0, 1, "float32", 5);
