@@ -25,7 +25,19 @@ interface TapeNodeLike {
 }
 
 interface EngineLike {
-  state: { gradientDepth: number; activeTape: TapeNodeLike[] | null };
+  state: {
+    gradientDepth: number;
+    activeTape: TapeNodeLike[] | null;
+    tensorInfo: Map<object, { backend: { incRef?: (dataId: object) => void } }>;
+  };
+  backendName: string;
+  backend: unknown;
+  saveTensorsForBackwardMode(tensors: tf.Tensor[]): tf.Tensor[];
+  makeTensorFromTensorInfo(
+    info: { dataId: object; shape: number[]; dtype: tf.DataType },
+    backend: unknown,
+  ): tf.Tensor;
+  keep<T extends tf.Tensor>(t: T): T;
   addTapeNode(...args: unknown[]): void;
   gradients(...args: unknown[]): unknown;
   constructor: { nextTensorId: number };
@@ -106,6 +118,30 @@ export function installTapeMemoryRelease(): void {
       }
       return wrapped;
     };
+  };
+
+  // Tensors a kernel saves for its gradient are clones: a tfjs op each (an Identity kernel and a
+  // tape node of its own), 1356 of them in the tiny UNet's forward + backward at batch 2. On wasm
+  // (whose kernels never write into their inputs, and whose Identity already shares data) a saved
+  // tensor is made directly as a second reference to the same data: no kernel, no tape node.
+  const save = engine.saveTensorsForBackwardMode;
+  engine.saveTensorsForBackwardMode = function (this: EngineLike, tensors: tf.Tensor[]) {
+    if (this.backendName !== "wasm") return save.call(this, tensors);
+    return tensors.map((t) => {
+      const info = this.state.tensorInfo.get(t.dataId);
+      if (
+        !info || info.backend !== this.backend || t.dtype === "string" ||
+        typeof info.backend.incRef !== "function"
+      ) {
+        return save.call(this, [t])[0];
+      }
+      info.backend.incRef(t.dataId);
+      const shared = this.makeTensorFromTensorInfo(
+        { dataId: t.dataId, shape: t.shape, dtype: t.dtype },
+        info.backend,
+      );
+      return this.keep(shared);
+    });
   };
 
   engine.gradients = function (this: EngineLike, ...args: unknown[]): unknown {
