@@ -28,6 +28,29 @@ export const SD15_TEXT: ClipTextConfig = {
   eosTokenId: 49407,
 };
 
+/**
+ * Token ids for `batch` prompts of 77 tokens (BOS, 75 pseudo-random words, EOS): the input of
+ * the CPU benches (`cpu.ts`, `profile.ts`).
+ *
+ * @example
+ * ```ts
+ * import { benchTokenIds } from "./clip.ts";
+ * const ids = benchTokenIds(2); // [2, 77] int32
+ * ids.dispose();
+ * ```
+ */
+export function benchTokenIds(batch: number): tf.Tensor2D {
+  return tf.tensor2d(
+    Array.from({ length: batch }, (_, b) => {
+      const row = [49406];
+      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
+      return [...row, 49407];
+    }),
+    [batch, 77],
+    "int32",
+  );
+}
+
 /** SD 1.5 text encoder keys and shapes, values drawn on demand (so no file is needed). */
 export class RandomClipWeights implements WeightSource {
   readonly path = "<random ViT-L/14 text weights>";

@@ -29,7 +29,7 @@ import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
-import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
 import { TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 
@@ -88,15 +88,7 @@ async function clipRows(iters: number): Promise<Row[]> {
     tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
   }
   const vars = [...lora.trainableVariables().values()];
-  const ids = tf.tensor2d(
-    Array.from({ length: 2 }, (_, b) => {
-      const row = [49406];
-      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
-      return [...row, 49407];
-    }),
-    [2, 77],
-    "int32",
-  );
+  const ids = benchTokenIds(2);
   const rows = [
     await timed("CLIP-L forward", 2, iters, async () => {
       const h = model.forward(ids, { lora }).lastHiddenState;

@@ -16,7 +16,7 @@ import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
-import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
 import { TINY_UNET } from "./_unet_bench.ts";
 
 async function clipWorkload(forwardOnly: boolean): Promise<() => Promise<void>> {
@@ -24,15 +24,7 @@ async function clipWorkload(forwardOnly: boolean): Promise<() => Promise<void>> 
   const lora = new LoraStack();
   lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
   const vars = [...lora.trainableVariables().values()];
-  const ids = tf.tensor2d(
-    Array.from({ length: 2 }, (_, b) => {
-      const row = [49406];
-      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
-      return [...row, 49407];
-    }),
-    [2, 77],
-    "int32",
-  );
+  const ids = benchTokenIds(2);
   return async () => {
     if (forwardOnly) {
       const h = model.forward(ids, { lora }).lastHiddenState;
@@ -119,9 +111,7 @@ export default async function benchProfile(args: string[]): Promise<void> {
     : `tiny UNet, batch ${values.batch}`;
   console.log(
     `${what}, ${forwardOnly ? "forward" : "forward + backward"}, wasm ${info.device}: ` +
-      `${
-        wall.toFixed(0)
-      } ms a call (median of 3 after 2 warm-ups), ${prof.kernels.length} kernels\n`,
+      `${wall.toFixed(0)} ms a call (mean of 3 after 2 warm-ups), ${prof.kernels.length} kernels\n`,
   );
   console.log("| kernel | calls | ms | µs / call |\n| --- | --- | --- | --- |");
   for (const [name, e] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(values.top))) {
