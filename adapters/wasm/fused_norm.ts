@@ -38,6 +38,8 @@ interface NormAttrs {
   groups: number;
   eps: number;
   silu: boolean;
+  /** Normalise each row of the last axis alone (LayerNorm): x viewed as [rows, 1, C]. */
+  layer: boolean;
 }
 
 type KernelArgs = {
@@ -46,11 +48,15 @@ type KernelArgs = {
   attrs?: tf.NamedAttrMap;
 };
 
-/** x viewed as [B, P, C]: B samples, P positions, C channels (last axis). */
-function dims(shape: number[]): [number, number, number] {
-  const b = shape[0];
+/**
+ * x viewed as [B, P, C]: B samples, P positions, C channels (last axis); for a LayerNorm, every
+ * row is a sample of one position.
+ */
+function dims(shape: number[], layer = false): [number, number, number] {
   const c = shape[shape.length - 1];
   const size = shape.reduce((a, v) => a * v, 1);
+  if (layer) return [size / c, 1, c];
+  const b = shape[0];
   return [b, size / (b * c), c];
 }
 
@@ -111,8 +117,8 @@ function sigmoidOf(backend: WasmBackendLike, z: tf.TensorInfo): tf.TensorInfo {
 function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmBackendLike;
   const { x, gamma, beta } = args.inputs;
-  const { groups, eps, silu } = args.attrs as unknown as NormAttrs;
-  const [b, p, c] = dims(x.shape);
+  const { groups, eps, silu, layer } = args.attrs as unknown as NormAttrs;
+  const [b, p, c] = dims(x.shape, layer);
   const y = backend.makeOutput(x.shape, "float32");
   const st = backend.makeOutput([b, groups, 2], "float32");
   if (useRowSimd(backend, p, c, groups, silu)) {
@@ -203,8 +209,8 @@ function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
 function backwardKernel(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmBackendLike;
   const { dy, x, stats, gamma, beta } = args.inputs;
-  const { groups, silu } = args.attrs as unknown as NormAttrs;
-  const [b, p, c] = dims(x.shape);
+  const { groups, silu, layer } = args.attrs as unknown as NormAttrs;
+  const [b, p, c] = dims(x.shape, layer);
   const cg = c / groups;
   const n = p * cg;
   const dx = backend.makeOutput(x.shape, "float32");
@@ -386,32 +392,26 @@ export function fusedNorm(
     );
   }
   register();
-  const shape = x.shape;
-  // A LayerNorm is a GroupNorm with one group and one position per row.
-  const view = options.layer ? [x.size / c, 1, c] : dims(shape);
-  const attrs = { groups, eps: w.eps, silu: options.silu ?? false };
+  // A LayerNorm is a GroupNorm with one group and one position per row (the kernels read the
+  // layout from the shape and `layer`, so nothing is reshaped).
+  const layer = options.layer ?? false;
+  const attrs = { groups, eps: w.eps, silu: options.silu ?? false, layer };
   const f = tf.customGrad((xx, gamma, beta, save) => {
-    const x3 = (xx as Tensor).reshape(view);
     const [y, stats] = tf.engine().runKernel(
       FORWARD,
-      { x: x3, gamma: gamma as Tensor, beta: beta as Tensor },
+      { x: xx as Tensor, gamma: gamma as Tensor, beta: beta as Tensor },
       attrs as unknown as tf.NamedAttrMap,
     ) as Tensor[];
-    (save as tf.GradSaveFunc)([x3, stats, gamma as Tensor, beta as Tensor]);
+    (save as tf.GradSaveFunc)([xx as Tensor, stats, gamma as Tensor, beta as Tensor]);
     const gradFunc = (dy: Tensor | Tensor[], saved: Tensor[]): Tensor[] => {
       const [sx, st, sg, sb] = saved;
-      const d3 = (dy as Tensor).reshape(view);
-      const [dx, dGamma, dBeta] = tf.engine().runKernel(
+      return tf.engine().runKernel(
         BACKWARD,
-        { dy: d3, x: sx, stats: st, gamma: sg, beta: sb },
+        { dy: dy as Tensor, x: sx, stats: st, gamma: sg, beta: sb },
         attrs as unknown as tf.NamedAttrMap,
       ) as Tensor[];
-      d3.dispose();
-      const dxs = dx.reshape(shape);
-      dx.dispose();
-      return [dxs, dGamma, dBeta];
     };
-    return { value: y.reshape(shape), gradFunc };
+    return { value: y, gradFunc };
   });
   return f(x, w.weight, w.bias) as Tensor;
 }
