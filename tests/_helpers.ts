@@ -301,3 +301,29 @@ export function seededTensor(shape: number[], seed: number): tf.Tensor {
   }
   return tf.tensor(data, shape);
 }
+
+/**
+ * Run `fn` inside a WebGPU validation error scope and fail on any error: a shader that does not
+ * compile makes WebGPU skip the dispatch silently, leaving whatever the output buffer held.
+ *
+ * @example
+ * ```ts
+ * import { noGpuErrors } from "./_helpers.ts";
+ * await noGpuErrors(async () => {
+ *   // run kernels on the webgpu backend
+ * });
+ * ```
+ */
+export async function noGpuErrors(fn: () => Promise<void>): Promise<void> {
+  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+  device.pushErrorScope("validation");
+  let failure: unknown = null;
+  try {
+    await fn();
+  } catch (e) {
+    failure = e;
+  }
+  const err = await device.popErrorScope();
+  if (err) throw new Error(`WebGPU validation error: ${err.message}`);
+  if (failure) throw failure;
+}

@@ -12,7 +12,7 @@ import { setWebgpuKernels, webgpuKernelDefaults } from "../../../adapters/webgpu
 import { tiledMatMul } from "../../../adapters/webgpu/tiled_matmul.ts";
 import { conv3x3 } from "../../../adapters/webgpu/implicit_gemm_conv.ts";
 import { gemmProgram } from "../../../adapters/webgpu/_tiled_gemm.ts";
-import { seededTensor, strictRelativeError } from "../../_helpers.ts";
+import { noGpuErrors, seededTensor, strictRelativeError } from "../../_helpers.ts";
 
 // Before the webgpu backend starts (and before any other adapter request of this file).
 prepareWebgpuEnvironment();
@@ -31,20 +31,6 @@ const TOL_F16 = 5e-3;
 
 async function err(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   return strictRelativeError(await a.data(), await b.data());
-}
-
-async function noGpuErrors(fn: () => Promise<void>): Promise<void> {
-  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
-  device.pushErrorScope("validation");
-  let failure: unknown = null;
-  try {
-    await fn();
-  } catch (e) {
-    failure = e;
-  }
-  const e = await device.popErrorScope();
-  if (e) throw new Error(`WebGPU validation error: ${e.message}`);
-  if (failure) throw failure;
 }
 
 Deno.test("webgpu f16: enable directives move to the top of a module", () => {

@@ -14,7 +14,13 @@ import { conv3x3 } from "../../../adapters/webgpu/implicit_gemm_conv.ts";
 import { groupNorm } from "../../../adapters/nn/group_norm.ts";
 import { silu } from "../../../adapters/unet/_activations.ts";
 import { UNet2DConditionModel } from "../../../adapters/unet/unet_2d_condition.ts";
-import { availableBackends, fixture, seededTensor, strictRelativeError } from "../../_helpers.ts";
+import {
+  availableBackends,
+  fixture,
+  noGpuErrors,
+  seededTensor,
+  strictRelativeError,
+} from "../../_helpers.ts";
 
 const hasWebgpu = (await availableBackends()).includes("webgpu");
 if (!hasWebgpu) {
@@ -46,24 +52,6 @@ async function relErr(a: tf.Tensor, b: tf.Tensor): Promise<number> {
     return e;
   }
   return strictRelativeError(x, y);
-}
-
-/**
- * Run `fn` inside a WebGPU validation error scope and fail on any error: a shader that does not
- * compile makes WebGPU skip the dispatch silently, leaving whatever the output buffer held.
- */
-async function noGpuErrors(fn: () => Promise<void>): Promise<void> {
-  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
-  device.pushErrorScope("validation");
-  let failure: unknown = null;
-  try {
-    await fn();
-  } catch (e) {
-    failure = e;
-  }
-  const err = await device.popErrorScope();
-  if (err) throw new Error(`WebGPU validation error: ${err.message}`);
-  if (failure) throw failure;
 }
 
 /** Worst errors seen per check, printed at the end (the report quotes them). */
