@@ -36,36 +36,38 @@ function outSize(size: number, s: number): number {
 // oh × ow, the channel count `c` of the tensor read through the patch view, and the stride.
 const CONV_UNIFORMS = "h : i32, w : i32, oh : i32, ow : i32, c : i32, s : i32,";
 
-/** WGSL: element (output pixel `row`, tap · c + channel `kk`) of im2col(a), a [N, H, W, c]. */
-const PATCH_FORWARD = `
-      let ohw = uniforms.oh * uniforms.ow;
-      let ni = row / ohw;
-      let rem = row - ni * ohw;
-      let oy = rem / uniforms.ow;
-      let ox = rem - oy * uniforms.ow;
-      let tap = kk / uniforms.c;
-      let ci = kk - tap * uniforms.c;
+// WGSL pieces the three patch maps share. `pixelOf`: split pixel index `p` of an [N, hh, ww]
+// grid into sample `ni` and position (y, x). `TAP`: with `tap` (0–8) known, its kernel row and
+// column `kh`, `kw`. `READ_INPUT_AT_TAP`: input value under tap (kh, kw) of output pixel
+// (oy, ox), 0 in the padding.
+const pixelOf = (p: string, hh: string, ww: string, y: string, x: string): string => `
+      let ni = ${p} / (${hh} * ${ww});
+      let rem = ${p} - ni * (${hh} * ${ww});
+      let ${y} = rem / ${ww};
+      let ${x} = rem - ${y} * ${ww};`;
+const TAP = `
       let kh = tap / 3;
+      let kw = tap - kh * 3;`;
+const READ_INPUT_AT_TAP = `
       let ih = oy * uniforms.s + kh - 1;
-      let iw = ox * uniforms.s + (tap - kh * 3) - 1;
+      let iw = ox * uniforms.s + kw - 1;
       if (ih < 0 || ih >= uniforms.h || iw < 0 || iw >= uniforms.w) { return 0.0; }
       return a[((ni * uniforms.h + ih) * uniforms.w + iw) * uniforms.c + ci];`;
+
+/** WGSL: element (output pixel `row`, tap · c + channel `kk`) of im2col(a), a [N, H, W, c]. */
+const PATCH_FORWARD = `${pixelOf("row", "uniforms.oh", "uniforms.ow", "oy", "ox")}
+      let tap = kk / uniforms.c;
+      let ci = kk - tap * uniforms.c;${TAP}${READ_INPUT_AT_TAP}`;
 
 /**
  * WGSL: element (input pixel `row`, tap · c + channel `kk`) of col(a), a = dy [N, OH, OW, c]:
  * the output pixel (oy, ox) with oy·s + kh − 1 = iy, ox·s + kw − 1 = ix, or 0 where none is.
  */
-const PATCH_INPUT_GRAD = `
-      let hw = uniforms.h * uniforms.w;
-      let ni = row / hw;
-      let rem = row - ni * hw;
-      let iy = rem / uniforms.w;
-      let ix = rem - iy * uniforms.w;
+const PATCH_INPUT_GRAD = `${pixelOf("row", "uniforms.h", "uniforms.w", "iy", "ix")}
       let tap = kk / uniforms.c;
-      let co = kk - tap * uniforms.c;
-      let kh = tap / 3;
+      let co = kk - tap * uniforms.c;${TAP}
       let ty = iy + 1 - kh;
-      let tx = ix + 1 - (tap - kh * 3);
+      let tx = ix + 1 - kw;
       if (ty < 0 || tx < 0 || ty % uniforms.s != 0 || tx % uniforms.s != 0) { return 0.0; }
       let oy = ty / uniforms.s;
       let ox = tx / uniforms.s;
@@ -79,17 +81,9 @@ const PATCH_INPUT_GRAD = `
 const PATCH_FILTER_GRAD = `
       let tap = row / uniforms.c;
       if (tap >= 9) { return 1.0; }
-      let ci = row - tap * uniforms.c;
-      let ohw = uniforms.oh * uniforms.ow;
-      let ni = kk / ohw;
-      let rem = kk - ni * ohw;
-      let oy = rem / uniforms.ow;
-      let ox = rem - oy * uniforms.ow;
-      let kh = tap / 3;
-      let ih = oy * uniforms.s + kh - 1;
-      let iw = ox * uniforms.s + (tap - kh * 3) - 1;
-      if (ih < 0 || ih >= uniforms.h || iw < 0 || iw >= uniforms.w) { return 0.0; }
-      return a[((ni * uniforms.h + ih) * uniforms.w + iw) * uniforms.c + ci];`;
+      let ci = row - tap * uniforms.c;${TAP}${
+  pixelOf("kk", "uniforms.oh", "uniforms.ow", "oy", "ox")
+}${READ_INPUT_AT_TAP}`;
 
 type Mode = "forward" | "input" | "filter";
 
