@@ -118,6 +118,32 @@ class Vectors {
   }
 }
 
+/**
+ * Run `pass(p0, rows)` over the p rows in chunks of at most CHUNK, each leaving float32
+ * per-channel sums in vectors i and j, and total them into s1 and s2 in float64.
+ */
+function sumInChunks(
+  p: number,
+  v: Vectors,
+  i: number,
+  j: number,
+  s1: Float64Array,
+  s2: Float64Array,
+  pass: (p0: number, rows: number) => void,
+): void {
+  s1.fill(0);
+  s2.fill(0);
+  for (let p0 = 0; p0 < p; p0 += CHUNK) {
+    pass(p0, Math.min(CHUNK, p - p0));
+    const t1 = v.view(i);
+    const t2 = v.view(j);
+    for (let ch = 0; ch < s1.length; ch++) {
+      s1[ch] += t1[ch];
+      s2[ch] += t2[ch];
+    }
+  }
+}
+
 function offset(backend: WasmHeapBackend, t: tf.TensorInfo): number {
   return backend.dataIdMap.get(t.dataId).memoryOffset;
 }
@@ -162,17 +188,9 @@ export function simdGroupNormForward(
       const mem = memoryOf(backend)!.buffer;
       const shift = new Float32Array(mem, xo, c).slice();
       v.view(0).set(shift);
-      s1.fill(0);
-      s2.fill(0);
-      for (let p0 = 0; p0 < p; p0 += CHUNK) {
-        simd.chan_sums(xo + 4 * p0 * c, Math.min(CHUNK, p - p0), c, v.at(0), v.at(1), v.at(2));
-        const a1 = v.view(1);
-        const a2 = v.view(2);
-        for (let ch = 0; ch < c; ch++) {
-          s1[ch] += a1[ch];
-          s2[ch] += a2[ch];
-        }
-      }
+      sumInChunks(p, v, 1, 2, s1, s2, (p0, rows) => {
+        simd.chan_sums(xo + 4 * p0 * c, rows, c, v.at(0), v.at(1), v.at(2));
+      });
       const a = v.view(3);
       const s = v.view(4);
       for (let g = 0; g < groups; g++) {
@@ -269,18 +287,10 @@ export function simdGroupNormBackward(
       const xo = offset(backend, x) + o;
       const m = v.view(0);
       for (let ch = 0; ch < c; ch++) m[ch] = stats[(bi * groups + ((ch / cg) | 0)) * 2];
-      s1.fill(0);
-      s2.fill(0);
-      for (let p0 = 0; p0 < p; p0 += CHUNK) {
+      sumInChunks(p, v, 4, 5, s1, s2, (p0, rows) => {
         const r = 4 * p0 * c;
-        simd.chan_dot(dzo + o + r, xo + r, v.at(0), Math.min(CHUNK, p - p0), c, v.at(4), v.at(5));
-        const t1 = v.view(4);
-        const t2 = v.view(5);
-        for (let ch = 0; ch < c; ch++) {
-          s1[ch] += t1[ch];
-          s2[ch] += t2[ch];
-        }
-      }
+        simd.chan_dot(dzo + o + r, xo + r, v.at(0), rows, c, v.at(4), v.at(5));
+      });
       const a1 = v.view(1);
       const a2 = v.view(2);
       const a3 = v.view(3);

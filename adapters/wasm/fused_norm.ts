@@ -15,6 +15,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
+import { useWasmKernel } from "./kernel_options.ts";
 import {
   simdGroupNormBackward,
   simdGroupNormFits,
@@ -69,9 +70,9 @@ function scratch(n: number): Float64Array {
 
 // The SIMD loops (_group_norm_simd.ts) take spatial GroupNorms and LayerNorm rows with channels
 // in fours; other shapes (odd channel counts, a single position per group) take the JS loops.
-let simdOff = false;
 function useSimd(backend: WasmBackendLike, p: number, c: number): boolean {
-  return !simdOff && p >= 4 && simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
+  return useWasmKernel("normSimd") && p >= 4 &&
+    simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
 }
 
 // Rows normalised alone (a LayerNorm: one position, one group) take the row loops.
@@ -82,25 +83,8 @@ function useRowSimd(
   groups: number,
   silu: boolean,
 ): boolean {
-  return !simdOff && p === 1 && groups === 1 && !silu &&
+  return useWasmKernel("normSimd") && p === 1 && groups === 1 && !silu &&
     simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
-}
-
-/**
- * Switch the SIMD loops off (true) or back on, for tests comparing them with the JS loops;
- * returns the previous setting.
- *
- * @example
- * ```ts
- * import { disableNormSimd } from "./fused_norm.ts";
- * const before = disableNormSimd(true);
- * disableNormSimd(before);
- * ```
- */
-export function disableNormSimd(off: boolean): boolean {
-  const before = simdOff;
-  simdOff = off;
-  return before;
 }
 
 // SiLU's σ(z) comes from the backend's own Sigmoid kernel (vectorised wasm, about 2 ns a value):

@@ -14,23 +14,29 @@ import * as tf from "@tensorflow/tfjs";
  * @example
  * ```ts
  * import type { WasmKernelOptions } from "@texforce/core/adapters";
- * const o: WasmKernelOptions = { fusedNorm: true };
+ * const o: WasmKernelOptions = { fusedNorm: true, normSimd: true };
  * ```
  */
 export interface WasmKernelOptions {
   /** GroupNorm / LayerNorm (+ SiLU) as one kernel forward and one backward. */
   fusedNorm: boolean;
+  /**
+   * The fused norms' per-element passes as WebAssembly SIMD loops (norm_simd.wat) where the
+   * channels come in fours; off, JS loops do them (slower; the reference the SIMD loops are
+   * tested against).
+   */
+  normSimd: boolean;
 }
 
 /** Defaults: every kernel on (for the wasm backend only). */
-export const wasmKernelDefaults = { fusedNorm: true } satisfies WasmKernelOptions;
+export const wasmKernelDefaults = { fusedNorm: true, normSimd: true } satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {
   let off = false;
   try {
     off = Deno.env.get("TEXFORCE_WASM_KERNELS") === "off";
   } catch { /* no env permission: defaults */ }
-  return off ? { fusedNorm: false } : { ...wasmKernelDefaults };
+  return off ? { fusedNorm: false, normSimd: false } : { ...wasmKernelDefaults };
 }
 
 let current: WasmKernelOptions = initial();

@@ -7,7 +7,7 @@ import { useBackend } from "../../../core/backend.ts";
 import { groupNorm, groupNormThenSilu } from "../../../adapters/nn/group_norm.ts";
 import { layerNorm } from "../../../adapters/nn/layer_norm.ts";
 import { setWasmKernels, useWasmKernel } from "../../../adapters/wasm/kernel_options.ts";
-import { disableNormSimd, fusedNorm } from "../../../adapters/wasm/fused_norm.ts";
+import { fusedNorm } from "../../../adapters/wasm/fused_norm.ts";
 
 type Norm = (x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor;
 
@@ -88,9 +88,9 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
     const dy = tf.randomNormal([2, 9, 9, 16], 0, 1, "float32", 9);
     const f: Norm = (xx, gg, bb) => fusedNorm(xx, { ...w, weight: gg, bias: bb }, { silu: true });
     const simd = outputs(f, x, w.weight, w.bias, dy);
-    const before = disableNormSimd(true);
+    const before = setWasmKernels({ normSimd: false });
     const js = outputs(f, x, w.weight, w.bias, dy);
-    disableNormSimd(before);
+    setWasmKernels(before);
     simd.forEach((v, i) => {
       const e = relError(v, js[i]);
       assert(e < 1e-5, `output ${i}: relative error ${e}`);
@@ -108,9 +108,9 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
     const fl: Norm = (xx, gg, bb) =>
       fusedNorm(xx, { ...wl, weight: gg, bias: bb }, { layer: true });
     const rows = outputs(fl, xl, wl.weight, wl.bias, dyl);
-    disableNormSimd(true);
+    setWasmKernels({ normSimd: false });
     const rowsJs = outputs(fl, xl, wl.weight, wl.bias, dyl);
-    disableNormSimd(before);
+    setWasmKernels(before);
     rows.forEach((v, i) => {
       const e = relError(v, rowsJs[i]);
       assert(e < 1e-5, `LayerNorm output ${i}: relative error ${e}`);
