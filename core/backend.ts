@@ -336,6 +336,20 @@ export function currentBackend(): BackendInfo {
   return { name, device: lastDevice || name };
 }
 
+/**
+ * Threads the wasm backend runs with (1 for the single-threaded build), 0 before it starts.
+ * texforce's own wasm kernels share their work over as many.
+ *
+ * @example
+ * ```ts
+ * import { wasmThreadsInUse } from "@texforce/core";
+ * console.log(wasmThreadsInUse());
+ * ```
+ */
+export function wasmThreadsInUse(): number {
+  return wasmThreadsNow;
+}
+
 // Model code asks whether wasm's BatchMatMul already runs on XNNPACK (it then skips its own
 // per-matrix rewrite); the kernel module itself stays private to core.
 export { wasmBatchMatMulIsFast } from "./_wasm_kernels.ts";

@@ -185,7 +185,7 @@ export class ClipTextModel {
       this.#linears.set(`${p}.mlp.fc2`, l.fc2);
     });
     for (const [k, w] of this.#linears) {
-      this.#apply.set(k, constLinear(w.weight, w.bias, { cacheTransposed: true }));
+      this.#apply.set(k, constLinear(w.weight, w.bias, { cacheWeights: true }));
     }
   }
 

@@ -11,6 +11,7 @@ import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { tiledConstLinear, tiledMatMul } from "../webgpu/tiled_matmul.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { wasmBatchMatMulIsFast } from "../../core/backend.ts";
+import { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "../wasm/packed_matmul.ts";
 
 // On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
 // (time embeddings, a handful of rows) would leave most of a 64-row tile idle.
@@ -81,66 +82,101 @@ export function matMul2d(a: Tensor2D, b: Tensor2D): Tensor2D {
 /** A frozen linear layer's product, and the release of what it cached. */
 export interface ConstLinear {
   (x: Tensor2D): Tensor2D;
-  /** Dispose the cached transposed weight, if one was made. */
+  /** Dispose the cached copies of the weight, if any were made. */
   dispose(): void;
 }
 
-// On wasm, a cached wᵀ makes the input gradient `dy · wᵀ` an untransposed product whose packed
-// right-hand side XNNPACK keeps (its operator cache is keyed by the tensor), as in the forward:
-// no per-call transposes or packing. It costs one more copy of each weight, so the copies made
-// in a process stop at this many bytes (CLIP ViT-L's text linears: 340 MB).
-const TRANSPOSED_CACHE_BUDGET = 1 << 30;
-let transposedCacheBytes = 0;
+// Kernel-ready copies of frozen weights (packed panels of w and wᵀ for texforce's wasm kernel,
+// or wᵀ for XNNPACK's) cost one more copy of each weight each, so the copies kept in a process
+// stop at this many bytes (CLIP ViT-L's text linears: 340 MB a copy); past it, copies are made
+// per call and dropped.
+const WEIGHT_CACHE_BUDGET = 1 << 30;
+let weightCacheBytes = 0;
+
+type WeightCopy = Tensor2D | PackedWeight;
+const tensorOf = (c: WeightCopy): tf.Tensor => c instanceof PackedWeight ? c.panels : c;
+
+/** One weight's copies, made on first use and kept within the budget when caching. */
+class WeightCopies {
+  #kept = new Map<string, WeightCopy>();
+  constructor(readonly w: Tensor2D, readonly cache: boolean) {}
+
+  /** `fn` applied to the copy `make()` makes (kept under `key` when caching, else dropped). */
+  with<T extends WeightCopy>(key: string, make: () => T, fn: (copy: T) => Tensor2D): Tensor2D {
+    const known = this.#kept.get(key);
+    if (known) return fn(known as T);
+    const copy = make();
+    if (this.cache && weightCacheBytes + 4 * this.w.size <= WEIGHT_CACHE_BUDGET) {
+      weightCacheBytes += 4 * this.w.size;
+      this.#kept.set(key, copy);
+      tf.keep(tensorOf(copy));
+      return fn(copy);
+    }
+    try {
+      return fn(copy);
+    } finally {
+      tf.dispose(tensorOf(copy));
+    }
+  }
+
+  dispose(): void {
+    for (const c of this.#kept.values()) tf.dispose(tensorOf(c));
+    weightCacheBytes -= 4 * this.w.size * this.#kept.size;
+    this.#kept.clear();
+  }
+}
 
 /**
  * `x · w (+ bias)` for a constant weight `w` [in, out]: the gradient flows to `x` only (no
- * wasted weight gradient), in the cheaper of `dy · wᵀ` and `(w · dyᵀ)ᵀ`. With
- * `cacheTransposed` (for weights used many times, such as a text encoder's), the first backward
- * pass on wasm keeps a transposed copy of `w` (within a per-process budget) and later ones
- * multiply by it directly; `dispose()` releases it.
+ * wasted weight gradient). On wasm the forward and the input gradient `dy · wᵀ` run on
+ * texforce's packed SIMD kernel (`packedMatMul`, bias added in the kernel) where the widths are
+ * multiples of 8, else on XNNPACK in the cheaper of `dy · wᵀ` and `(w · dyᵀ)ᵀ`. With
+ * `cacheWeights` (for weights used many times, such as a text encoder's) the packed or
+ * transposed copies of `w` are made once and kept (within a per-process budget) until
+ * `dispose()`; without, they are made per call.
  */
 export function constLinear(
   w: Tensor2D,
   bias?: Tensor1D,
-  options: { cacheTransposed?: boolean } = {},
+  options: { cacheWeights?: boolean } = {},
 ): ConstLinear {
-  let wT: Tensor2D | null = null;
-  const transposed = (): Tensor2D | null => {
-    if (wT || !options.cacheTransposed || tf.getBackend() !== "wasm") return wT;
-    if (transposedCacheBytes + 4 * w.size > TRANSPOSED_CACHE_BUDGET) return null;
-    transposedCacheBytes += 4 * w.size;
-    wT = tf.keep(tf.transpose(w));
-    return wT;
-  };
-  const stock = constLinearStock(w, bias, transposed);
+  const copies = new WeightCopies(w, options.cacheWeights ?? false);
+  const stock = constLinearStock(w, bias, copies);
   const tiled = tiledConstLinear(w, bias);
   const f =
     ((x: Tensor2D): Tensor2D =>
       useWebgpuKernel("tiledMatmul") && x.shape[0] >= TILED_MIN_ROWS
         ? tiled(x)
         : stock(x)) as ConstLinear;
-  f.dispose = () => {
-    if (!wT) return;
-    transposedCacheBytes -= 4 * wT.size;
-    wT.dispose();
-    wT = null;
-  };
+  f.dispose = () => copies.dispose();
   return f;
 }
 
 function constLinearStock(
   w: Tensor2D,
   bias: Tensor1D | undefined,
-  transposed: () => Tensor2D | null,
+  copies: WeightCopies,
 ): (x: Tensor2D) => Tensor2D {
+  const [k, n] = w.shape;
   return tf.customGrad(
     ((x: Tensor2D) => {
-      const y = tf.matMul(x, w);
+      let value: Tensor2D;
+      if (packedMatMulFits(n)) {
+        value = copies.with("packed", () => packWeight(w), (p) => packedMatMul(x, p, bias));
+      } else {
+        const y = tf.matMul(x, w);
+        value = (bias ? tf.add(y, bias) : y) as Tensor2D;
+      }
       return {
-        value: bias ? tf.add(y, bias) : y,
+        value,
         gradFunc: (dy: Tensor2D) => {
-          const wT = transposed();
-          return wT ? tf.matMul(dy, wT) : inputGradient(dy, w);
+          if (packedMatMulFits(k)) {
+            return copies.with("packedT", () => packWeight(w, true), (p) => packedMatMul(dy, p));
+          }
+          if (!copies.cache || tf.getBackend() !== "wasm") return inputGradient(dy, w);
+          // A kept wᵀ makes `dy · wᵀ` an untransposed product whose packed right-hand side
+          // XNNPACK keeps (its operator cache is keyed by the tensor), as in the forward.
+          return copies.with("transposed", () => tf.transpose(w), (wT) => tf.matMul(dy, wT));
         },
       };
     }) as unknown as CustomGradFunc,

@@ -8,20 +8,15 @@
 // statistics combine per-channel ones exactly (parallel variance), so sums over a 512² VAE
 // activation keep float32's precision.
 import type * as tf from "@tensorflow/tfjs";
-import { NORM_SIMD_PLAIN, NORM_SIMD_SHARED } from "./_norm_simd_wasm.ts";
+import { NORM_SIMD } from "./_norm_simd_wasm.ts";
+import {
+  heapInstance,
+  heapMemory as memoryOf,
+  heapOffset as offset,
+  type WasmHeapBackend,
+} from "./_wasm_heap.ts";
 
-/** The wasm backend's internals used here (stable across tfjs 4.x). */
-export interface WasmHeapBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  disposeData(dataId: tf.DataId): boolean;
-  dataIdMap: { get(dataId: tf.DataId): { memoryOffset: number } };
-  wasm: {
-    _malloc(bytes: number): number;
-    _free(ptr: number): void;
-    wasmMemory?: WebAssembly.Memory;
-    asm?: { memory?: WebAssembly.Memory };
-  };
-}
+export type { WasmHeapBackend } from "./_wasm_heap.ts";
 
 interface NormSimd {
   chan_sums(x: number, p: number, c: number, shift: number, s1: number, s2: number): void;
@@ -66,23 +61,9 @@ interface NormSimd {
 /** Rows summed in float32 before the float64 total. */
 const CHUNK = 64;
 
-let loaded: { memory: WebAssembly.Memory; simd: NormSimd } | null = null;
-
-function memoryOf(backend: WasmHeapBackend): WebAssembly.Memory | null {
-  const m = backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
-  return m instanceof WebAssembly.Memory ? m : null;
-}
-
 /** The SIMD loops bound to this backend's memory, or null where it is not reachable. */
 function simdFor(backend: WasmHeapBackend): NormSimd | null {
-  const memory = memoryOf(backend);
-  if (!memory) return null;
-  if (loaded?.memory === memory) return loaded.simd;
-  const b64 = memory.buffer instanceof SharedArrayBuffer ? NORM_SIMD_SHARED : NORM_SIMD_PLAIN;
-  const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
-  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-  loaded = { memory, simd: instance.exports as unknown as NormSimd };
-  return loaded.simd;
+  return heapInstance<NormSimd>(backend, NORM_SIMD);
 }
 
 /**
@@ -142,10 +123,6 @@ function sumInChunks(
       s2[ch] += t2[ch];
     }
   }
-}
-
-function offset(backend: WasmHeapBackend, t: tf.TensorInfo): number {
-  return backend.dataIdMap.get(t.dataId).memoryOffset;
 }
 
 /**

@@ -14,7 +14,7 @@ import * as tf from "@tensorflow/tfjs";
  * @example
  * ```ts
  * import type { WasmKernelOptions } from "@texforce/core/adapters";
- * const o: WasmKernelOptions = { fusedNorm: true, normSimd: true };
+ * const o: WasmKernelOptions = { fusedNorm: true, normSimd: true, packedMatmul: true };
  * ```
  */
 export interface WasmKernelOptions {
@@ -26,17 +26,28 @@ export interface WasmKernelOptions {
    * tested against).
    */
   normSimd: boolean;
+  /**
+   * Products with frozen weights (`constLinear`: CLIP's and the UNet's linears, forward and
+   * input gradient) by texforce's packed SIMD kernel (packed_matmul.ts) instead of XNNPACK's.
+   */
+  packedMatmul: boolean;
 }
 
 /** Defaults: every kernel on (for the wasm backend only). */
-export const wasmKernelDefaults = { fusedNorm: true, normSimd: true } satisfies WasmKernelOptions;
+export const wasmKernelDefaults = {
+  fusedNorm: true,
+  normSimd: true,
+  packedMatmul: true,
+} satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {
   let off = false;
   try {
     off = Deno.env.get("TEXFORCE_WASM_KERNELS") === "off";
   } catch { /* no env permission: defaults */ }
-  return off ? { fusedNorm: false, normSimd: false } : { ...wasmKernelDefaults };
+  return off
+    ? { fusedNorm: false, normSimd: false, packedMatmul: false }
+    : { ...wasmKernelDefaults };
 }
 
 let current: WasmKernelOptions = initial();

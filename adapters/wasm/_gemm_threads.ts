@@ -1,0 +1,129 @@
+// Where packed matrix products run: split by column panels between the JS thread and
+// texforce's own workers when tfjs runs its threaded build (the heap is a shared memory), else
+// on the JS thread alone.
+//
+// XNNPACK's pthread pool is internal to tfjs, so the pool here is separate: as many threads
+// in all as tfjs uses (`wasmThreadsInUse`), the JS thread taking the first share. Each output
+// panel is computed by one thread with the same code whatever the split, so results are
+// bitwise the same for any thread count. Workers start on the first product and take work
+// once they report ready (until then the JS thread does it all: they must not be waited for
+// while starting).
+import { Worker } from "node:worker_threads";
+import { wasmThreadsInUse } from "../../core/backend.ts";
+import { heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
+import type { GemmSimd } from "./packed_matmul.ts";
+import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
+import { SLOT, SLOT_INTS } from "./_gemm_slots.ts";
+
+/** One product's operands (byte offsets in the heap). */
+export interface GemmJob {
+  m: number;
+  n: number;
+  k: number;
+  a: number;
+  b: number;
+  bias: number;
+  c: number;
+}
+
+// Below this many multiply-adds a product runs on one thread: waking a worker and waiting for
+// it cost tens of µs, about what 1 M multiply-adds take.
+const MIN_SPLIT_MACS = 1 << 21;
+
+const WORKER_URL = new URL("./_gemm_worker.ts", import.meta.url);
+
+class GemmPool {
+  readonly control: Int32Array;
+  readonly workers: Worker[] = [];
+  #seq = 0;
+
+  constructor(readonly memory: WebAssembly.Memory, size: number) {
+    this.control = new Int32Array(new SharedArrayBuffer(4 * SLOT_INTS * size));
+    for (let slot = 0; slot < size; slot++) {
+      const w = new Worker(WORKER_URL, {
+        workerData: { memory, control: this.control.buffer, slot },
+      });
+      w.unref();
+      this.workers.push(w);
+    }
+  }
+
+  /** Workers that have reported ready (a prefix is enough: they start in order, mostly). */
+  ready(): number {
+    let n = 0;
+    while (n < this.workers.length && Atomics.load(this.control, n * SLOT_INTS + SLOT.ready)) n++;
+    return n;
+  }
+
+  run(gemm: GemmSimd, job: GemmJob, helpers: number): void {
+    const panels = job.n / GEMM_PANEL_COLUMNS;
+    const parts = Math.min(helpers + 1, panels);
+    const bound = (i: number) => Math.floor((panels * i) / parts);
+    const seq = ++this.#seq;
+    const c = this.control;
+    for (let i = 1; i < parts; i++) {
+      const at = (i - 1) * SLOT_INTS;
+      c[at + SLOT.m] = job.m;
+      c[at + SLOT.n] = job.n;
+      c[at + SLOT.k] = job.k;
+      c[at + SLOT.a] = job.a;
+      c[at + SLOT.b] = job.b;
+      c[at + SLOT.bias] = job.bias;
+      c[at + SLOT.c] = job.c;
+      c[at + SLOT.p0] = bound(i);
+      c[at + SLOT.p1] = bound(i + 1);
+      Atomics.store(c, at + SLOT.seq, seq);
+      Atomics.notify(c, at + SLOT.seq);
+    }
+    gemm.gemm(job.m, job.n, job.k, job.a, job.b, job.bias, job.c, 0, bound(1));
+    for (let i = 1; i < parts; i++) {
+      const at = (i - 1) * SLOT_INTS + SLOT.done;
+      for (let d = Atomics.load(c, at); d !== seq; d = Atomics.load(c, at)) Atomics.wait(c, at, d);
+    }
+  }
+
+  stop(): void {
+    for (let slot = 0; slot < this.workers.length; slot++) {
+      const at = slot * SLOT_INTS;
+      this.control[at + SLOT.stop] = 1;
+      Atomics.add(this.control, at + SLOT.seq, 1);
+      Atomics.notify(this.control, at + SLOT.seq);
+      this.workers[slot].terminate();
+    }
+  }
+}
+
+let pool: GemmPool | null = null;
+
+function poolFor(memory: WebAssembly.Memory, size: number): GemmPool {
+  if (pool && (pool.memory !== memory || pool.workers.length !== size)) {
+    pool.stop();
+    pool = null;
+  }
+  pool ??= new GemmPool(memory, size);
+  return pool;
+}
+
+/**
+ * Run the product's column panels, shared over the backend's threads where that pays.
+ *
+ * @example
+ * ```ts
+ * // inside the packed matMul kernel: runGemmPanels(backend, gemm, { m, n, k, a, b, bias, c });
+ * ```
+ */
+export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: GemmJob): void {
+  const { m, n, k, a, b, bias, c } = job;
+  const panels = n / GEMM_PANEL_COLUMNS;
+  const threads = wasmThreadsInUse();
+  const memory = heapMemory(backend);
+  if (
+    threads > 1 && panels > 1 && m * n * k >= MIN_SPLIT_MACS && memory &&
+    memory.buffer instanceof SharedArrayBuffer
+  ) {
+    const p = poolFor(memory, threads - 1);
+    const helpers = p.ready();
+    if (helpers > 0) return p.run(gemm, job, helpers);
+  }
+  gemm.gemm(m, n, k, a, b, bias, c, 0, panels);
+}

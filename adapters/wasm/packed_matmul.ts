@@ -1,0 +1,191 @@
+/**
+ * Products with a constant right-hand side on the wasm backend, `x · w (+ bias)`, by texforce's
+ * own register-blocked WebAssembly SIMD kernel (gemm_simd_wat.ts) instead of XNNPACK's: `w` is
+ * packed once into panels of 8 columns ({@linkcode packWeight}), then every product reads it in
+ * order. The bias is added in the kernel (its accumulators start there), not by a second pass.
+ *
+ * Why: tfjs 4.22's XNNPACK build has no relaxed-SIMD (FMA) kernels; on this project's 2-core
+ * AMD EPYC it multiplies CLIP's 154 × 768 · 768 × 3072 at 10 GFLOP/s on one thread, this kernel
+ * at 21–24, and such products are three quarters of the text encoder's forward and backward.
+ * With the threaded build, the panels are shared with texforce's own workers
+ * (_gemm_threads.ts); every output is computed the same way whichever thread takes it.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
+import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
+import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
+import { useWasmKernel } from "./kernel_options.ts";
+import { runGemmPanels } from "./_gemm_threads.ts";
+
+const PACK = "TexforceWasmPack";
+const MATMUL = "TexforceWasmPackedMatMul";
+
+/** The exports of gemm_simd_wat.ts. */
+export interface GemmSimd {
+  gemm(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    b: number,
+    bias: number,
+    c: number,
+    p0: number,
+    p1: number,
+  ): void;
+  pack(w: number, k: number, n: number, out: number): void;
+  pack_transposed(w: number, k: number, n: number, out: number): void;
+}
+
+type KernelArgs = {
+  inputs: Record<string, tf.TensorInfo>;
+  backend: unknown;
+  attrs?: tf.NamedAttrMap;
+};
+
+function gemmFor(backend: WasmHeapBackend): GemmSimd {
+  const g = heapInstance<GemmSimd>(backend, GEMM_SIMD);
+  if (!g) throw new Error("packedMatMul: the wasm backend's memory is not reachable");
+  return g;
+}
+
+function packKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as WasmHeapBackend;
+  const { w } = args.inputs;
+  const transposed = (args.attrs as { transposed: boolean }).transposed;
+  const [k, n] = w.shape;
+  const out = backend.makeOutput([k * n], "float32");
+  const g = gemmFor(backend);
+  (transposed ? g.pack_transposed : g.pack)(heapOffset(backend, w), k, n, heapOffset(backend, out));
+  return out;
+}
+
+function matMulKernel(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as WasmHeapBackend;
+  const { x, packed, bias } = args.inputs;
+  const n = (args.attrs as { n: number }).n;
+  const [m, k] = x.shape;
+  const out = backend.makeOutput([m, n], "float32");
+  const g = gemmFor(backend);
+  runGemmPanels(backend, g, {
+    m,
+    n,
+    k,
+    a: heapOffset(backend, x),
+    b: heapOffset(backend, packed),
+    bias: bias ? heapOffset(backend, bias) : 0,
+    c: heapOffset(backend, out),
+  });
+  return out;
+}
+
+let registered = false;
+function register(): void {
+  if (registered) return;
+  for (const [kernelName, kernelFunc] of [[PACK, packKernel], [MATMUL, matMulKernel]] as const) {
+    tf.registerKernel({
+      kernelName,
+      backendName: "wasm",
+      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
+    });
+  }
+  registered = true;
+}
+
+/**
+ * A constant matrix packed for {@linkcode packedMatMul}: `[k, n]` as panels of 8 columns.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { packWeight } from "@texforce/core/adapters";
+ * // on the wasm backend:
+ * const p = packWeight(tf.ones([16, 8]) as tf.Tensor2D);
+ * p.dispose();
+ * ```
+ */
+export class PackedWeight {
+  /**
+   * @param panels `[n / 8][k][8]` flattened.
+   * @param k Rows (the product's inner dimension).
+   * @param n Columns.
+   */
+  constructor(readonly panels: Tensor1D, readonly k: number, readonly n: number) {}
+
+  /** Release the panels. */
+  dispose(): void {
+    this.panels.dispose();
+  }
+}
+
+/**
+ * Whether {@linkcode packedMatMul} takes a right-hand side of `n` columns now: the
+ * `packedMatmul` switch is on, the backend is wasm and `n` is a multiple of 8.
+ *
+ * @example
+ * ```ts
+ * import { packedMatMulFits } from "@texforce/core/adapters";
+ * console.log(packedMatMulFits(768));
+ * ```
+ */
+export function packedMatMulFits(n: number): boolean {
+  return n % GEMM_PANEL_COLUMNS === 0 && useWasmKernel("packedMatmul");
+}
+
+/**
+ * Pack `w` [k, n] (or, with `transposed`, `wᵀ` [n, k], for products `dy · wᵀ`) for
+ * {@linkcode packedMatMul}. The result is a new tensor (keep or dispose it like any other).
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { packWeight } from "@texforce/core/adapters";
+ * // on the wasm backend:
+ * const p = packWeight(tf.ones([16, 8]) as tf.Tensor2D);
+ * console.log(p.k, p.n); // 16 8
+ * ```
+ */
+export function packWeight(w: Tensor2D, transposed = false): PackedWeight {
+  const [rows, cols] = w.shape;
+  const [k, n] = transposed ? [cols, rows] : [rows, cols];
+  if (tf.getBackend() !== "wasm" || n % GEMM_PANEL_COLUMNS !== 0 || w.dtype !== "float32") {
+    throw new Error(
+      `packWeight: needs a float32 matrix on wasm whose product has a multiple of ` +
+        `${GEMM_PANEL_COLUMNS} columns (got ${w.dtype} [${w.shape}]${
+          transposed ? " transposed" : ""
+        } on ${tf.getBackend()})`,
+    );
+  }
+  register();
+  const panels = tf.engine().runKernel(PACK, { w }, { transposed } as never) as Tensor1D;
+  return new PackedWeight(panels, k, n);
+}
+
+/**
+ * `x · w (+ bias)` for x [m, k] and a packed `w` (no gradient: it is a building block for
+ * layers that define their own, such as `constLinear`).
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { packedMatMul, packWeight } from "@texforce/core/adapters";
+ * // on the wasm backend:
+ * const w = packWeight(tf.ones([4, 8]) as tf.Tensor2D);
+ * const y = packedMatMul(tf.ones([3, 4]) as tf.Tensor2D, w, tf.zeros([8]) as tf.Tensor1D);
+ * console.log(y.shape); // [3, 8]
+ * ```
+ */
+export function packedMatMul(x: Tensor2D, w: PackedWeight, bias?: Tensor1D): Tensor2D {
+  if (x.shape[1] !== w.k || x.dtype !== "float32" || (bias && bias.shape[0] !== w.n)) {
+    throw new Error(
+      `packedMatMul: ${x.dtype} x [${x.shape}] does not fit a packed [${w.k}, ${w.n}] weight` +
+        (bias ? ` with bias [${bias.shape}]` : ""),
+    );
+  }
+  register();
+  const inputs: tf.NamedTensorMap = bias ? { x, packed: w.panels, bias } : { x, packed: w.panels };
+  return tf.engine().runKernel(MATMUL, inputs, { n: w.n } as never) as Tensor2D;
+}
