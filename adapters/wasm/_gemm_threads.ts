@@ -11,9 +11,25 @@
 import { Worker } from "node:worker_threads";
 import { wasmThreadsInUse } from "../../core/backend.ts";
 import { heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
-import type { GemmSimd } from "./packed_matmul.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { SLOT, SLOT_INTS } from "./_gemm_slots.ts";
+
+/** The exports of gemm_simd_wat.ts. */
+export interface GemmSimd {
+  gemm(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    b: number,
+    bias: number,
+    c: number,
+    p0: number,
+    p1: number,
+  ): void;
+  pack(w: number, k: number, n: number, out: number): void;
+  pack_transposed(w: number, k: number, n: number, out: number): void;
+}
 
 /** One product's operands (byte offsets in the heap). */
 export interface GemmJob {
@@ -102,6 +118,19 @@ function poolFor(memory: WebAssembly.Memory, size: number): GemmPool {
   }
   pool ??= new GemmPool(memory, size);
   return pool;
+}
+
+/**
+ * Workers of the pool ready to take panels (0 before the first split product).
+ *
+ * @example
+ * ```ts
+ * import { gemmHelpersReady } from "./_gemm_threads.ts";
+ * console.log(gemmHelpersReady());
+ * ```
+ */
+export function gemmHelpersReady(): number {
+  return pool?.ready() ?? 0;
 }
 
 /**

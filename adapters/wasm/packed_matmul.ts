@@ -18,27 +18,10 @@ import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { useWasmKernel } from "./kernel_options.ts";
-import { runGemmPanels } from "./_gemm_threads.ts";
+import { type GemmSimd, runGemmPanels } from "./_gemm_threads.ts";
 
 const PACK = "TexforceWasmPack";
 const MATMUL = "TexforceWasmPackedMatMul";
-
-/** The exports of gemm_simd_wat.ts. */
-export interface GemmSimd {
-  gemm(
-    m: number,
-    n: number,
-    k: number,
-    a: number,
-    b: number,
-    bias: number,
-    c: number,
-    p0: number,
-    p1: number,
-  ): void;
-  pack(w: number, k: number, n: number, out: number): void;
-  pack_transposed(w: number, k: number, n: number, out: number): void;
-}
 
 type KernelArgs = {
   inputs: Record<string, tf.TensorInfo>;

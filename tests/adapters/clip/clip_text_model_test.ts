@@ -267,24 +267,27 @@ Deno.test("ClipTextModel loading", async (t) => {
     );
   });
 
-  await t.step("forward leaves no tensors behind; dispose releases weights and copies", async () => {
-    const start = tf.memory().numTensors;
-    const model = await ClipTextModel.load(TE_DIR);
-    const loaded = tf.memory().numTensors;
-    // token + position embeddings, 16 tensors per layer, final layer norm (weight, bias).
-    assert.equal(loaded - start, 2 + LAYERS * 16 + 2);
-    const ids = await goldenIds();
-    // The first forward on wasm packs each frozen linear's weight for the SIMD kernel (kept).
-    const first = model.forward(ids, { pooled: true });
-    tf.dispose([first.lastHiddenState, first.pooledOutput!]);
-    const before = tf.memory().numTensors;
-    for (let i = 0; i < 3; i++) {
-      const out = model.forward(ids, { pooled: true });
-      tf.dispose([out.lastHiddenState, out.pooledOutput!]);
-    }
-    assert.equal(tf.memory().numTensors, before);
-    ids.dispose();
-    model.dispose();
-    assert.equal(tf.memory().numTensors, start);
-  });
+  await t.step(
+    "forward leaves no tensors behind; dispose releases weights and copies",
+    async () => {
+      const start = tf.memory().numTensors;
+      const model = await ClipTextModel.load(TE_DIR);
+      const loaded = tf.memory().numTensors;
+      // token + position embeddings, 16 tensors per layer, final layer norm (weight, bias).
+      assert.equal(loaded - start, 2 + LAYERS * 16 + 2);
+      const ids = await goldenIds();
+      // The first forward on wasm packs each frozen linear's weight for the SIMD kernel (kept).
+      const first = model.forward(ids, { pooled: true });
+      tf.dispose([first.lastHiddenState, first.pooledOutput!]);
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 3; i++) {
+        const out = model.forward(ids, { pooled: true });
+        tf.dispose([out.lastHiddenState, out.pooledOutput!]);
+      }
+      assert.equal(tf.memory().numTensors, before);
+      ids.dispose();
+      model.dispose();
+      assert.equal(tf.memory().numTensors, start);
+    },
+  );
 });
