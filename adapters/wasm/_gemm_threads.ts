@@ -3,16 +3,17 @@
 // on the JS thread alone.
 //
 // XNNPACK's pthread pool is internal to tfjs, so the pool here is separate: as many threads
-// in all as tfjs uses (`wasmThreadsInUse`), the JS thread taking the first share. Each output
-// panel is computed by one thread with the same code whatever the split, so results are
-// bitwise the same for any thread count. Workers start on the first product and take work
-// once they report ready (until then the JS thread does it all: they must not be waited for
-// while starting).
+// in all as tfjs uses (`wasmThreadsInUse`). Threads take a few panels at a time from a shared
+// counter until none are left, so a thread slowed down (a busy core, a virtual CPU sharing its
+// core) takes fewer instead of holding the others up. Each output panel is computed by one
+// thread with the same code whichever it is, so results are bitwise the same for any thread
+// count. Workers start on the first product and take work once all report ready (until then
+// the JS thread does it all: they must not be waited for while starting).
 import { Worker } from "node:worker_threads";
 import { wasmThreadsInUse } from "../../core/backend.ts";
 import { heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
-import { SLOT, SLOT_INTS } from "./_gemm_slots.ts";
+import { JOB, SLOT, slotAt, takePanels } from "./_gemm_slots.ts";
 
 /** The exports of gemm_simd_wat.ts. */
 export interface GemmSimd {
@@ -54,7 +55,7 @@ class GemmPool {
   #seq = 0;
 
   constructor(readonly memory: WebAssembly.Memory, size: number) {
-    this.control = new Int32Array(new SharedArrayBuffer(4 * SLOT_INTS * size));
+    this.control = new Int32Array(new SharedArrayBuffer(4 * slotAt(size)));
     for (let slot = 0; slot < size; slot++) {
       const w = new Worker(WORKER_URL, {
         workerData: { memory, control: this.control.buffer, slot },
@@ -64,48 +65,42 @@ class GemmPool {
     }
   }
 
-  /** Workers that have reported ready (a prefix is enough: they start in order, mostly). */
-  ready(): number {
-    let n = 0;
-    while (n < this.workers.length && Atomics.load(this.control, n * SLOT_INTS + SLOT.ready)) n++;
-    return n;
+  /** Whether every worker has reported ready (they are waited for at the end of each job). */
+  ready(): boolean {
+    return this.workers.every((_, i) => Atomics.load(this.control, slotAt(i) + SLOT.ready) === 1);
   }
 
-  run(gemm: GemmSimd, job: GemmJob, helpers: number): void {
-    const panels = job.n / GEMM_PANEL_COLUMNS;
-    const parts = Math.min(helpers + 1, panels);
-    const bound = (i: number) => Math.floor((panels * i) / parts);
-    const seq = ++this.#seq;
+  /** Run the job's panels on this thread and every worker, each taking them as it goes. */
+  run(gemm: GemmSimd, job: GemmJob): void {
     const c = this.control;
-    for (let i = 1; i < parts; i++) {
-      const at = (i - 1) * SLOT_INTS;
-      c[at + SLOT.m] = job.m;
-      c[at + SLOT.n] = job.n;
-      c[at + SLOT.k] = job.k;
-      c[at + SLOT.a] = job.a;
-      c[at + SLOT.b] = job.b;
-      c[at + SLOT.bias] = job.bias;
-      c[at + SLOT.c] = job.c;
-      c[at + SLOT.p0] = bound(i);
-      c[at + SLOT.p1] = bound(i + 1);
-      Atomics.store(c, at + SLOT.seq, seq);
-      Atomics.notify(c, at + SLOT.seq);
-    }
-    gemm.gemm(job.m, job.n, job.k, job.a, job.b, job.bias, job.c, 0, bound(1));
-    for (let i = 1; i < parts; i++) {
-      const at = (i - 1) * SLOT_INTS + SLOT.done;
+    const seq = ++this.#seq;
+    [c[JOB.m], c[JOB.n], c[JOB.k], c[JOB.a], c[JOB.b], c[JOB.bias], c[JOB.c]] = [
+      job.m,
+      job.n,
+      job.k,
+      job.a,
+      job.b,
+      job.bias,
+      job.c,
+    ];
+    c[JOB.panels] = job.n / GEMM_PANEL_COLUMNS;
+    Atomics.store(c, JOB.next, 0);
+    Atomics.store(c, JOB.seq, seq);
+    Atomics.notify(c, JOB.seq);
+    takePanels(c, gemm.gemm);
+    for (let i = 0; i < this.workers.length; i++) {
+      const at = slotAt(i) + SLOT.done;
       for (let d = Atomics.load(c, at); d !== seq; d = Atomics.load(c, at)) Atomics.wait(c, at, d);
     }
   }
 
   stop(): void {
     for (let slot = 0; slot < this.workers.length; slot++) {
-      const at = slot * SLOT_INTS;
-      this.control[at + SLOT.stop] = 1;
-      Atomics.add(this.control, at + SLOT.seq, 1);
-      Atomics.notify(this.control, at + SLOT.seq);
-      this.workers[slot].terminate();
+      this.control[slotAt(slot) + SLOT.stop] = 1;
     }
+    Atomics.add(this.control, JOB.seq, 1);
+    Atomics.notify(this.control, JOB.seq);
+    for (const w of this.workers) w.terminate();
   }
 }
 
@@ -130,7 +125,7 @@ function poolFor(memory: WebAssembly.Memory, size: number): GemmPool {
  * ```
  */
 export function gemmHelpersReady(): number {
-  return pool?.ready() ?? 0;
+  return pool?.ready() ? pool.workers.length : 0;
 }
 
 /**
@@ -151,8 +146,7 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
     memory.buffer instanceof SharedArrayBuffer
   ) {
     const p = poolFor(memory, threads - 1);
-    const helpers = p.ready();
-    if (helpers > 0) return p.run(gemm, job, helpers);
+    if (p.ready()) return p.run(gemm, job);
   }
   gemm.gemm(m, n, k, a, b, bias, c, 0, panels);
 }

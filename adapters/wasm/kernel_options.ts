@@ -1,7 +1,8 @@
 /**
  * Which of texforce's own wasm kernels replace stock tfjs compositions when the backend is
  * wasm. Each has the stock path as its fallback and as the reference its parity tests compare
- * against. `TEXFORCE_WASM_KERNELS=off` in the environment switches them off at start-up (for
+ * against. `TEXFORCE_WASM_KERNELS=off` in the environment switches them off at start-up, and
+ * `TEXFORCE_WASM_KERNELS=fusedNorm,normSimd` keeps only those on (for
  * A/B runs without code changes).
  *
  * @module
@@ -41,13 +42,22 @@ export const wasmKernelDefaults = {
 } satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {
-  let off = false;
+  let value: string | undefined;
   try {
-    off = Deno.env.get("TEXFORCE_WASM_KERNELS") === "off";
+    value = Deno.env.get("TEXFORCE_WASM_KERNELS");
   } catch { /* no env permission: defaults */ }
-  return off
-    ? { fusedNorm: false, normSimd: false, packedMatmul: false }
-    : { ...wasmKernelDefaults };
+  if (value === undefined || value === "" || value === "on") return { ...wasmKernelDefaults };
+  // "off", or the switches to keep on, comma-separated (for A/B runs of one kernel).
+  const on = value === "off" ? [] : value.split(",").map((v) => v.trim());
+  const names = Object.keys(wasmKernelDefaults);
+  const unknown = on.filter((v) => !names.includes(v));
+  if (unknown.length) {
+    throw new Error(
+      `TEXFORCE_WASM_KERNELS: unknown switch '${unknown[0]}'; expected on, off or a ` +
+        `comma-separated list of ${names.join(", ")}`,
+    );
+  }
+  return Object.fromEntries(names.map((k) => [k, on.includes(k)])) as unknown as WasmKernelOptions;
 }
 
 let current: WasmKernelOptions = initial();
