@@ -525,13 +525,9 @@ export class LoraStack implements LinearDelta {
       if (!adapter.enabled || adapter.weight === 0) continue;
       const m = adapter.modules.get(module);
       if (!m) continue;
-      // (x Aᵀ)·s then Bᵀ: scaling the rank-wide product is cheapest. Explicit transposes keep
-      // the products on wasm's fast path (see _fast_matmul.ts).
-      const h = tf.mul(
-        matMul2d(x, tf.transpose(m.a as Tensor2D)),
-        m.scale * adapter.weight,
-      ) as Tensor2D;
-      const y = matMul2d(h, tf.transpose(m.b as Tensor2D));
+      // (x Aᵀ)·s then Bᵀ: scaling the rank-wide product is cheapest.
+      const h = tf.mul(matMul2d(x, m.a as Tensor2D, true), m.scale * adapter.weight) as Tensor2D;
+      const y = matMul2d(h, m.b as Tensor2D, true);
       out = out ? tf.add(out, y) : y;
     }
     return out;

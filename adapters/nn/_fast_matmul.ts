@@ -12,6 +12,7 @@ import { tiledConstLinear, tiledMatMul } from "../webgpu/tiled_matmul.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { wasmBatchMatMulIsFast } from "../../core/backend.ts";
 import { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "../wasm/packed_matmul.ts";
+import { simdProduct, simdProductFits } from "../wasm/simd_product.ts";
 
 // On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
 // (time embeddings, a handful of rows) would leave most of a 64-row tile idle.
@@ -69,14 +70,16 @@ const matMul2dStock: (a: Tensor2D, b: Tensor2D) => Tensor2D = tf.customGrad(
 ) as unknown as (a: Tensor2D, b: Tensor2D) => Tensor2D;
 
 /**
- * `a · b` (2-D) with gradients for both inputs: texforce's tiled kernel on webgpu, else products
- * whose gradients are untransposed (wasm's fast path).
+ * `a · b` (2-D; `a · bᵀ` with `transposeB`) with gradients for both inputs: texforce's SIMD
+ * product on wasm, its tiled kernel on webgpu, else products whose gradients are untransposed.
  */
-export function matMul2d(a: Tensor2D, b: Tensor2D): Tensor2D {
+export function matMul2d(a: Tensor2D, b: Tensor2D, transposeB = false): Tensor2D {
+  if (simdProductFits(a, b)) return simdProduct(a, b, false, transposeB) as Tensor2D;
+  const rhs = transposeB ? tf.transpose(b) : b;
   if (useWebgpuKernel("tiledMatmul") && a.shape[0] >= TILED_MIN_ROWS) {
-    return tiledMatMul(a, b) as Tensor2D;
+    return tiledMatMul(a, rhs) as Tensor2D;
   }
-  return matMul2dStock(a, b);
+  return matMul2dStock(a, rhs);
 }
 
 /** A frozen linear layer's product, and the release of what it cached. */
@@ -230,6 +233,7 @@ export function batchMatMul(
   transposeA = false,
   transposeB = false,
 ): Tensor {
+  if (simdProductFits(a, b)) return simdProduct(a, b, transposeA, transposeB);
   // core/_wasm_kernels.ts's BatchMatMul already runs every shape on XNNPACK, without copies.
   if (tf.getBackend() !== "wasm" || wasmBatchMatMulIsFast()) {
     return tf.matMul(a, b, transposeA, transposeB);

@@ -60,7 +60,12 @@ export async function buildSimdModule(m: SimdModuleSource): Promise<string> {
   const shared = "(memory 1 65536 shared)";
   if (!m.wat.includes(shared)) throw new Error(`${m.source}: expected the import ${shared}`);
   const compile = (text: string): string => {
-    const parsed = wabt.parseWat(m.source, text, { simd: true, threads: true, relaxed_simd: true });
+    const parsed = wabt.parseWat(m.source, text, {
+      simd: true,
+      threads: true,
+      relaxed_simd: true,
+      bulk_memory: true,
+    });
     // wabt's validator rejects shared memories whatever the features; the engine validates.
     const bytes = new Uint8Array(parsed.toBinary({}).buffer);
     parsed.destroy();

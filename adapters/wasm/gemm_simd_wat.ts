@@ -73,10 +73,13 @@ const TILE_CALL =
   ` (local.get $cp) (local.get $ldc)`;
 
 /**
- * The module's text: exports `gemm(m, n, k, a, b, bias, c, p0, p1)` (byte offsets; panels
- * p0 ≤ p < p1 of C; bias 0 for none), `pack(w, k, n, out)` (w [k, n] row-major into panels)
- * and `pack_transposed(w, k, n, out)` (wᵀ [n, k] into panels, for `dy · wᵀ`); memory imported
- * as `env.memory` (shared; `build_simd.ts` also makes a plain-memory build).
+ * The module's text: exports `gemm(m, n, k, a, b, bias, c, p0, p1)` (byte offsets; n a
+ * multiple of 8 and C's row length; panels p0 ≤ p < p1 of C; bias 0 for none),
+ * `pack(w, k, n, out)` (w [k, n] row-major into panels, the last padded with zeros),
+ * `pack_transposed(w, k, n, out)` (wᵀ [n, k] into panels, for `dy · wᵀ`), `transpose(src,
+ * rows, cols, dst)` and `unpad(src, m, padded, n, dst)` (rows of a product with padded panels
+ * into rows of n); memory imported as `env.memory` (shared; `build_simd.ts` also makes a
+ * plain-memory build).
  *
  * @example
  * ```ts
@@ -123,15 +126,29 @@ export function gemmSimdWat(): string {
       (local.set $p (i32.add (local.get $p) (i32.const 1)))
       (br $panels))))
   (func (export "pack") (param $w i32) (param $k i32) (param $n i32) (param $out i32)
-    (local $p i32) (local $kk i32) (local $src i32)
+    (local $p i32) (local $kk i32) (local $l i32) (local $src i32) (local $cols i32)
+    ;; Panels of 8 columns; a last, narrower one is padded with zeros.
     (block $done (loop $panels
       (br_if $done (i32.ge_u (local.get $p) (local.get $n)))
+      (local.set $cols (i32.sub (local.get $n) (local.get $p)))
       (local.set $src (i32.add (local.get $w) (i32.shl (local.get $p) (i32.const 2))))
       (local.set $kk (local.get $k))
       (block $rows_done (loop $rows
         (br_if $rows_done (i32.eqz (local.get $kk)))
-        (v128.store (local.get $out) (v128.load (local.get $src)))
-        (v128.store offset=16 (local.get $out) (v128.load offset=16 (local.get $src)))
+        (if (i32.ge_u (local.get $cols) (i32.const 8))
+          (then
+            (v128.store (local.get $out) (v128.load (local.get $src)))
+            (v128.store offset=16 (local.get $out) (v128.load offset=16 (local.get $src))))
+          (else
+            (v128.store (local.get $out) (v128.const i32x4 0 0 0 0))
+            (v128.store offset=16 (local.get $out) (v128.const i32x4 0 0 0 0))
+            (local.set $l (i32.const 0))
+            (block $lanes_done (loop $lanes
+              (br_if $lanes_done (i32.ge_u (local.get $l) (local.get $cols)))
+              (f32.store (i32.add (local.get $out) (i32.shl (local.get $l) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $l) (i32.const 2)))))
+              (local.set $l (i32.add (local.get $l) (i32.const 1)))
+              (br $lanes)))))
         (local.set $out (i32.add (local.get $out) (i32.const 32)))
         (local.set $src (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $kk (i32.sub (local.get $kk) (i32.const 1)))
@@ -139,24 +156,55 @@ export function gemmSimdWat(): string {
       (local.set $p (i32.add (local.get $p) (i32.const 8)))
       (br $panels))))
   (func (export "pack_transposed") (param $w i32) (param $k i32) (param $n i32) (param $out i32)
-    (local $p i32) (local $j i32) (local $kk i32)
-    ;; out[(p / 8) n + j][p % 8] = w[p][j]: wᵀ [n, k] in panels of 8 of its k columns.
+    (local $p i32) (local $j i32) (local $l i32) (local $row i32)
+    ;; out[(p / 8) n + j][l] = w[p + l][j]: wᵀ [n, k] in panels of 8 of its k columns, the last
+    ;; padded with zeros.
     (block $done (loop $cols
       (br_if $done (i32.ge_u (local.get $p) (local.get $k)))
       (local.set $j (i32.const 0))
       (block $js_done (loop $js
         (br_if $js_done (i32.ge_u (local.get $j) (local.get $n)))
-        (local.set $kk (i32.const 0))
+        (local.set $l (i32.const 0))
         (block $lanes_done (loop $lanes
-          (br_if $lanes_done (i32.ge_u (local.get $kk) (i32.const 8)))
+          (br_if $lanes_done (i32.ge_u (local.get $l) (i32.const 8)))
+          (local.set $row (i32.add (local.get $p) (local.get $l)))
           (f32.store
-            (i32.add (local.get $out) (i32.shl (i32.add (i32.shl (i32.add (i32.mul (i32.shr_u (local.get $p) (i32.const 3)) (local.get $n)) (local.get $j)) (i32.const 3)) (local.get $kk)) (i32.const 2)))
-            (f32.load (i32.add (local.get $w) (i32.shl (i32.add (i32.mul (i32.add (local.get $p) (local.get $kk)) (local.get $n)) (local.get $j)) (i32.const 2)))))
-          (local.set $kk (i32.add (local.get $kk) (i32.const 1)))
+            (local.get $out)
+            (if (result f32) (i32.lt_u (local.get $row) (local.get $k))
+              (then (f32.load (i32.add (local.get $w)
+                (i32.shl (i32.add (i32.mul (local.get $row) (local.get $n)) (local.get $j)) (i32.const 2)))))
+              (else (f32.const 0))))
+          (local.set $out (i32.add (local.get $out) (i32.const 4)))
+          (local.set $l (i32.add (local.get $l) (i32.const 1)))
           (br $lanes)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $js)))
       (local.set $p (i32.add (local.get $p) (i32.const 8)))
       (br $cols))))
+  (func (export "transpose") (param $src i32) (param $rows i32) (param $cols i32) (param $dst i32)
+    (local $r i32) (local $c i32) (local $s i32)
+    ;; dst [cols, rows] = src [rows, cols]ᵀ, reading src in order.
+    (block $done (loop $rs
+      (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $s (i32.add (local.get $src) (i32.shl (i32.mul (local.get $r) (local.get $cols)) (i32.const 2))))
+      (local.set $c (i32.const 0))
+      (block $cs_done (loop $cs
+        (br_if $cs_done (i32.ge_u (local.get $c) (local.get $cols)))
+        (f32.store
+          (i32.add (local.get $dst) (i32.shl (i32.add (i32.mul (local.get $c) (local.get $rows)) (local.get $r)) (i32.const 2)))
+          (f32.load (i32.add (local.get $s) (i32.shl (local.get $c) (i32.const 2)))))
+        (local.set $c (i32.add (local.get $c) (i32.const 1)))
+        (br $cs)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rs))))
+  (func (export "unpad") (param $src i32) (param $m i32) (param $padded i32) (param $n i32) (param $dst i32)
+    ;; Rows of n values out of rows of \`padded\` values.
+    (block $done (loop $rows
+      (br_if $done (i32.eqz (local.get $m)))
+      (memory.copy (local.get $dst) (local.get $src) (i32.shl (local.get $n) (i32.const 2)))
+      (local.set $src (i32.add (local.get $src) (i32.shl (local.get $padded) (i32.const 2))))
+      (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 2))))
+      (local.set $m (i32.sub (local.get $m) (i32.const 1)))
+      (br $rows))))
 )`;
 }

@@ -9,3 +9,4 @@
 export * from "./kernel_options.ts";
 export * from "./fused_norm.ts";
 export * from "./packed_matmul.ts";
+export * from "./simd_product.ts";
