@@ -95,6 +95,16 @@ export function strictRelativeError(
   return relativeError(actual, expected) * Math.max(1, maxAbs) / Math.max(maxAbs, 1e-30);
 }
 
+// `TEXFORCE_PARITY_LOG=<file>` appends every comparison's error (what, error, bound), for the
+// worst-error figures of a closing note.
+let parityLog: string | undefined;
+try {
+  parityLog = Deno.env.get("TEXFORCE_PARITY_LOG");
+} catch { /* no env permission */ }
+function logParity(what: string, err: number, tol: number): void {
+  if (parityLog) Deno.writeTextFileSync(parityLog, `${what}\t${err}\t${tol}\n`, { append: true });
+}
+
 /** Throw unless relativeError(actual, expected) <= tol; returns the error. */
 export function assertClose(
   actual: ArrayLike<number>,
@@ -103,6 +113,7 @@ export function assertClose(
   what: string,
 ): number {
   const err = relativeError(actual, expected);
+  logParity(what, err, tol);
   if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} > ${tol}`);
   return err;
 }
@@ -119,6 +130,7 @@ export function assertCloseToScale(
 ): number {
   const err = relativeError(actual, expected);
   const own = strictRelativeError(actual, expected);
+  logParity(what, err, tol);
   if (!(err <= tol) || !(own <= 10 * tol)) {
     throw new Error(
       `${what}: relative error ${err.toExponential(3)} (bound ${tol}), ` +
