@@ -32,7 +32,7 @@ interface EngineLike {
   };
   backendName: string;
   backend: unknown;
-  saveTensorsForBackwardMode(tensors: tf.Tensor[]): tf.Tensor[];
+  clone(t: tf.Tensor): tf.Tensor;
   makeTensorFromTensorInfo(
     info: { dataId: object; shape: number[]; dtype: tf.DataType },
     backend: unknown,
@@ -120,28 +120,27 @@ export function installTapeMemoryRelease(): void {
     };
   };
 
-  // Tensors a kernel saves for its gradient are clones: a tfjs op each (an Identity kernel and a
-  // tape node of its own), 1356 of them in the tiny UNet's forward + backward at batch 2. On wasm
-  // (whose kernels never write into their inputs, and whose Identity already shares data) a saved
-  // tensor is made directly as a second reference to the same data: no kernel, no tape node.
-  const save = engine.saveTensorsForBackwardMode;
-  engine.saveTensorsForBackwardMode = function (this: EngineLike, tensors: tf.Tensor[]) {
-    if (this.backendName !== "wasm") return save.call(this, tensors);
-    return tensors.map((t) => {
-      const info = this.state.tensorInfo.get(t.dataId);
-      if (
-        !info || info.backend !== this.backend || t.dtype === "string" ||
-        typeof info.backend.incRef !== "function"
-      ) {
-        return save.call(this, [t])[0];
-      }
-      info.backend.incRef(t.dataId);
-      const shared = this.makeTensorFromTensorInfo(
-        { dataId: t.dataId, shape: t.shape, dtype: t.dtype },
-        info.backend,
-      );
-      return this.keep(shared);
-    });
+  // Tensors a kernel or a custom gradient saves for its gradient are clones made by
+  // `engine.clone` (saveTensorsForBackwardMode and customGrad's save): a tfjs op each (an
+  // Identity kernel and a tape node of its own), 1356 + 316 of them in the tiny UNet's forward +
+  // backward at batch 2. On wasm (whose kernels never write into their inputs, and whose
+  // Identity already shares data) such a clone is made directly as a second reference to the
+  // same data: no kernel, no tape node (a saved tensor only feeds its node's gradient function).
+  const clone = engine.clone;
+  engine.clone = function (this: EngineLike, t: tf.Tensor): tf.Tensor {
+    if (this.backendName !== "wasm") return clone.call(this, t);
+    const info = this.state.tensorInfo.get(t.dataId);
+    if (
+      !info || info.backend !== this.backend || t.dtype === "string" ||
+      typeof info.backend.incRef !== "function"
+    ) {
+      return clone.call(this, t);
+    }
+    info.backend.incRef(t.dataId);
+    return this.makeTensorFromTensorInfo(
+      { dataId: t.dataId, shape: t.shape, dtype: t.dtype },
+      info.backend,
+    );
   };
 
   engine.gradients = function (this: EngineLike, ...args: unknown[]): unknown {
