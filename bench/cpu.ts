@@ -10,7 +10,9 @@
  * - when `python3` imports `torch` (Debian: `apt-get install python3-torch
  *   libopenblas0-pthread`), the same CLIP work in PyTorch on as many cores, in the same run, in
  *   the faster of two thread configurations (see `torchClip`), and the ratio texforce / PyTorch;
- * - a 2048² matMul on each side, the raw GEMM rate (GFLOP/s) both stacks' CLIP work rests on.
+ * - a 2048² matMul on each side, the raw GEMM rate (GFLOP/s) both stacks' CLIP work rests on:
+ *   tfjs' own (XNNPACK) and texforce's packed SIMD kernel (adapters/wasm/packed_matmul.ts),
+ *   which the text encoder's products use.
  *
  * `--micro N` (default 64) runs the UNet's forward + backward N samples at a time (a batch of
  * 256 in one pass outgrows the 4 GB wasm heap; the trainer splits minibatches the same way).
@@ -32,6 +34,7 @@ import { SeededNoise } from "../core/seeded_noise.ts";
 import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
 import { TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
+import { packedMatMul, packWeight } from "../adapters/wasm/packed_matmul.ts";
 
 const MARK = "@@cpu ";
 
@@ -110,13 +113,22 @@ async function clipRows(iters: number): Promise<Row[]> {
   const a = tf.randomNormal([2048, 2048], 0, 1, "float32", 1);
   const b = tf.randomNormal([2048, 2048], 0, 1, "float32", 2);
   rows.push(
-    await timed("matMul 2048²", 1, iters, async () => {
+    await timed("matMul 2048² (XNNPACK)", 1, iters, async () => {
       const y = tf.matMul(a, b);
       await y.data();
       y.dispose();
     }),
   );
+  const packed = packWeight(b as tf.Tensor2D);
+  rows.push(
+    await timed("matMul 2048² (texforce packed)", 1, iters, async () => {
+      const y = packedMatMul(a as tf.Tensor2D, packed);
+      await y.data();
+      y.dispose();
+    }),
+  );
   tf.dispose([a, b]);
+  packed.dispose();
   return rows;
 }
 
@@ -302,8 +314,8 @@ export default async function benchCpu(args: string[]): Promise<void> {
     "CLIP-L forward": "clip_text_fwd_ms",
     "CLIP-L LoRA forward+backward": "clip_text_fwd_bwd_ms",
   };
-  const gflops = (r: ChildResult) => {
-    const row = r.rows.find((x) => x.what.startsWith("matMul 2048²"));
+  const gflops = (r: ChildResult, kind: string) => {
+    const row = r.rows.find((x) => x.what === `matMul 2048² (${kind})`);
     return row ? (2 * 2048 ** 3 / row.ms / 1e6).toFixed(1) : "–";
   };
   const keys = [...new Set(results.flatMap((r) => r.rows.map((x) => `${x.what}@${x.batch}`)))];
@@ -340,10 +352,13 @@ export default async function benchCpu(args: string[]): Promise<void> {
     }
   }
   for (const r of results) {
-    if (gflops(r) === "–") continue;
+    if (gflops(r, "XNNPACK") === "–") continue;
     const t = torch.get(r.threads);
     const ref = typeof t === "object" ? t.matmul2048_gflops : "–";
-    console.log(`matMul 2048², ${r.threads} threads: wasm ${gflops(r)} GFLOP/s, PyTorch ${ref}`);
+    console.log(
+      `matMul 2048², ${r.threads} threads: wasm XNNPACK ${gflops(r, "XNNPACK")} GFLOP/s, ` +
+        `texforce packed ${gflops(r, "texforce packed")}, PyTorch ${ref}`,
+    );
   }
   for (const r of results) {
     const peak = Math.max(...r.rows.map((x) => x.peakRss));
