@@ -19,7 +19,7 @@ export const JOB = {
 } as const;
 
 /** Field offsets within a worker's slot. */
-export const SLOT = { ready: 0, stop: 1, done: 2 } as const;
+export const SLOT = { ready: 0, stop: 1, done: 2, failed: 3 } as const;
 
 /** Int32s per slot and for the job's two lines (64 bytes: threads do not share a line). */
 export const SLOT_INTS = 16;

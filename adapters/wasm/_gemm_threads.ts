@@ -87,10 +87,20 @@ class GemmPool {
     Atomics.store(c, JOB.next, 0);
     Atomics.store(c, JOB.seq, seq);
     Atomics.notify(c, JOB.seq);
-    takePanels(c, gemm.gemm);
-    for (let i = 0; i < this.workers.length; i++) {
-      const at = slotAt(i) + SLOT.done;
-      for (let d = Atomics.load(c, at); d !== seq; d = Atomics.load(c, at)) Atomics.wait(c, at, d);
+    try {
+      takePanels(c, gemm.gemm);
+    } finally {
+      // Even when this thread's share threw: the workers write into the output until they end.
+      for (let i = 0; i < this.workers.length; i++) {
+        const at = slotAt(i) + SLOT.done;
+        for (let d = Atomics.load(c, at); d !== seq; d = Atomics.load(c, at)) {
+          Atomics.wait(c, at, d);
+        }
+      }
+    }
+    const failed = this.workers.findIndex((_, i) => c[slotAt(i) + SLOT.failed] === seq);
+    if (failed >= 0) {
+      throw new Error(`packed matMul: worker ${failed} failed on a [${job.m}, ${job.k}] product`);
     }
   }
 

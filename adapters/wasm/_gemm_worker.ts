@@ -25,7 +25,12 @@ for (;;) {
   if (seq === seen) continue;
   seen = seq;
   if (c[at + SLOT.stop]) break;
-  takePanels(c, gemm);
+  // A trap must not leave the JS thread waiting: it is reported, and the job still ends.
+  try {
+    takePanels(c, gemm);
+  } catch {
+    Atomics.store(c, at + SLOT.failed, seq);
+  }
   Atomics.store(c, at + SLOT.done, seq);
   Atomics.notify(c, at + SLOT.done);
 }
