@@ -105,6 +105,16 @@ function logParity(what: string, err: number, tol: number): void {
   if (parityLog) Deno.writeTextFileSync(parityLog, `${what}\t${err}\t${tol}\n`, { append: true });
 }
 
+/**
+ * max |a − b| over max |b| for two tensors (0-scale references count as 1e-30), computed on the
+ * backend: the kernel-against-stock comparisons of tests/adapters/wasm.
+ */
+export function tensorRelativeError(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() =>
+    tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(tf.max(tf.abs(b)).dataSync()[0], 1e-30)
+  );
+}
+
 /** Throw unless relativeError(actual, expected) <= tol; returns the error. */
 export function assertClose(
   actual: ArrayLike<number>,

@@ -14,6 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import {
@@ -42,12 +43,6 @@ interface NormAttrs {
   /** Normalise each row of the last axis alone (LayerNorm): x viewed as [rows, 1, C]. */
   layer: boolean;
 }
-
-type KernelArgs = {
-  inputs: Record<string, tf.TensorInfo>;
-  backend: unknown;
-  attrs?: tf.NamedAttrMap;
-};
 
 /**
  * x viewed as [B, P, C]: B samples, P positions, C channels (last axis); for a LayerNorm, every
@@ -98,7 +93,7 @@ function sigmoidOf(backend: WasmBackendLike, z: tf.TensorInfo): tf.TensorInfo {
 // Per (sample, group) mean and 1/√(var + eps) → stats [B, G, 2]; y = act(x · a + s) with
 // per-channel a = rstd·γ and s = β − mean·rstd·γ. The sums run in one pass, shifted by the
 // group's first value so E[d²] − E[d]² does not cancel (float64 sums of float32 values).
-function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
+function forwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmBackendLike;
   const { x, gamma, beta } = args.inputs;
   const { groups, eps, silu, layer } = args.attrs as unknown as NormAttrs;
@@ -190,7 +185,7 @@ function forwardKernel(args: KernelArgs): tf.TensorInfo[] {
 // dx = rstd · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂)) over each group, dx̂ = dz · γ, dz = dy (times
 // silu'(z) = σ(z)(1 + z(1 − σ(z))) with SiLU); dγ = Σ dz · x̂, dβ = Σ dz over samples and
 // positions.
-function backwardKernel(args: KernelArgs): tf.TensorInfo[] {
+function backwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmBackendLike;
   const { dy, x, stats, gamma, beta } = args.inputs;
   const { groups, silu, layer } = args.attrs as unknown as NormAttrs;
@@ -312,23 +307,7 @@ function backwardKernel(args: KernelArgs): tf.TensorInfo[] {
   return [dx, dg, db];
 }
 
-let registered = false;
-function register(): void {
-  if (registered) return;
-  for (
-    const [kernelName, kernelFunc] of [[FORWARD, forwardKernel], [
-      BACKWARD,
-      backwardKernel,
-    ]] as const
-  ) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-  registered = true;
-}
+const KERNELS = [[FORWARD, forwardKernel], [BACKWARD, backwardKernel]] as const;
 
 /** The weights {@linkcode fusedNorm} needs (GroupNorm's; a LayerNorm is one group). */
 export interface FusedNormWeights {
@@ -375,7 +354,7 @@ export function fusedNorm(
       } weights and ${groups} groups do not fit`,
     );
   }
-  register();
+  registerWasmKernels(KERNELS);
   // A LayerNorm is a GroupNorm with one group and one position per row (the kernels read the
   // layout from the shape and `layer`, so nothing is reshaped).
   const layer = options.layer ?? false;

@@ -13,6 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
@@ -23,19 +24,13 @@ import { type GemmSimd, runGemmPanels } from "./_gemm_threads.ts";
 const PACK = "TexforceWasmPack";
 const MATMUL = "TexforceWasmPackedMatMul";
 
-type KernelArgs = {
-  inputs: Record<string, tf.TensorInfo>;
-  backend: unknown;
-  attrs?: tf.NamedAttrMap;
-};
-
 function gemmFor(backend: WasmHeapBackend): GemmSimd {
   const g = heapInstance<GemmSimd>(backend, GEMM_SIMD);
   if (!g) throw new Error("packedMatMul: the wasm backend's memory is not reachable");
   return g;
 }
 
-function packKernel(args: KernelArgs): tf.TensorInfo {
+function packKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
   const { w } = args.inputs;
   const transposed = (args.attrs as { transposed: boolean }).transposed;
@@ -46,7 +41,7 @@ function packKernel(args: KernelArgs): tf.TensorInfo {
   return out;
 }
 
-function matMulKernel(args: KernelArgs): tf.TensorInfo {
+function matMulKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
   const { x, packed, bias } = args.inputs;
   const n = (args.attrs as { n: number }).n;
@@ -65,18 +60,7 @@ function matMulKernel(args: KernelArgs): tf.TensorInfo {
   return out;
 }
 
-let registered = false;
-function register(): void {
-  if (registered) return;
-  for (const [kernelName, kernelFunc] of [[PACK, packKernel], [MATMUL, matMulKernel]] as const) {
-    tf.registerKernel({
-      kernelName,
-      backendName: "wasm",
-      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
-    });
-  }
-  registered = true;
-}
+const KERNELS = [[PACK, packKernel], [MATMUL, matMulKernel]] as const;
 
 /**
  * A constant matrix packed for {@linkcode packedMatMul}: `[k, n]` as panels of 8 columns.
@@ -142,7 +126,7 @@ export function packWeight(w: Tensor2D, transposed = false): PackedWeight {
         } on ${tf.getBackend()})`,
     );
   }
-  register();
+  registerWasmKernels(KERNELS);
   const panels = tf.engine().runKernel(PACK, { w }, { transposed } as never) as Tensor1D;
   return new PackedWeight(panels, k, n);
 }
@@ -168,7 +152,7 @@ export function packedMatMul(x: Tensor2D, w: PackedWeight, bias?: Tensor1D): Ten
         (bias ? ` with bias [${bias.shape}]` : ""),
     );
   }
-  register();
+  registerWasmKernels(KERNELS);
   const inputs: tf.NamedTensorMap = bias ? { x, packed: w.panels, bias } : { x, packed: w.panels };
   return tf.engine().runKernel(MATMUL, inputs, { n: w.n } as never) as Tensor2D;
 }

@@ -14,6 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
@@ -27,12 +28,6 @@ interface ProductAttrs {
   transposeA: boolean;
   transposeB: boolean;
 }
-
-type KernelArgs = {
-  inputs: Record<string, tf.TensorInfo>;
-  backend: unknown;
-  attrs?: tf.NamedAttrMap;
-};
 
 /** The extra exports of gemm_simd_wat.ts this kernel uses. */
 interface GemmSimdExtras extends GemmSimd {
@@ -48,7 +43,7 @@ function dims(a: number[], b: number[], { transposeA, transposeB }: ProductAttrs
   return [batch, transposeA ? ac : ar, transposeA ? ar : ac, transposeB ? br : bc];
 }
 
-function productKernel(args: KernelArgs): tf.TensorInfo {
+function productKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
   const { a, b } = args.inputs;
   const attrs = args.attrs as unknown as ProductAttrs;
@@ -86,16 +81,7 @@ function productKernel(args: KernelArgs): tf.TensorInfo {
   return out;
 }
 
-let registered = false;
-function register(): void {
-  if (registered) return;
-  tf.registerKernel({
-    kernelName: PRODUCT,
-    backendName: "wasm",
-    kernelFunc: productKernel as unknown as tf.KernelFunc,
-  });
-  registered = true;
-}
+const KERNELS = [[PRODUCT, productKernel]] as const;
 
 function run(a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor {
   return tf.engine().runKernel(PRODUCT, { a, b }, { transposeA, transposeB } as never) as Tensor;
@@ -149,7 +135,7 @@ export function simdProduct(
         } on ${tf.getBackend()})`,
     );
   }
-  register();
+  registerWasmKernels(KERNELS);
   const f = tf.customGrad((x, y, save) => {
     (save as tf.GradSaveFunc)([x as Tensor, y as Tensor]);
     return {

@@ -8,6 +8,7 @@ import { groupNorm, groupNormThenSilu } from "../../../adapters/nn/group_norm.ts
 import { layerNorm } from "../../../adapters/nn/layer_norm.ts";
 import { setWasmKernels, useWasmKernel } from "../../../adapters/wasm/kernel_options.ts";
 import { fusedNorm } from "../../../adapters/wasm/fused_norm.ts";
+import { tensorRelativeError } from "../../_helpers.ts";
 
 type Norm = (x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor;
 
@@ -18,12 +19,6 @@ function outputs(f: Norm, x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D, dy: tf.T
     tf.sum(tf.mul(f(xx, gg as tf.Tensor1D, bb as tf.Tensor1D), dy))
   )([x, g, b]);
   return [y, ...grads];
-}
-
-function relError(a: tf.Tensor, b: tf.Tensor): number {
-  return tf.tidy(() =>
-    tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(tf.max(tf.abs(b)).dataSync()[0], 1e-30)
-  );
 }
 
 Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and gradients", async (t) => {
@@ -71,7 +66,7 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
       const names = ["y", "dx", "dγ", "dβ"];
       fused.forEach((v, i) => {
         assert.deepStrictEqual(v.shape, stock[i].shape);
-        const e = relError(v, stock[i]);
+        const e = tensorRelativeError(v, stock[i]);
         assert(e < 2e-5, `${names[i]}: relative error ${e}`);
       });
       tf.dispose([x, g, b, dy, ...stock, ...fused]);
@@ -92,7 +87,7 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
     const js = outputs(f, x, w.weight, w.bias, dy);
     setWasmKernels(before);
     simd.forEach((v, i) => {
-      const e = relError(v, js[i]);
+      const e = tensorRelativeError(v, js[i]);
       assert(e < 1e-5, `output ${i}: relative error ${e}`);
     });
     tf.dispose([x, w.weight, w.bias, dy, ...simd, ...js]);
@@ -112,7 +107,7 @@ Deno.test("wasm fused norm: equals the stock GroupNorm / LayerNorm, forward and 
     const rowsJs = outputs(fl, xl, wl.weight, wl.bias, dyl);
     setWasmKernels(before);
     rows.forEach((v, i) => {
-      const e = relError(v, rowsJs[i]);
+      const e = tensorRelativeError(v, rowsJs[i]);
       assert(e < 1e-5, `LayerNorm output ${i}: relative error ${e}`);
     });
     tf.dispose([xl, wl.weight, wl.bias, dyl, ...rows, ...rowsJs]);

@@ -14,12 +14,7 @@ import {
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
 import { gemmHelpersReady } from "../../../adapters/wasm/_gemm_threads.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
-
-function relError(a: tf.Tensor, b: tf.Tensor): number {
-  return tf.tidy(() =>
-    tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(tf.max(tf.abs(b)).dataSync()[0], 1e-30)
-  );
-}
+import { tensorRelativeError } from "../../_helpers.ts";
 
 Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise", async (t) => {
   await useBackend("wasm", { wasmThreads: 1 });
@@ -47,8 +42,8 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
         const w = gen.normal([k, n]) as tf.Tensor2D;
         const b = gen.normal([n]) as tf.Tensor1D;
         const p = packWeight(w);
-        const e1 = relError(packedMatMul(x, p), tf.matMul(x, w));
-        const e2 = relError(packedMatMul(x, p, b), tf.add(tf.matMul(x, w), b));
+        const e1 = tensorRelativeError(packedMatMul(x, p), tf.matMul(x, w));
+        const e2 = tensorRelativeError(packedMatMul(x, p, b), tf.add(tf.matMul(x, w), b));
         assert.ok(e1 < 1e-6 && e2 < 1e-6, `[${m}, ${k}] · [${k}, ${n}]: ${e1}, ${e2}`);
       });
     }
@@ -59,7 +54,10 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
       tf.tidy(() => {
         const dy = gen.normal([m, n]) as tf.Tensor2D;
         const w = gen.normal([k, n]) as tf.Tensor2D;
-        const e = relError(packedMatMul(dy, packWeight(w, true)), tf.matMul(dy, w, false, true));
+        const e = tensorRelativeError(
+          packedMatMul(dy, packWeight(w, true)),
+          tf.matMul(dy, w, false, true),
+        );
         assert.ok(e < 1e-6, `[${m}, ${n}] · [${k}, ${n}]ᵀ: ${e}`);
       });
     }
@@ -85,7 +83,7 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
     const [y2, dx2] = run(false);
     const refY = tf.tidy(() => tf.add(tf.matMul(x, w), b));
     const refDx = tf.matMul(dy, w, false, true);
-    assert.ok(relError(y, refY) < 1e-6 && relError(dx, refDx) < 1e-6);
+    assert.ok(tensorRelativeError(y, refY) < 1e-6 && tensorRelativeError(dx, refDx) < 1e-6);
     assert.deepEqual([...y.dataSync()], [...y2.dataSync()], "cached and per-call copies agree");
     assert.deepEqual([...dx.dataSync()], [...dx2.dataSync()]);
     tf.dispose([y, dx, y2, dx2, refY, refDx]);

@@ -8,12 +8,7 @@ import { useBackend } from "../../../core/backend.ts";
 import { simdProduct, simdProductFits } from "../../../adapters/wasm/simd_product.ts";
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
-
-function relError(a: tf.Tensor, b: tf.Tensor): number {
-  return tf.tidy(() =>
-    tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / Math.max(tf.max(tf.abs(b)).dataSync()[0], 1e-30)
-  );
-}
+import { tensorRelativeError } from "../../_helpers.ts";
 
 Deno.test("wasm SIMD product: equals tfjs' matMul with gradients, any shape", async (t) => {
   await useBackend("wasm", { wasmThreads: 1 });
@@ -39,10 +34,10 @@ Deno.test("wasm SIMD product: equals tfjs' matMul with gradients, any shape", as
               tf.sum(tf.mul(f(x, y, ta, tb), dy));
             const stock = (x: tf.Tensor, y: tf.Tensor, p?: boolean, q?: boolean) =>
               tf.matMul(x, y, p, q);
-            const e = relError(simdProduct(a, b, ta, tb), tf.matMul(a, b, ta, tb));
+            const e = tensorRelativeError(simdProduct(a, b, ta, tb), tf.matMul(a, b, ta, tb));
             const [ga, gb] = tf.grads(loss(simdProduct))([a, b]);
             const [ra, rb] = tf.grads(loss(stock))([a, b]);
-            const errors = [e, relError(ga, ra), relError(gb, rb)];
+            const errors = [e, tensorRelativeError(ga, ra), tensorRelativeError(gb, rb)];
             assert.ok(errors.every((v) => v < 1e-6), `forward, da, db: ${errors}`);
           });
           assert.equal(tf.memory().numTensors, start);
