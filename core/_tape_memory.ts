@@ -37,7 +37,6 @@ interface EngineLike {
     info: { dataId: object; shape: number[]; dtype: tf.DataType },
     backend: unknown,
   ): tf.Tensor;
-  keep<T extends tf.Tensor>(t: T): T;
   addTapeNode(...args: unknown[]): void;
   gradients(...args: unknown[]): unknown;
   constructor: { nextTensorId: number };

@@ -11,7 +11,8 @@
 // the JS thread does it all: they must not be waited for while starting).
 import { Worker } from "node:worker_threads";
 import { wasmThreadsInUse } from "../../core/backend.ts";
-import { heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { heapInstance, heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { JOB, SLOT, slotAt, takePanels } from "./_gemm_slots.ts";
 
@@ -30,6 +31,26 @@ export interface GemmSimd {
   ): void;
   pack(w: number, k: number, n: number, out: number): void;
   pack_transposed(w: number, k: number, n: number, out: number): void;
+  transpose(src: number, rows: number, cols: number, dst: number): void;
+  unpad(src: number, m: number, padded: number, n: number, dst: number): void;
+}
+
+/**
+ * gemm_simd_wat.ts instantiated on the backend's heap (once per heap); `who` names the caller
+ * in the error where the heap is not reachable.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { gemmSimdFor } from "./_gemm_threads.ts";
+ * import type { WasmHeapBackend } from "./_wasm_heap.ts";
+ * const g = gemmSimdFor(tf.backend() as unknown as WasmHeapBackend, "example");
+ * ```
+ */
+export function gemmSimdFor(backend: WasmHeapBackend, who: string): GemmSimd {
+  const g = heapInstance<GemmSimd>(backend, GEMM_SIMD);
+  if (!g) throw new Error(`${who}: the wasm backend's memory is not reachable`);
+  return g;
 }
 
 /** One product's operands (byte offsets in the heap). */

@@ -3,6 +3,7 @@
 // none are left, forever (the pool unrefs it, so it never keeps the process alive).
 import { workerData } from "node:worker_threads";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
+import { heapModule } from "./_wasm_heap.ts";
 import { JOB, SLOT, slotAt, takePanels } from "./_gemm_slots.ts";
 
 const { memory, control, slot } = workerData as {
@@ -10,8 +11,7 @@ const { memory, control, slot } = workerData as {
   control: SharedArrayBuffer;
   slot: number;
 };
-const bytes = Uint8Array.from(atob(GEMM_SIMD.shared), (ch) => ch.charCodeAt(0));
-const { gemm } = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } })
+const { gemm } = new WebAssembly.Instance(heapModule(GEMM_SIMD, memory), { env: { memory } })
   .exports as { gemm: (...args: number[]) => void };
 const c = new Int32Array(control);
 const at = slotAt(slot);

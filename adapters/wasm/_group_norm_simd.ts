@@ -16,8 +16,6 @@ import {
   type WasmHeapBackend,
 } from "./_wasm_heap.ts";
 
-export type { WasmHeapBackend } from "./_wasm_heap.ts";
-
 interface NormSimd {
   chan_sums(x: number, p: number, c: number, shift: number, s1: number, s2: number): void;
   affine(x: number, y: number, p: number, c: number, a: number, s: number): void;

@@ -14,6 +14,7 @@ import type * as tf from "@tensorflow/tfjs";
  */
 export interface WasmHeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
   disposeData(dataId: tf.DataId): boolean;
   dataIdMap: { get(dataId: tf.DataId): { memoryOffset: number } };
   wasm: {

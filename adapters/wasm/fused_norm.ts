@@ -23,18 +23,11 @@ import {
   simdGroupNormForward,
   simdLayerNormBackward,
   simdLayerNormForward,
-  type WasmHeapBackend,
 } from "./_group_norm_simd.ts";
+import type { WasmHeapBackend } from "./_wasm_heap.ts";
 
 const FORWARD = "TexforceWasmNorm";
 const BACKWARD = "TexforceWasmNormGrad";
-
-/** The wasm backend's internals used here (stable across tfjs 4.x). */
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
-  disposeData(dataId: tf.DataId): boolean;
-}
 
 interface NormAttrs {
   groups: number;
@@ -65,26 +58,26 @@ function scratch(n: number): Float64Array {
 
 // The SIMD loops (_group_norm_simd.ts) take spatial GroupNorms and LayerNorm rows with channels
 // in fours; other shapes (odd channel counts, a single position per group) take the JS loops.
-function useSimd(backend: WasmBackendLike, p: number, c: number): boolean {
+function useSimd(backend: WasmHeapBackend, p: number, c: number): boolean {
   return useWasmKernel("normSimd") && p >= 4 &&
-    simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
+    simdGroupNormFits(backend, c);
 }
 
 // Rows normalised alone (a LayerNorm: one position, one group) take the row loops.
 function useRowSimd(
-  backend: WasmBackendLike,
+  backend: WasmHeapBackend,
   p: number,
   c: number,
   groups: number,
   silu: boolean,
 ): boolean {
   return useWasmKernel("normSimd") && p === 1 && groups === 1 && !silu &&
-    simdGroupNormFits(backend as unknown as WasmHeapBackend, c);
+    simdGroupNormFits(backend, c);
 }
 
 // SiLU's σ(z) comes from the backend's own Sigmoid kernel (vectorised wasm, about 2 ns a value):
 // JS's Math.exp costs about 20 ns a call here, more than the rest of the kernel.
-function sigmoidOf(backend: WasmBackendLike, z: tf.TensorInfo): tf.TensorInfo {
+function sigmoidOf(backend: WasmHeapBackend, z: tf.TensorInfo): tf.TensorInfo {
   const k = tf.getKernel("Sigmoid", "wasm");
   if (!k) throw new Error("fusedNorm: the wasm backend has no Sigmoid kernel");
   return k.kernelFunc({ inputs: { x: z }, backend, attrs: {} } as never) as tf.TensorInfo;
@@ -94,21 +87,19 @@ function sigmoidOf(backend: WasmBackendLike, z: tf.TensorInfo): tf.TensorInfo {
 // per-channel a = rstd·γ and s = β − mean·rstd·γ. The sums run in one pass, shifted by the
 // group's first value so E[d²] − E[d]² does not cancel (float64 sums of float32 values).
 function forwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
-  const backend = args.backend as WasmBackendLike;
+  const backend = args.backend as WasmHeapBackend;
   const { x, gamma, beta } = args.inputs;
   const { groups, eps, silu, layer } = args.attrs as unknown as NormAttrs;
   const [b, p, c] = dims(x.shape, layer);
   const y = backend.makeOutput(x.shape, "float32");
   const st = backend.makeOutput([b, groups, 2], "float32");
   if (useRowSimd(backend, p, c, groups, silu)) {
-    const heap = backend as unknown as WasmHeapBackend;
-    simdLayerNormForward(heap, x, gamma, beta, y, st, b, c, eps);
+    simdLayerNormForward(backend, x, gamma, beta, y, st, b, c, eps);
     return [y, st];
   }
   if (useSimd(backend, p, c)) {
-    const heap = backend as unknown as WasmHeapBackend;
     simdGroupNormForward(
-      heap,
+      backend,
       x,
       backend.typedArrayFromHeap(gamma).slice(),
       backend.typedArrayFromHeap(beta).slice(),
@@ -186,7 +177,7 @@ function forwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 // silu'(z) = σ(z)(1 + z(1 − σ(z))) with SiLU); dγ = Σ dz · x̂, dβ = Σ dz over samples and
 // positions.
 function backwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
-  const backend = args.backend as WasmBackendLike;
+  const backend = args.backend as WasmHeapBackend;
   const { dy, x, stats, gamma, beta } = args.inputs;
   const { groups, silu, layer } = args.attrs as unknown as NormAttrs;
   const [b, p, c] = dims(x.shape, layer);
@@ -196,13 +187,12 @@ function backwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const dg = backend.makeOutput([c], "float32");
   const db = backend.makeOutput([c], "float32");
   if (useRowSimd(backend, p, c, groups, silu)) {
-    const heap = backend as unknown as WasmHeapBackend;
-    simdLayerNormBackward(heap, dy, x, stats, gamma, dx, dg, db, b, c);
+    simdLayerNormBackward(backend, dy, x, stats, gamma, dx, dg, db, b, c);
     return [dx, dg, db];
   }
   if (useSimd(backend, p, c)) {
     const [dGamma, dBeta] = simdGroupNormBackward(
-      backend as unknown as WasmHeapBackend,
+      backend,
       dy,
       x,
       backend.typedArrayFromHeap(stats).slice(),

@@ -15,20 +15,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
-import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
-import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { useWasmKernel } from "./kernel_options.ts";
-import { type GemmSimd, runGemmPanels } from "./_gemm_threads.ts";
+import { gemmSimdFor, runGemmPanels } from "./_gemm_threads.ts";
 
 const PACK = "TexforceWasmPack";
 const MATMUL = "TexforceWasmPackedMatMul";
-
-function gemmFor(backend: WasmHeapBackend): GemmSimd {
-  const g = heapInstance<GemmSimd>(backend, GEMM_SIMD);
-  if (!g) throw new Error("packedMatMul: the wasm backend's memory is not reachable");
-  return g;
-}
 
 function packKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
@@ -36,7 +29,7 @@ function packKernel(args: WasmKernelArgs): tf.TensorInfo {
   const transposed = (args.attrs as { transposed: boolean }).transposed;
   const [k, n] = w.shape;
   const out = backend.makeOutput([k * n], "float32");
-  const g = gemmFor(backend);
+  const g = gemmSimdFor(backend, "packedMatMul");
   (transposed ? g.pack_transposed : g.pack)(heapOffset(backend, w), k, n, heapOffset(backend, out));
   return out;
 }
@@ -47,7 +40,7 @@ function matMulKernel(args: WasmKernelArgs): tf.TensorInfo {
   const n = (args.attrs as { n: number }).n;
   const [m, k] = x.shape;
   const out = backend.makeOutput([m, n], "float32");
-  const g = gemmFor(backend);
+  const g = gemmSimdFor(backend, "packedMatMul");
   runGemmPanels(backend, g, {
     m,
     n,

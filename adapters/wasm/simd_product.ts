@@ -16,9 +16,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
-import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
-import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
-import { type GemmSimd, runGemmPanels } from "./_gemm_threads.ts";
+import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { gemmSimdFor, runGemmPanels } from "./_gemm_threads.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 
@@ -27,12 +26,6 @@ const PRODUCT = "TexforceWasmProduct";
 interface ProductAttrs {
   transposeA: boolean;
   transposeB: boolean;
-}
-
-/** The extra exports of gemm_simd_wat.ts this kernel uses. */
-interface GemmSimdExtras extends GemmSimd {
-  transpose(src: number, rows: number, cols: number, dst: number): void;
-  unpad(src: number, m: number, padded: number, n: number, dst: number): void;
 }
 
 /** [batch, m, k, n] of `op(a) · op(b)`. */
@@ -50,8 +43,7 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
   const [batch, m, k, n] = dims(a.shape, b.shape, attrs);
   const out = backend.makeOutput([...a.shape.slice(0, -2), m, n], "float32");
   if (batch * m * n === 0) return out;
-  const g = heapInstance<GemmSimdExtras>(backend, GEMM_SIMD);
-  if (!g) throw new Error("simdProduct: the wasm backend's memory is not reachable");
+  const g = gemmSimdFor(backend, "simdProduct");
   const padded = Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
   const { _malloc: malloc, _free: free } = backend.wasm;
   const packed = malloc(4 * Math.max(k, 1) * padded);
