@@ -26,13 +26,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend, wasmThreadCount } from "../core/backend.ts";
-import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
-import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
-import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
-import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
-import { SeededNoise } from "../core/seeded_noise.ts";
-import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
-import { TINY_UNET } from "./_unet_bench.ts";
+import { clipLoraWorkload, tinyUNetWorkload } from "./_cpu_workloads.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { packedMatMul, packWeight } from "../adapters/wasm/packed_matmul.ts";
 
@@ -84,32 +78,12 @@ async function timed(
 }
 
 async function clipRows(iters: number): Promise<Row[]> {
-  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
-  const lora = new LoraStack();
-  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
-  for (const m of lora.get("default").modules.values()) {
-    tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
-  }
-  const vars = [...lora.trainableVariables().values()];
-  const ids = benchTokenIds(2);
+  const clip = await clipLoraWorkload();
   const rows = [
-    await timed("CLIP-L forward", 2, iters, async () => {
-      const h = model.forward(ids, { lora }).lastHiddenState;
-      await h.data();
-      h.dispose();
-    }),
-    await timed("CLIP-L LoRA forward+backward", 2, iters, async () => {
-      const { value, grads } = tf.variableGrads(
-        () => tf.mean(tf.square(model.forward(ids, { lora }).lastHiddenState)) as tf.Scalar,
-        vars,
-      );
-      await Promise.all(Object.values(grads).map((g) => g.data()));
-      tf.dispose([value, ...Object.values(grads)]);
-    }),
+    await timed("CLIP-L forward", 2, iters, clip.forward),
+    await timed("CLIP-L LoRA forward+backward", 2, iters, clip.forwardBackward),
   ];
-  ids.dispose();
-  lora.dispose();
-  model.dispose();
+  clip.dispose();
   const a = tf.randomNormal([2048, 2048], 0, 1, "float32", 1);
   const b = tf.randomNormal([2048, 2048], 0, 1, "float32", 2);
   rows.push(
@@ -133,15 +107,10 @@ async function clipRows(iters: number): Promise<Row[]> {
 }
 
 async function unetRows(batches: number[], iters: number, micro: number): Promise<Row[]> {
-  const config = parseUNetConfig(TINY_UNET, "<tiny config>");
-  const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
-  const side = config.sampleSize;
+  const { unet, inputs } = await tinyUNetWorkload();
   const rows: Row[] = [];
   for (const batch of batches) {
-    const gen = new SeededNoise(7);
-    const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
-    const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
-    const t = Array.from({ length: batch }, (_, i) => 999 - ((i * 37) % 999));
+    const { x, states, t } = inputs(batch);
     const runs = batch >= 64 ? 1 : iters;
     rows.push(
       await timed("tiny UNet forward", batch, runs, async () => {

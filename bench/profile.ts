@@ -11,44 +11,16 @@
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../core/backend.ts";
-import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
-import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
-import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
-import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
-import { SeededNoise } from "../core/seeded_noise.ts";
-import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
-import { TINY_UNET } from "./_unet_bench.ts";
+import { clipLoraWorkload, tinyUNetWorkload } from "./_cpu_workloads.ts";
 
 async function clipWorkload(forwardOnly: boolean): Promise<() => Promise<void>> {
-  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
-  const lora = new LoraStack();
-  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
-  const vars = [...lora.trainableVariables().values()];
-  const ids = benchTokenIds(2);
-  return async () => {
-    if (forwardOnly) {
-      const h = model.forward(ids, { lora }).lastHiddenState;
-      await h.data();
-      h.dispose();
-      return;
-    }
-    const { value, grads } = tf.variableGrads(
-      () => tf.mean(tf.square(model.forward(ids, { lora }).lastHiddenState)) as tf.Scalar,
-      vars,
-    );
-    await Promise.all(Object.values(grads).map((g) => g.data()));
-    tf.dispose([value, ...Object.values(grads)]);
-  };
+  const clip = await clipLoraWorkload();
+  return forwardOnly ? clip.forward : clip.forwardBackward;
 }
 
 async function unetWorkload(batch: number, forwardOnly: boolean): Promise<() => Promise<void>> {
-  const config = parseUNetConfig(TINY_UNET, "<tiny config>");
-  const unet = await UNet2DConditionModel.fromReader(config, new RandomWeightReader(1));
-  const gen = new SeededNoise(7);
-  const side = config.sampleSize;
-  const x = gen.normal([batch, side, side, config.inChannels]) as tf.Tensor4D;
-  const states = gen.normal([batch, 77, config.crossAttentionDim[0]]) as tf.Tensor3D;
-  const t = Array.from({ length: batch }, (_, i) => 999 - ((i * 37) % 999));
+  const { unet, inputs } = await tinyUNetWorkload();
+  const { x, states, t } = inputs(batch);
   return async () => {
     const y = forwardOnly
       ? tf.tidy(() => unet.forward(x, t, states))
