@@ -11,7 +11,8 @@ import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { tiledConstLinear, tiledMatMul } from "../webgpu/tiled_matmul.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
 import { wasmBatchMatMulIsFast } from "../../core/backend.ts";
-import { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "../wasm/packed_matmul.ts";
+import { packedMatMul, packedMatMulFits, packWeight } from "../wasm/packed_matmul.ts";
+import { copiesOf, WeightCopies } from "./weight_copies.ts";
 import { simdProduct, simdProductFits } from "../wasm/simd_product.ts";
 
 // On webgpu, products with at least this many rows go to texforce's tiled kernel; thinner ones
@@ -84,49 +85,10 @@ export function matMul2d(a: Tensor2D, b: Tensor2D, transposeB = false): Tensor2D
 
 /** A frozen linear layer's product, and the release of what it cached. */
 export interface ConstLinear {
-  (x: Tensor2D): Tensor2D;
+  /** `x` [.., in] → [.., out]: leading axes are rows. */
+  <T extends Tensor>(x: T): T;
   /** Dispose the cached copies of the weight, if any were made. */
   dispose(): void;
-}
-
-// Kernel-ready copies of frozen weights (packed panels of w and wᵀ for texforce's wasm kernel,
-// or wᵀ for XNNPACK's) cost one more copy of each weight each, so the copies kept in a process
-// stop at this many bytes (CLIP ViT-L's text linears: 340 MB a copy); past it, copies are made
-// per call and dropped.
-const WEIGHT_CACHE_BUDGET = 1 << 30;
-let weightCacheBytes = 0;
-
-type WeightCopy = Tensor2D | PackedWeight;
-const tensorOf = (c: WeightCopy): tf.Tensor => c instanceof PackedWeight ? c.panels : c;
-
-/** One weight's copies, made on first use and kept within the budget when caching. */
-class WeightCopies {
-  #kept = new Map<string, WeightCopy>();
-  constructor(readonly w: Tensor2D, readonly cache: boolean) {}
-
-  /** `fn` applied to the copy `make()` makes (kept under `key` when caching, else dropped). */
-  with<T extends WeightCopy>(key: string, make: () => T, fn: (copy: T) => Tensor2D): Tensor2D {
-    const known = this.#kept.get(key);
-    if (known) return fn(known as T);
-    const copy = make();
-    if (this.cache && weightCacheBytes + 4 * this.w.size <= WEIGHT_CACHE_BUDGET) {
-      weightCacheBytes += 4 * this.w.size;
-      this.#kept.set(key, copy);
-      tf.keep(tensorOf(copy));
-      return fn(copy);
-    }
-    try {
-      return fn(copy);
-    } finally {
-      tf.dispose(tensorOf(copy));
-    }
-  }
-
-  dispose(): void {
-    for (const c of this.#kept.values()) tf.dispose(tensorOf(c));
-    weightCacheBytes -= 4 * this.w.size * this.#kept.size;
-    this.#kept.clear();
-  }
 }
 
 /**
@@ -143,47 +105,80 @@ export function constLinear(
   bias?: Tensor1D,
   options: { cacheWeights?: boolean } = {},
 ): ConstLinear {
-  const copies = new WeightCopies(w, options.cacheWeights ?? false);
+  const copies = options.cacheWeights ? new WeightCopies(w, true) : copiesOf(w);
   const stock = constLinearStock(w, bias, copies);
   const tiled = tiledConstLinear(w, bias);
-  const f =
-    ((x: Tensor2D): Tensor2D =>
-      useWebgpuKernel("tiledMatmul") && x.shape[0] >= TILED_MIN_ROWS
-        ? tiled(x)
-        : stock(x)) as ConstLinear;
-  f.dispose = () => copies.dispose();
+  const [k, n] = w.shape;
+  const f = (<T extends Tensor>(x: T): T => {
+    const rows = k === 0 ? 0 : x.size / k;
+    if (!useWebgpuKernel("tiledMatmul") || rows < TILED_MIN_ROWS) return stock(x);
+    return tf.tidy(() =>
+      tiled(x.reshape([rows, k]) as Tensor2D).reshape([...x.shape.slice(0, -1), n]) as T
+    );
+  }) as ConstLinear;
+  f.dispose = () => {
+    if (options.cacheWeights) copies.dispose();
+  };
   return f;
 }
 
+/**
+ * Make the copies of a frozen linear weight `w` [in, out] that {@linkcode constLinear} uses on
+ * the current backend (packed w and wᵀ for texforce's wasm product), kept in `copies`.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { prepareLinearCopies } from "./_fast_matmul.ts";
+ * import { keepCopies } from "./weight_copies.ts";
+ * const w = tf.ones([32, 64]) as tf.Tensor2D;
+ * prepareLinearCopies(w, keepCopies(w));
+ * ```
+ */
+export function prepareLinearCopies(w: Tensor2D, copies: WeightCopies): void {
+  const [k, n] = w.shape;
+  if (packedMatMulFits(n)) copies.prepare("packed", () => packWeight(w));
+  if (packedMatMulFits(k)) copies.prepare("packedT", () => packWeight(w, true));
+  else if (tf.getBackend() === "wasm") copies.prepare("transposed", () => tf.transpose(w));
+}
+
+// Inputs of any rank ≥ 2 are rows over their leading axes: the packed kernel takes them as they
+// are, the other products after a reshape to 2-D inside the custom gradient (so the tape holds
+// one node per layer, not three).
 function constLinearStock(
   w: Tensor2D,
   bias: Tensor1D | undefined,
   copies: WeightCopies,
-): (x: Tensor2D) => Tensor2D {
+): <T extends Tensor>(x: T) => T {
   const [k, n] = w.shape;
+  const rowsOf = (t: Tensor, width: number) => t.reshape([-1, width]) as Tensor2D;
   return tf.customGrad(
-    ((x: Tensor2D) => {
-      let value: Tensor2D;
+    ((x: Tensor) => {
+      const lead = x.shape.slice(0, -1);
+      let value: Tensor;
       if (packedMatMulFits(n)) {
         value = copies.with("packed", () => packWeight(w), (p) => packedMatMul(x, p, bias));
       } else {
-        const y = tf.matMul(x, w);
-        value = (bias ? tf.add(y, bias) : y) as Tensor2D;
+        const y = tf.matMul(rowsOf(x, k), w);
+        value = (bias ? tf.add(y, bias) : y).reshape([...lead, n]);
       }
       return {
         value,
-        gradFunc: (dy: Tensor2D) => {
+        gradFunc: (dy: Tensor) => {
           if (packedMatMulFits(k)) {
             return copies.with("packedT", () => packWeight(w, true), (p) => packedMatMul(dy, p));
           }
-          if (!copies.cache || tf.getBackend() !== "wasm") return inputGradient(dy, w);
-          // A kept wᵀ makes `dy · wᵀ` an untransposed product whose packed right-hand side
-          // XNNPACK keeps (its operator cache is keyed by the tensor), as in the forward.
-          return copies.with("transposed", () => tf.transpose(w), (wT) => tf.matMul(dy, wT));
+          const dy2 = rowsOf(dy, n);
+          const dx = !copies.cache || tf.getBackend() !== "wasm"
+            ? inputGradient(dy2, w)
+            // A kept wᵀ makes `dy · wᵀ` an untransposed product whose packed right-hand side
+            // XNNPACK keeps (its operator cache is keyed by the tensor), as in the forward.
+            : copies.with("transposed", () => tf.transpose(w), (wT) => tf.matMul(dy2, wT));
+          return dx.reshape([...lead, k]);
         },
       };
     }) as unknown as CustomGradFunc,
-  ) as unknown as (x: Tensor2D) => Tensor2D;
+  ) as unknown as <T extends Tensor>(x: T) => T;
 }
 
 /** Products of a batch of 2-D matrices, one untransposed 2-D matMul each. */

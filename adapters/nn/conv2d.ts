@@ -8,6 +8,7 @@ import type { WeightReader } from "./weight_reader.ts";
 import type { Tensor1D, Tensor4D } from "../../core/tensor_types.ts";
 import { conv3x3 } from "../webgpu/implicit_gemm_conv.ts";
 import { useWebgpuKernel } from "../webgpu/kernel_options.ts";
+import { copiesOf, keepCopies } from "./weight_copies.ts";
 
 /** Conv2d parameters. */
 export interface Conv2dWeights {
@@ -48,10 +49,9 @@ export function conv2d(x: Tensor4D, w: Conv2dWeights): Tensor4D {
     ) {
       return conv3x3(x, w.weight, w.bias, { stride: w.stride, weightGrad: trainable });
     }
+    if (!trainable && tf.getBackend() === "wasm") return constConv(w)(x);
     let y = trainable && tf.getBackend() === "wasm"
       ? trainableConv(x, w.weight, w.stride, w.padding)
-      : tf.getBackend() === "wasm"
-      ? constConv(w.weight, w.stride, w.padding)(x)
       : tf.conv2d(x, w.weight, w.stride, w.padding === 0 ? "valid" : symmetric(w.padding));
     if (w.bias) y = tf.add(y, w.bias);
     return y;
@@ -64,20 +64,57 @@ type Pad4 = [[number, number], [number, number], [number, number], [number, numb
 const symmetric = (p: number): Pad4 => [[0, 0], [p, p], [p, p], [0, 0]];
 
 /**
- * `conv2d(x, weight)` for a frozen weight, differentiable w.r.t. `x` only. The stock input
+ * `conv2d(x, weight) + bias` for a frozen weight, differentiable w.r.t. `x` only, the bias added
+ * inside XNNPACK's convolution (one kernel instead of two, forward and backward). The stock input
  * gradient (Conv2DBackpropInput) runs a scalar loop on tfjs-wasm, ten times slower than the
  * forward convolution, which XNNPACK runs; so the input gradient is written as a forward
  * convolution of the (zero-dilated, for stride 2) output gradient with the flipped kernel.
  */
-function constConv(weight: Tensor4D, stride: number, padding: number): (x: Tensor4D) => Tensor4D {
-  const p = padding;
+function constConv(w: Conv2dWeights): (x: Tensor4D) => Tensor4D {
+  const { weight, bias, stride, padding: p } = w;
   const pad: Pad4 | "valid" = p === 0 ? "valid" : symmetric(p);
   return tf.customGrad(
     ((x: Tensor4D) => ({
-      value: tf.conv2d(x, weight, stride, pad),
+      // The kernel itself: tf.fused.conv2d would wrap it in a gradient scope of its own.
+      value: tf.engine().runKernel(
+        "FusedConv2D",
+        bias ? { x, filter: weight, bias } : { x, filter: weight },
+        fusedAttrs(stride, pad),
+      ) as Tensor4D,
       gradFunc: (dy: Tensor4D) => convInputGrad(dy, weight, stride, p, x.shape[1], x.shape[2]),
     })) as unknown as CustomGradFunc,
   ) as unknown as (x: Tensor4D) => Tensor4D;
+}
+
+const fusedAttrs = (stride: number, pad: Pad4 | "valid") => ({
+  strides: [stride, stride],
+  pad,
+  dataFormat: "NHWC",
+  dilations: [1, 1],
+  activation: "linear",
+});
+
+/** The filter of the input gradient: spatially flipped, in and out channels swapped. */
+const flipped = (weight: Tensor4D): Tensor4D =>
+  tf.tidy(() => tf.reverse(weight, [0, 1]).transpose([0, 1, 3, 2]) as Tensor4D);
+
+/**
+ * Make and keep the kernel-ready copy of a frozen convolution's weight (on wasm: the flipped
+ * filter of its input gradient), so that {@linkcode conv2d}'s backward pass stops remaking it
+ * per call. The owner releases it with `releaseWeightCopies` before disposing or replacing the
+ * weight. Trainable weights (variables) are left alone.
+ *
+ * @example
+ * ```ts
+ * import { type Conv2dWeights, keepConvCopies, releaseWeightCopies } from "@texforce/core/adapters";
+ * declare const w: Conv2dWeights;
+ * keepConvCopies(w);
+ * releaseWeightCopies([w.weight]);
+ * ```
+ */
+export function keepConvCopies(w: Conv2dWeights): void {
+  if (w.weight instanceof tf.Variable || tf.getBackend() !== "wasm") return;
+  keepCopies(w.weight).prepare("flipped", () => flipped(w.weight));
 }
 
 /**
@@ -186,13 +223,14 @@ function convInputGrad(
         [n, oh * s - t0 + Math.min(bottom, 0), ow * s - l0 + Math.min(right, 0), c],
       );
     }
-    const flipped = tf.reverse(weight, [0, 1]).transpose([0, 1, 3, 2]) as Tensor4D;
-    return tf.conv2d(z, flipped, 1, [
+    const pad: Pad4 = [
       [0, 0],
       [Math.max(top, 0), Math.max(bottom, 0)],
       [Math.max(left, 0), Math.max(right, 0)],
       [0, 0],
-    ]);
+    ];
+    // A frozen weight's flipped filter is kept (keepConvCopies); a trainable one's made here.
+    return copiesOf(weight).with("flipped", () => flipped(weight), (f) => tf.conv2d(z, f, 1, pad));
   });
 }
 

@@ -5,7 +5,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
-import { constLinear, matMul2d } from "./_fast_matmul.ts";
+import { constLinear, matMul2d, prepareLinearCopies } from "./_fast_matmul.ts";
+import { keepCopies } from "./weight_copies.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
@@ -27,19 +28,36 @@ export interface LinearWeights {
  * ```
  */
 export function linear(x: Tensor, w: LinearWeights): Tensor {
-  const inDim = w.weight.shape[0];
-  const outDim = w.weight.shape[1];
-  const lead = x.shape.slice(0, -1);
-  // The weights are frozen: constLinear's gradient reaches x only, through untransposed products
-  // (tfjs-wasm's fast path), instead of the stock dy·Wᵀ.
-  const x2 = x.reshape([-1, inDim]) as Tensor2D;
   if (w.weight instanceof tf.Variable) {
     // Trainable (pre-training): gradients reach the weight and bias too.
-    const y = matMul2d(x2, w.weight);
-    return (w.bias ? tf.add(y, w.bias) : y).reshape([...lead, outDim]);
+    const [inDim, outDim] = w.weight.shape;
+    return tf.tidy(() => {
+      const y = matMul2d(x.reshape([-1, inDim]) as Tensor2D, w.weight);
+      return (w.bias ? tf.add(y, w.bias) : y).reshape([...x.shape.slice(0, -1), outDim]);
+    });
   }
-  const y = constLinear(w.weight, w.bias)(x2);
-  return y.reshape([...lead, outDim]);
+  // The weights are frozen: constLinear's gradient reaches x only, through untransposed products
+  // (tfjs-wasm's fast path), instead of the stock dy·Wᵀ; it takes x's leading axes as rows.
+  return constLinear(w.weight, w.bias)(x);
+}
+
+/**
+ * Make and keep the kernel-ready copies of a frozen linear layer's weight (on wasm: packed w
+ * and wᵀ for texforce's product), so that {@linkcode linear} stops remaking them per call. The
+ * owner releases them with {@linkcode releaseWeightCopies} before disposing or replacing the
+ * weight. Trainable weights (variables) are left alone.
+ *
+ * @example
+ * ```ts
+ * import { keepLinearCopies, releaseWeightCopies, type LinearWeights } from "@texforce/core/adapters";
+ * declare const w: LinearWeights;
+ * keepLinearCopies(w);
+ * releaseWeightCopies([w.weight]);
+ * ```
+ */
+export function keepLinearCopies(w: LinearWeights): void {
+  if (w.weight instanceof tf.Variable) return;
+  prepareLinearCopies(w.weight, keepCopies(w.weight));
 }
 
 /**

@@ -11,3 +11,4 @@ export * from "./conv2d.ts";
 export * from "./attention.ts";
 export * from "./recompute.ts";
 export * from "./owned_tensors.ts";
+export { releaseWeightCopies } from "./weight_copies.ts";

@@ -14,7 +14,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import type { Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
+import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { useWasmKernel } from "./kernel_options.ts";
@@ -38,8 +38,9 @@ function matMulKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
   const { x, packed, bias } = args.inputs;
   const n = (args.attrs as { n: number }).n;
-  const [m, k] = x.shape;
-  const out = backend.makeOutput([m, n], "float32");
+  const k = x.shape[x.shape.length - 1];
+  const m = k === 0 ? 0 : x.shape.reduce((a, b) => a * b, 1) / k;
+  const out = backend.makeOutput([...x.shape.slice(0, -1), n], "float32");
   const g = gemmSimdFor(backend, "packedMatMul");
   runGemmPanels(backend, g, {
     m,
@@ -125,8 +126,8 @@ export function packWeight(w: Tensor2D, transposed = false): PackedWeight {
 }
 
 /**
- * `x · w (+ bias)` for x [m, k] and a packed `w` (no gradient: it is a building block for
- * layers that define their own, such as `constLinear`).
+ * `x · w (+ bias)` for x [.., k] (leading axes are rows) and a packed `w` (no gradient: it is a
+ * building block for layers that define their own, such as `constLinear`).
  *
  * @example
  * ```ts
@@ -138,8 +139,11 @@ export function packWeight(w: Tensor2D, transposed = false): PackedWeight {
  * console.log(y.shape); // [3, 8]
  * ```
  */
-export function packedMatMul(x: Tensor2D, w: PackedWeight, bias?: Tensor1D): Tensor2D {
-  if (x.shape[1] !== w.k || x.dtype !== "float32" || (bias && bias.shape[0] !== w.n)) {
+export function packedMatMul<T extends Tensor>(x: T, w: PackedWeight, bias?: Tensor1D): T {
+  if (
+    x.rank < 1 || x.shape[x.rank - 1] !== w.k || x.dtype !== "float32" ||
+    (bias && bias.shape[0] !== w.n)
+  ) {
     throw new Error(
       `packedMatMul: ${x.dtype} x [${x.shape}] does not fit a packed [${w.k}, ${w.n}] weight` +
         (bias ? ` with bias [${bias.shape}]` : ""),
@@ -147,5 +151,5 @@ export function packedMatMul(x: Tensor2D, w: PackedWeight, bias?: Tensor1D): Ten
   }
   registerWasmKernels(KERNELS);
   const inputs: tf.NamedTensorMap = bias ? { x, packed: w.panels, bias } : { x, packed: w.panels };
-  return tf.engine().runKernel(MATMUL, inputs, { n: w.n } as never) as Tensor2D;
+  return tf.engine().runKernel(MATMUL, inputs, { n: w.n } as never) as T;
 }

@@ -35,6 +35,22 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
     ],
   ];
 
+  await t.step("x of rank 3 and 4: leading axes are rows", () => {
+    tf.tidy(() => {
+      const w = gen.normal([12, 16]) as tf.Tensor2D;
+      const bias = gen.normal([16]) as tf.Tensor1D;
+      const packed = packWeight(w);
+      for (const lead of [[2, 5], [2, 3, 4]]) {
+        const x = gen.normal([...lead, 12]);
+        const y = packedMatMul(x, packed, bias);
+        assert.deepEqual(y.shape, [...lead, 16]);
+        const want = tf.add(tf.matMul(x.reshape([-1, 12]), w), bias).reshape([...lead, 16]);
+        assert.ok(tensorRelativeError(y, want) < 1e-6, `[${lead}, 12]`);
+      }
+      packed.dispose();
+    });
+  });
+
   await t.step("x · w and x · w + bias for every tile height", () => {
     for (const [m, k, n] of shapes) {
       tf.tidy(() => {
