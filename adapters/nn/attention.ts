@@ -5,6 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { batchMatMul } from "./_fast_matmul.ts";
+import { fusedAttention, fusedAttentionFits } from "../wasm/fused_attention.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 
 /**
@@ -32,6 +33,9 @@ export function multiHeadAttention(
     const [b, lq, d] = q.shape as [number, number, number];
     const lk = k.shape[1] as number;
     const dh = d / heads;
+    if (fusedAttentionFits(q, k, v, heads)) {
+      return fusedAttention(q, k, v, heads, scale ?? 1 / Math.sqrt(dh), mask);
+    }
     const split = (t: Tensor, l: number) => t.reshape([b, l, heads, dh]).transpose([0, 2, 1, 3]);
     const qh = split(q, lq);
     const kh = split(k, lk);

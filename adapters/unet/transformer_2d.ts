@@ -11,6 +11,7 @@ import { layerNorm, type LayerNormWeights, loadLayerNorm } from "../nn/layer_nor
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { gelu } from "./_activations.ts";
+import { fusedGeglu, fusedGegluFits } from "../wasm/fused_geglu.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
 import { attention, type AttentionWeights, loadAttention } from "./attention.ts";
 import type { Tensor, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
@@ -162,9 +163,15 @@ export function transformerBlock(
     h = tf.add(h, attention(w.attn2, layerNorm(h, w.norm2), context, slice));
     // GEGLU: the projection's first half is the value, the second half the gate.
     const proj = linear(layerNorm(h, w.norm3), w.ffIn);
-    const [value, gate] = tf.split(proj, 2, -1);
-    return tf.add(h, linear(tf.mul(value, gelu(gate)), w.ffOut));
+    return tf.add(h, linear(geglu(proj), w.ffOut));
   });
+}
+
+/** GEGLU: the projection's first half is the value, the second half the gate. */
+function geglu(proj: Tensor): Tensor {
+  if (fusedGegluFits(proj)) return fusedGeglu(proj);
+  const [value, gate] = tf.split(proj, 2, -1);
+  return tf.mul(value, gelu(gate));
 }
 
 /**

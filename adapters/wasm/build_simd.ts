@@ -1,7 +1,8 @@
 /**
  * Builds texforce's WebAssembly modules for the wasm backend's heap with wabt (`deno run -A
- * adapters/wasm/build_simd.ts`): `_norm_simd_wasm.ts` from `norm_simd.wat` and
- * `_gemm_simd_wasm.ts` from `gemm_simd_wat.ts`. Each holds two binaries, one importing a shared
+ * adapters/wasm/build_simd.ts`): `_norm_simd_wasm.ts` from `norm_simd.wat`,
+ * `_activation_simd_wasm.ts` from `activation_simd.wat` and `_gemm_simd_wasm.ts` from
+ * `gemm_simd_wat.ts`. Each holds two binaries, one importing a shared
  * memory (tfjs' threaded build) and one a plain memory (its single-threaded build), base64 in a
  * module so the library loads them without file access. `tests/adapters/wasm/simd_build_test.ts`
  * checks the committed modules are what this script builds.
@@ -33,9 +34,20 @@ export interface SimdModuleSource {
  * ```
  */
 export async function simdModuleSources(): Promise<SimdModuleSource[]> {
-  const norm = await Deno.readTextFile(new URL("./norm_simd.wat", import.meta.url));
+  const read = (name: string) => Deno.readTextFile(new URL(`./${name}`, import.meta.url));
   return [
-    { source: "norm_simd.wat", constant: "NORM_SIMD", file: "_norm_simd_wasm.ts", wat: norm },
+    {
+      source: "norm_simd.wat",
+      constant: "NORM_SIMD",
+      file: "_norm_simd_wasm.ts",
+      wat: await read("norm_simd.wat"),
+    },
+    {
+      source: "activation_simd.wat",
+      constant: "ACTIVATION_SIMD",
+      file: "_activation_simd_wasm.ts",
+      wat: await read("activation_simd.wat"),
+    },
     {
       source: "gemm_simd_wat.ts",
       constant: "GEMM_SIMD",

@@ -15,16 +15,22 @@ import * as tf from "@tensorflow/tfjs";
  * @example
  * ```ts
  * import type { WasmKernelOptions } from "@texforce/core/adapters";
- * const o: WasmKernelOptions = { fusedNorm: true, normSimd: true, packedMatmul: true };
+ * const o: WasmKernelOptions = {
+ *   fusedNorm: true,
+ *   normSimd: true,
+ *   packedMatmul: true,
+ *   fusedAttention: true,
+ *   fusedGeglu: true,
+ * };
  * ```
  */
 export interface WasmKernelOptions {
   /** GroupNorm / LayerNorm (+ SiLU) as one kernel forward and one backward. */
   fusedNorm: boolean;
   /**
-   * The fused norms' per-element passes as WebAssembly SIMD loops (norm_simd.wat) where the
-   * channels come in fours; off, JS loops do them (slower; the reference the SIMD loops are
-   * tested against).
+   * The per-element passes of the fused norms and of GEGLU as WebAssembly SIMD loops
+   * (norm_simd.wat, activation_simd.wat) where the channels come in fours; off, JS loops do them
+   * (slower; the reference the SIMD loops are tested against).
    */
   normSimd: boolean;
   /**
@@ -32,6 +38,13 @@ export interface WasmKernelOptions {
    * input gradient) by texforce's packed SIMD kernel (packed_matmul.ts) instead of XNNPACK's.
    */
   packedMatmul: boolean;
+  /**
+   * Attention's core softmax(q kᵀ · scale + mask) v as one differentiable op on the SIMD product
+   * with a fused softmax gradient (fused_attention.ts) instead of tfjs' composition.
+   */
+  fusedAttention: boolean;
+  /** GEGLU (`value · gelu(gate)`) as one kernel forward and one backward (fused_geglu.ts). */
+  fusedGeglu: boolean;
 }
 
 /** Defaults: every kernel on (for the wasm backend only). */
@@ -39,6 +52,8 @@ export const wasmKernelDefaults = {
   fusedNorm: true,
   normSimd: true,
   packedMatmul: true,
+  fusedAttention: true,
+  fusedGeglu: true,
 } satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {

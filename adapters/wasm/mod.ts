@@ -11,3 +11,5 @@ export * from "./kernel_options.ts";
 export * from "./fused_norm.ts";
 export * from "./packed_matmul.ts";
 export * from "./simd_product.ts";
+export * from "./fused_attention.ts";
+export * from "./fused_geglu.ts";

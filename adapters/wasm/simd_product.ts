@@ -75,9 +75,29 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
 
 const KERNELS = [[PRODUCT, productKernel]] as const;
 
-function run(a: Tensor, b: Tensor, transposeA: boolean, transposeB: boolean): Tensor {
+/**
+ * `op(a) · op(b)` by the SIMD kernel, not differentiable (for gradient functions of fused ops
+ * that call the product themselves); the operands must fit ({@linkcode simdProductFits}).
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { simdProductValue } from "./simd_product.ts";
+ * // on the wasm backend:
+ * const y = simdProductValue(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true);
+ * ```
+ */
+export function simdProductValue(
+  a: Tensor,
+  b: Tensor,
+  transposeA: boolean,
+  transposeB: boolean,
+): Tensor {
+  registerWasmKernels(KERNELS);
   return tf.engine().runKernel(PRODUCT, { a, b }, { transposeA, transposeB } as never) as Tensor;
 }
+
+const run = simdProductValue;
 
 /**
  * Whether {@linkcode simdProduct} takes these operands now: the `packedMatmul` switch is on, the

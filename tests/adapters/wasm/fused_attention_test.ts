@@ -1,0 +1,65 @@
+// texforce's fused attention core (adapters/wasm/fused_attention.ts) against tfjs' composition
+// (the fusedAttention switch off): values and gradients for q, k and v, with and without a mask,
+// one head and several, key lengths that are not multiples of 4 or 8, no tensors left behind,
+// and the inputs it refuses.
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { useBackend } from "../../../core/backend.ts";
+import { fusedAttention, fusedAttentionFits } from "../../../adapters/wasm/fused_attention.ts";
+import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
+import { multiHeadAttention } from "../../../adapters/nn/attention.ts";
+import { SeededNoise } from "../../../core/seeded_noise.ts";
+import { tensorRelativeError } from "../../_helpers.ts";
+
+Deno.test("wasm fused attention: equals tfjs' composition with gradients", async (t) => {
+  await useBackend("wasm", { wasmThreads: 1 });
+  const gen = new SeededNoise(11);
+  // [batch, Lq, Lk, D, Dv, heads, masked]: the UNet's self- and cross-attention shapes (small),
+  // CLIP's causal self-attention, one head.
+  const cases: [number, number, number, number, number, number, boolean][] = [
+    [2, 16, 16, 8, 8, 2, false],
+    [2, 16, 7, 8, 8, 2, false],
+    [1, 5, 5, 12, 12, 3, true],
+    [3, 4, 9, 4, 4, 1, false],
+  ];
+  for (const [b, lq, lk, d, dv, heads, masked] of cases) {
+    await t.step(
+      `[${b}, ${lq}, ${d}] over ${lk} keys, ${heads} heads${masked ? ", causal" : ""}`,
+      () => {
+        const start = tf.memory().numTensors;
+        tf.tidy(() => {
+          const q = gen.normal([b, lq, d]);
+          const k = gen.normal([b, lk, d]);
+          const v = gen.normal([b, lk, dv]);
+          const dy = gen.normal([b, lq, dv]);
+          const mask = masked
+            ? tf.linalg.bandPart(tf.ones([lq, lk]), -1, 0).sub(1).mul(1e9).reshape([1, 1, lq, lk])
+            : undefined;
+          const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+            tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
+          assert.ok(fusedAttentionFits(q, k, v, heads));
+          const fused = [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+          const before = setWasmKernels({ fusedAttention: false });
+          const stock = [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+          setWasmKernels(before);
+          const errors = fused.map((f, i) => tensorRelativeError(f, stock[i]));
+          assert.ok(errors.every((e) => e < 1e-5), `value, dq, dk, dv: ${errors}`);
+        });
+        assert.equal(tf.memory().numTensors, start);
+      },
+    );
+  }
+
+  await t.step("refused: mismatched shapes, heads that do not divide D, switched off", () => {
+    tf.tidy(() => {
+      const q = tf.ones([1, 4, 8]);
+      assert.equal(fusedAttentionFits(q, tf.ones([1, 4, 6]), tf.ones([1, 4, 8]), 2), false);
+      assert.equal(fusedAttentionFits(q, q, tf.ones([1, 5, 8]), 2), false, "k and v lengths");
+      assert.equal(fusedAttentionFits(q, q, q, 3), false, "3 heads of 8");
+      assert.throws(() => fusedAttention(q, q, q, 3, 1), /with 3 heads dividing D and Dv/);
+      const before = setWasmKernels({ fusedAttention: false });
+      assert.equal(fusedAttentionFits(q, q, q, 2), false, "switched off");
+      setWasmKernels(before);
+    });
+  });
+});
