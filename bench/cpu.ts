@@ -17,8 +17,9 @@
  * `--micro N` (default 64) runs the UNet's forward + backward N samples at a time (a batch of
  * 256 in one pass outgrows the 4 GB wasm heap; the trainer splits minibatches the same way).
  *
- * Prints wall-clock medians, the process CPU time per call, peak RSS, and the load average
- * (timings on a shared machine drift; compare rows of one run).
+ * Prints wall-clock medians (of `--iters` calls at least, and of as many as fit in 3 s for short
+ * ones, up to 25), the process CPU time per call, peak RSS, and the load average (timings on a
+ * shared machine drift; compare rows of one run).
  *
  * @module
  */
@@ -50,6 +51,10 @@ interface ChildResult {
   rows: Row[];
 }
 
+/** Short workloads repeat until this much time is timed (or MAX_RUNS calls). */
+const MIN_TIMED_MS = 3000;
+const MAX_RUNS = 25;
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function timed(
@@ -61,7 +66,15 @@ async function timed(
   await fn();
   const ms: number[] = [];
   const cpu: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  // At least `runs` timed calls, more for short ones (until MIN_TIMED_MS, at most MAX_RUNS): on
+  // this shared VM one call of the tiny UNet at batch 2 varied from 54 to 102 ms in a row, so a
+  // median of three was a draw.
+  const started = performance.now();
+  for (
+    let i = 0;
+    i < runs || (performance.now() - started < MIN_TIMED_MS && i < MAX_RUNS);
+    i++
+  ) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     await fn();

@@ -1,6 +1,14 @@
 // The control block shared by the packed product's pool and its workers: a job (its
-// parameters, a sequence number that starts it, the counter threads take panels from) and one
-// slot per worker (ready, stop, the last job it finished).
+// parameters, a sequence number that wakes the workers, the ticket threads claim panels with,
+// the count of panels completed) and one slot per worker (ready, stop, the last job it failed).
+//
+// A job ends when all its panels are completed, not when every worker has looked at it: a
+// worker that wakes late finds no panel left and goes back to sleep, so a product the calling
+// thread finishes alone never waits for a wake-up (which took longer than a small product on
+// this machine's VM). The ticket holds the job's sequence number (15 bits) above the next panel
+// (16 bits); a thread claims panels by compare-and-swap on it, so a claim can only succeed for
+// the job it read, and a job's parameters cannot change while one of its panels is claimed and
+// not completed.
 
 /** Field offsets of the job, at the start of the block. */
 export const JOB = {
@@ -14,12 +22,17 @@ export const JOB = {
   c: 7,
   /** Panels of the product. */
   panels: 8,
-  /** The next panel to take (threads add PANELS_PER_TAKE to it). */
-  next: 16,
+  /** (seq & 0x7fff) << 16 | the next panel to claim. */
+  ticket: 16,
+  /** Panels completed (or given up after a failure). */
+  completed: 17,
 } as const;
 
+/** The most panels a shared job can have (the ticket's 16 bits). */
+export const MAX_SHARED_PANELS = 0xffff;
+
 /** Field offsets within a worker's slot. */
-export const SLOT = { ready: 0, stop: 1, done: 2, failed: 3 } as const;
+export const SLOT = { ready: 0, stop: 1, failed: 2 } as const;
 
 /** Int32s per slot and for the job's two lines (64 bytes: threads do not share a line). */
 export const SLOT_INTS = 16;
@@ -30,27 +43,68 @@ export const slotAt = (i: number): number => 2 * SLOT_INTS + i * SLOT_INTS;
 /** Panels a thread takes at a time: small enough to balance, big enough to be cheap. */
 export const PANELS_PER_TAKE = 4;
 
+/** The ticket of job `seq` with no panel claimed yet. */
+export const ticketOf = (seq: number): number => (seq & 0x7fff) << 16;
+
 /**
- * Take panels from the job's counter and run them until none are left; what a thread computes
- * depends on timing, each panel's result does not.
+ * Claim panels of job `seq` and run them until none are left; what a thread computes depends on
+ * timing, each panel's result does not. Claimed panels count as completed even when `gemm`
+ * throws (the error goes on), so the job always ends; a worker passes the offset of its
+ * `failed` field, set to `seq` before the panels count (so the job's end sees the failure).
  */
 export function takePanels(
   control: Int32Array,
   gemm: (...args: number[]) => void,
+  seq: number,
+  failedAt = -1,
 ): void {
-  const [m, n, k, a, b, bias, c, panels] = [
-    control[JOB.m],
-    control[JOB.n],
-    control[JOB.k],
-    control[JOB.a],
-    control[JOB.b],
-    control[JOB.bias],
-    control[JOB.c],
-    control[JOB.panels],
-  ];
+  const tag = ticketOf(seq);
   for (;;) {
-    const p0 = Atomics.add(control, JOB.next, PANELS_PER_TAKE);
+    const word = Atomics.load(control, JOB.ticket);
+    if ((word & ~0xffff) !== tag) return;
+    const p0 = word & 0xffff;
+    const panels = control[JOB.panels];
     if (p0 >= panels) return;
-    gemm(m, n, k, a, b, bias, c, p0, Math.min(p0 + PANELS_PER_TAKE, panels));
+    const p1 = Math.min(p0 + PANELS_PER_TAKE, panels);
+    if (Atomics.compareExchange(control, JOB.ticket, word, tag | p1) !== word) continue;
+    try {
+      gemm(
+        control[JOB.m],
+        control[JOB.n],
+        control[JOB.k],
+        control[JOB.a],
+        control[JOB.b],
+        control[JOB.bias],
+        control[JOB.c],
+        p0,
+        p1,
+      );
+    } catch (e) {
+      if (failedAt >= 0) Atomics.store(control, failedAt, seq);
+      throw e;
+    } finally {
+      complete(control, p1 - p0, panels);
+    }
+  }
+}
+
+/** Claim every panel of job `seq` left and count it completed without running it. */
+export function giveUpPanels(control: Int32Array, seq: number): void {
+  const tag = ticketOf(seq);
+  for (;;) {
+    const word = Atomics.load(control, JOB.ticket);
+    const panels = control[JOB.panels];
+    const p0 = word & 0xffff;
+    if ((word & ~0xffff) !== tag || p0 >= panels) return;
+    if (Atomics.compareExchange(control, JOB.ticket, word, tag | panels) === word) {
+      complete(control, panels - p0, panels);
+      return;
+    }
+  }
+}
+
+function complete(control: Int32Array, count: number, panels: number): void {
+  if (Atomics.add(control, JOB.completed, count) + count === panels) {
+    Atomics.notify(control, JOB.completed);
   }
 }

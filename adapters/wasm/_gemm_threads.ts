@@ -14,7 +14,15 @@ import { wasmThreadsInUse } from "../../core/backend.ts";
 import { heapInstance, heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
-import { JOB, SLOT, slotAt, takePanels } from "./_gemm_slots.ts";
+import {
+  giveUpPanels,
+  JOB,
+  MAX_SHARED_PANELS,
+  SLOT,
+  slotAt,
+  takePanels,
+  ticketOf,
+} from "./_gemm_slots.ts";
 
 /** The exports of gemm_simd_wat.ts. */
 export interface GemmSimd {
@@ -91,10 +99,11 @@ class GemmPool {
     return this.workers.every((_, i) => Atomics.load(this.control, slotAt(i) + SLOT.ready) === 1);
   }
 
-  /** Run the job's panels on this thread and every worker, each taking them as it goes. */
+  /** Run the job's panels on this thread and every worker, each claiming them as it goes. */
   run(gemm: GemmSimd, job: GemmJob): void {
     const c = this.control;
     const seq = ++this.#seq;
+    const panels = job.n / GEMM_PANEL_COLUMNS;
     [c[JOB.m], c[JOB.n], c[JOB.k], c[JOB.a], c[JOB.b], c[JOB.bias], c[JOB.c]] = [
       job.m,
       job.n,
@@ -104,21 +113,24 @@ class GemmPool {
       job.bias,
       job.c,
     ];
-    c[JOB.panels] = job.n / GEMM_PANEL_COLUMNS;
-    Atomics.store(c, JOB.next, 0);
+    c[JOB.panels] = panels;
+    Atomics.store(c, JOB.completed, 0);
+    Atomics.store(c, JOB.ticket, ticketOf(seq));
     Atomics.store(c, JOB.seq, seq);
     Atomics.notify(c, JOB.seq);
+    let error: unknown = null;
     try {
-      takePanels(c, gemm.gemm);
-    } finally {
-      // Even when this thread's share threw: the workers write into the output until they end.
-      for (let i = 0; i < this.workers.length; i++) {
-        const at = slotAt(i) + SLOT.done;
-        for (let d = Atomics.load(c, at); d !== seq; d = Atomics.load(c, at)) {
-          Atomics.wait(c, at, d);
-        }
-      }
+      takePanels(c, gemm.gemm, seq);
+    } catch (e) {
+      // The panels no thread has claimed are given up; claimed ones are written until done.
+      error = e;
+      giveUpPanels(c, seq);
     }
+    // The job ends when every panel is completed: workers still asleep find none left.
+    for (let v = Atomics.load(c, JOB.completed); v < panels; v = Atomics.load(c, JOB.completed)) {
+      Atomics.wait(c, JOB.completed, v);
+    }
+    if (error) throw error;
     const failed = this.workers.findIndex((_, i) => c[slotAt(i) + SLOT.failed] === seq);
     if (failed >= 0) {
       throw new Error(`packed matMul: worker ${failed} failed on a [${job.m}, ${job.k}] product`);
@@ -173,7 +185,8 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
   const threads = wasmThreadsInUse();
   const memory = heapMemory(backend);
   if (
-    threads > 1 && panels > 1 && m * n * k >= MIN_SPLIT_MACS && memory &&
+    threads > 1 && panels > 1 && panels <= MAX_SHARED_PANELS && m * n * k >= MIN_SPLIT_MACS &&
+    memory &&
     memory.buffer instanceof SharedArrayBuffer
   ) {
     const p = poolFor(memory, threads - 1);

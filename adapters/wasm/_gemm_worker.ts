@@ -1,5 +1,5 @@
 // One worker thread of the packed matrix product (_gemm_threads.ts): it instantiates
-// gemm_simd_wat.ts on tfjs' shared heap, then waits for jobs and takes panels from each until
+// gemm_simd_wat.ts on tfjs' shared heap, then waits for jobs and claims panels of each until
 // none are left, forever (the pool unrefs it, so it never keeps the process alive).
 import { workerData } from "node:worker_threads";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
@@ -25,12 +25,8 @@ for (;;) {
   if (seq === seen) continue;
   seen = seq;
   if (c[at + SLOT.stop]) break;
-  // A trap must not leave the JS thread waiting: it is reported, and the job still ends.
+  // A trap is reported in the slot (its panels still count as completed, so the job ends).
   try {
-    takePanels(c, gemm);
-  } catch {
-    Atomics.store(c, at + SLOT.failed, seq);
-  }
-  Atomics.store(c, at + SLOT.done, seq);
-  Atomics.notify(c, at + SLOT.done);
+    takePanels(c, gemm, seq, at + SLOT.failed);
+  } catch { /* reported */ }
 }

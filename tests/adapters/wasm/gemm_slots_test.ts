@@ -1,0 +1,62 @@
+// The packed product's job protocol (adapters/wasm/_gemm_slots.ts), without threads: every
+// panel is claimed exactly once, a claim for another job's sequence number takes nothing, and
+// a failing share is reported and still ends the job (its panels, and the ones given up, count
+// as completed).
+import assert from "node:assert/strict";
+import {
+  giveUpPanels,
+  JOB,
+  PANELS_PER_TAKE,
+  SLOT,
+  slotAt,
+  takePanels,
+  ticketOf,
+} from "../../../adapters/wasm/_gemm_slots.ts";
+
+function post(control: Int32Array, seq: number, panels: number): void {
+  control[JOB.panels] = panels;
+  Atomics.store(control, JOB.completed, 0);
+  Atomics.store(control, JOB.ticket, ticketOf(seq));
+  Atomics.store(control, JOB.seq, seq);
+}
+
+Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures end the job", async (t) => {
+  const control = new Int32Array(new SharedArrayBuffer(4 * slotAt(2)));
+
+  await t.step("every panel once, in claims of PANELS_PER_TAKE", () => {
+    post(control, 7, 10);
+    const runs: [number, number][] = [];
+    takePanels(control, (...args: number[]) => runs.push([args[7], args[8]]), 7);
+    const want: [number, number][] = [];
+    for (let p = 0; p < 10; p += PANELS_PER_TAKE) want.push([p, Math.min(p + PANELS_PER_TAKE, 10)]);
+    assert.deepEqual(runs, want);
+    assert.equal(control[JOB.completed], 10);
+    takePanels(control, () => assert.fail("no panel is left"), 7);
+  });
+
+  await t.step("a thread holding an older job's number takes nothing", () => {
+    post(control, 8, 4);
+    takePanels(control, () => assert.fail("job 7 is over"), 7);
+    assert.equal(control[JOB.completed], 0);
+    takePanels(control, () => {}, 8);
+    assert.equal(control[JOB.completed], 4);
+  });
+
+  await t.step("a failing share is reported, counted, and the rest given up", () => {
+    post(control, 9, 12);
+    const failedAt = slotAt(1) + SLOT.failed;
+    assert.throws(() =>
+      takePanels(
+        control,
+        () => {
+          throw new Error("trap");
+        },
+        9,
+        failedAt,
+      ), /trap/);
+    assert.equal(control[failedAt], 9, "the failure names the job");
+    assert.equal(control[JOB.completed], PANELS_PER_TAKE, "the claimed panels count");
+    giveUpPanels(control, 9);
+    assert.equal(control[JOB.completed], 12, "the job ends");
+  });
+});
