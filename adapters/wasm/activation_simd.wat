@@ -1,4 +1,5 @@
-;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts), run on the wasm backend's own memory:
+;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts) and the fused norms' SiLU
+;; (fused_norm.ts), run on the wasm backend's own memory:
 ;; every pointer is a byte offset into tfjs' heap. A GEGLU input row holds 2·h float32 (the value
 ;; half, then the gate half; h a multiple of 4), its output row h. Four values per v128; plain
 ;; multiplies and adds (no relaxed FMA), so results are the same on every CPU.
@@ -82,6 +83,26 @@
       (f32x4.mul (v128.const f32x4 0.5 0.5 0.5 0.5)
         (call $erf (f32x4.mul (local.get $g) (v128.const f32x4 0.707106781186547524
           0.707106781186547524 0.707106781186547524 0.707106781186547524))))))
+
+  ;; σ(x) = 1 / (1 + e^-x), from e = exp(-|x|): 1 / (1 + e) for x ≥ 0, e / (1 + e) below.
+  (func $sigmoid (param $x v128) (result v128)
+    (local $e v128) (local $d v128)
+    (local.set $e (call $exp_neg (f32x4.neg (f32x4.abs (local.get $x)))))
+    (local.set $d (f32x4.add (v128.const f32x4 1 1 1 1) (local.get $e)))
+    (v128.bitselect
+      (f32x4.div (v128.const f32x4 1 1 1 1) (local.get $d))
+      (f32x4.div (local.get $e) (local.get $d))
+      (f32x4.ge (local.get $x) (v128.const f32x4 0 0 0 0))))
+
+  ;; out = σ(x) over `bytes` bytes (a multiple of 16).
+  (func (export "sigmoid") (param $x i32) (param $out i32) (param $bytes i32)
+    (local $i i32)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $bytes)))
+      (v128.store align=4 (i32.add (local.get $out) (local.get $i))
+        (call $sigmoid (v128.load align=4 (i32.add (local.get $x) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $l))))
 
   ;; out[r, j] = x[r, j] · x[r, h + j] · Φ(x[r, h + j]) over `rows` rows.
   (func (export "geglu") (param $x i32) (param $out i32) (param $rows i32) (param $h i32)

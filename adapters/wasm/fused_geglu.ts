@@ -14,8 +14,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import { heapInstance, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
-import { ACTIVATION_SIMD } from "./_activation_simd_wasm.ts";
+import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { type ActivationSimd, activationSimdFor } from "./_activation_simd.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 
@@ -24,12 +24,6 @@ const GEGLU_GRAD = "TexforceWasmGegluGrad";
 
 const INV_SQRT2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
-
-/** The SIMD loops of activation_simd.wat. */
-interface ActivationSimd {
-  geglu(x: number, out: number, rows: number, half: number): void;
-  geglu_grad(x: number, dy: number, out: number, rows: number, half: number): void;
-}
 
 // Eigen's `generic_fast_erf_float`: x · P(x²) / Q(x²) on [-4, 4] (activation_simd.wat's erf).
 const ERF_P = [
@@ -59,10 +53,9 @@ function erf(x0: number): number {
   return (x * p) / q;
 }
 
-/** The SIMD loops where the halves come in fours and the heap is reachable, else null. */
+/** The SIMD loops where the halves come in fours (and the switch is on), else null. */
 function simdFor(backend: WasmHeapBackend, half: number): ActivationSimd | null {
-  if (half % 4 !== 0 || !useWasmKernel("normSimd")) return null;
-  return heapInstance<ActivationSimd>(backend, ACTIVATION_SIMD);
+  return half % 4 === 0 ? activationSimdFor(backend) : null;
 }
 
 function gegluKernel(args: WasmKernelArgs): tf.TensorInfo {

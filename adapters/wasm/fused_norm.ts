@@ -24,7 +24,8 @@ import {
   simdLayerNormBackward,
   simdLayerNormForward,
 } from "./_group_norm_simd.ts";
-import type { WasmHeapBackend } from "./_wasm_heap.ts";
+import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { activationSimdFor } from "./_activation_simd.ts";
 
 const FORWARD = "TexforceWasmNorm";
 const BACKWARD = "TexforceWasmNormGrad";
@@ -75,9 +76,17 @@ function useRowSimd(
     simdGroupNormFits(backend, c);
 }
 
-// SiLU's σ(z) comes from the backend's own Sigmoid kernel (vectorised wasm, about 2 ns a value):
-// JS's Math.exp costs about 20 ns a call here, more than the rest of the kernel.
+// SiLU's σ(z) comes from activation_simd.wat's loop (JS's Math.exp costs about 20 ns a call
+// here, more than the rest of the kernel), else from the backend's own Sigmoid kernel, which
+// XNNPACK shares over its threads: at the tiny UNet's batch 2 waking them cost more than σ.
 function sigmoidOf(backend: WasmHeapBackend, z: tf.TensorInfo): tf.TensorInfo {
+  const size = z.shape.reduce((a, b) => a * b, 1);
+  const simd = size % 4 === 0 ? activationSimdFor(backend) : null;
+  if (simd) {
+    const out = backend.makeOutput(z.shape, "float32");
+    simd.sigmoid(heapOffset(backend, z), heapOffset(backend, out), 4 * size);
+    return out;
+  }
   const k = tf.getKernel("Sigmoid", "wasm");
   if (!k) throw new Error("fusedNorm: the wasm backend has no Sigmoid kernel");
   return k.kernelFunc({ inputs: { x: z }, backend, attrs: {} } as never) as tf.TensorInfo;
