@@ -3,8 +3,8 @@
 ;; `c` float32 channels (c a multiple of 4); per-channel vectors (shift, scale, sums) hold c
 ;; floats. Four channels per v128 lane group; no function allocates or keeps state.
 ;;
-;; Built into _norm_simd_wasm.ts by `deno run -A adapters/wasm/build_norm_simd.ts` (wabt);
-;; tests/adapters/wasm/norm_simd_build_test.ts checks the built bytes match this source.
+;; Built into _norm_simd_wasm.ts by `deno run -A adapters/wasm/build_simd.ts` (wabt);
+;; tests/adapters/wasm/simd_build_test.ts checks the built bytes match this source.
 (module
   (import "env" "memory" (memory 1 65536 shared))
 
