@@ -10,9 +10,8 @@ import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { readJsonFile } from "../../core/io/model_folder.ts";
 import { openWeights } from "../../core/io/weights.ts";
-import { conv2d, type Conv2dWeights, keepConvCopies, loadConv2d } from "../nn/conv2d.ts";
-import { keepLinearCopies } from "../nn/linear.ts";
-import { releaseWeightCopies } from "../nn/weight_copies.ts";
+import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
+import { keepFrozenCopies, releaseFrozenCopies } from "../nn/frozen_copies.ts";
 import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
 import { WeightReader } from "../nn/weight_reader.ts";
 import type { LinearRegistry } from "./_linear_registry.ts";
@@ -140,31 +139,11 @@ export class UNet2DConditionModel {
   // once here instead of in every call: at batch 2 remaking them was ~370 of the forward +
   // backward pass's ~3300 kernels.
   #keepCopies(): void {
-    for (const l of this.#linears.values()) keepLinearCopies(l);
-    for (const c of this.#convs()) keepConvCopies(c);
+    keepFrozenCopies(this.#w);
   }
 
   #releaseCopies(): void {
-    releaseWeightCopies([
-      ...[...this.#linears.values()].map((l) => l.weight),
-      ...this.#convs().map((c) => c.weight),
-    ]);
-  }
-
-  /** Every convolution in the weights (an object with a 4-D weight and a stride). */
-  #convs(): Conv2dWeights[] {
-    const found: Conv2dWeights[] = [];
-    const walk = (o: unknown): void => {
-      if (!o || typeof o !== "object" || o instanceof tf.Tensor) return;
-      const c = o as Partial<Conv2dWeights>;
-      if (c.weight instanceof tf.Tensor && c.weight.rank === 4 && typeof c.stride === "number") {
-        found.push(c as Conv2dWeights);
-        return;
-      }
-      for (const v of Object.values(o)) walk(v);
-    };
-    walk(this.#w);
-    return found;
+    releaseFrozenCopies(this.#w);
   }
 
   /**

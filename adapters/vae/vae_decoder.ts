@@ -21,6 +21,7 @@ import { attention, type AttentionWeights, loadAttention } from "../unet/attenti
 import { loadUpsample, upsample } from "../unet/resample.ts";
 import { loadResnetBlock, resnetBlock, type ResnetBlockWeights } from "../unet/resnet_block.ts";
 import type { Tensor4D } from "../../core/tensor_types.ts";
+import { keepFrozenCopies, releaseFrozenCopies } from "../nn/frozen_copies.ts";
 
 /**
  * The validated fields of a VAE `config.json` that the decoder uses.
@@ -152,6 +153,8 @@ export class VaeDecoder {
     this.config = config;
     this.source = source;
     this.#w = w;
+    // The frozen layers' kernel-ready copies, made once (released by dispose()).
+    keepFrozenCopies(w);
   }
 
   /** How many times larger the image side is than the latent side. */
@@ -323,6 +326,7 @@ export class VaeDecoder {
    * ```
    */
   dispose(): void {
+    releaseFrozenCopies(this.#w);
     tf.dispose(this.#w as unknown as tf.TensorContainer);
   }
 }

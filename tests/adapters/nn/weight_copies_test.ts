@@ -1,12 +1,13 @@
-// Kernel-ready copies of frozen weights (adapters/nn/weight_copies.ts): a loaded UNet makes its
-// packed linears and flipped convolution filters once, so its forward + backward pass runs no
-// packing or flipping kernels and leaves no tensors behind, and disposing it releases them all;
-// an unregistered weight gets its copies per call and keeps none.
+// Kernel-ready copies of frozen weights (adapters/nn/weight_copies.ts, frozen_copies.ts): a loaded
+// UNet or VAE decoder makes its packed linears and flipped convolution filters once, so its
+// forward + backward pass runs no packing or flipping kernels and leaves no tensors behind, and
+// disposing it releases them all; an unregistered weight gets its copies per call and keeps none.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../../core/backend.ts";
 import { UNet2DConditionModel } from "../../../adapters/unet/unet_2d_condition.ts";
+import { VaeDecoder } from "../../../adapters/vae/vae_decoder.ts";
 import { linear } from "../../../adapters/nn/linear.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { TINY_SD } from "../../_helpers.ts";
@@ -47,5 +48,23 @@ Deno.test("weight copies: made at load, used by every call, released with the mo
 
   tf.dispose([x, states]);
   unet.dispose();
+  assert.equal(tf.memory().numTensors, empty, "dispose releases the weights and their copies");
+});
+
+Deno.test("weight copies: the VAE decoder keeps its own and releases them", async () => {
+  await useBackend("wasm", { wasmThreads: 1 });
+  const empty = tf.memory().numTensors;
+  const vae = await VaeDecoder.load(join(TINY_SD, "vae"));
+  const z = new SeededNoise(4).normal([1, 8, 8, vae.config.latentChannels]) as tf.Tensor4D;
+  const names = new Set<string>();
+  const prof = await tf.profile(() => {
+    tf.grad((x: tf.Tensor) => vae.decode(x as tf.Tensor4D).square().sum())(z).dispose();
+  });
+  for (const k of prof.kernels) names.add(k.name);
+  for (const made of ["TexforceWasmPack", "Reverse"]) {
+    assert.ok(!names.has(made), `${made} ran: copies were remade per call`);
+  }
+  z.dispose();
+  vae.dispose();
   assert.equal(tf.memory().numTensors, empty, "dispose releases the weights and their copies");
 });
