@@ -1,12 +1,10 @@
 // The CPU benchmarks' workloads, shared by `bench cpu` (timings, PyTorch side by side) and
 // `bench profile` (where the time goes), so both measure the same work.
 import * as tf from "@tensorflow/tfjs";
-import { ClipTextModel } from "../adapters/clip/clip_text_model.ts";
-import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
-import { benchTokenIds, RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { benchTokenIds, clipWithBenchLora, SD15_TEXT } from "./clip.ts";
 import { TINY_UNET } from "./_unet_bench.ts";
 
 /** The SD 1.5 CLIP ViT-L/14 text encoder (random weights) with LoRA r16, batch 2 × 77. */
@@ -30,13 +28,7 @@ export interface ClipLoraWorkload {
  * ```
  */
 export async function clipLoraWorkload(): Promise<ClipLoraWorkload> {
-  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
-  const lora = new LoraStack();
-  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
-  for (const m of lora.get("default").modules.values()) {
-    tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
-  }
-  const vars = [...lora.trainableVariables().values()];
+  const { model, lora, vars } = await clipWithBenchLora(SD15_TEXT, 16);
   const ids = benchTokenIds(2);
   return {
     forward: async () => {

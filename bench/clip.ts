@@ -28,6 +28,37 @@ export const SD15_TEXT: ClipTextConfig = {
   eosTokenId: 49407,
 };
 
+/** A CLIP text model with random weights and a LoRA on q/k/v/out whose B is random too. */
+export interface ClipWithLora {
+  model: ClipTextModel;
+  lora: LoraStack;
+  /** The LoRA's trainable variables. */
+  vars: tf.Variable[];
+}
+
+/**
+ * Build `cfg`'s text model (random weights) with a rank-`rank` LoRA "default" whose B is drawn
+ * from N(0, 0.01²) (seeded), so the backward pass does the full work of a trained adapter.
+ *
+ * @example
+ * ```ts
+ * import { clipWithBenchLora, SD15_TEXT } from "./clip.ts";
+ * const { model, lora, vars } = await clipWithBenchLora(SD15_TEXT, 16);
+ * console.log(vars.length);
+ * lora.dispose();
+ * model.dispose();
+ * ```
+ */
+export async function clipWithBenchLora(cfg: ClipTextConfig, rank: number): Promise<ClipWithLora> {
+  const model = await ClipTextModel.fromSource(new RandomClipWeights(cfg), cfg);
+  const lora = new LoraStack();
+  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank, alpha: rank, seed: 0 }));
+  for (const m of lora.get("default").modules.values()) {
+    tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
+  }
+  return { model, lora, vars: [...lora.trainableVariables().values()] };
+}
+
 /**
  * Token ids for `batch` prompts of 77 tokens (BOS, 75 pseudo-random words, EOS): the input of
  * the CPU benches (`cpu.ts`, `profile.ts`).
@@ -136,28 +167,14 @@ export default async function benchClip(args: string[]): Promise<void> {
   console.log(`backend: ${info.name} (${info.device})`);
 
   let t0 = performance.now();
-  const model = await ClipTextModel.fromSource(new RandomClipWeights(SD15_TEXT), SD15_TEXT);
-  const lora = new LoraStack();
-  lora.add(LoraAdapter.create("default", model.linearShapes(), { rank, alpha: rank, seed: 0 }));
-  // Non-zero B so the backward pass does the full work of a trained adapter.
-  for (const m of lora.get("default").modules.values()) {
-    tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
-  }
-  const vars = [...lora.trainableVariables().values()];
+  const { model, lora, vars } = await clipWithBenchLora(SD15_TEXT, rank);
   const params = vars.reduce((a, v) => a + v.size, 0);
   console.log(
     `model: ViT-L/14 text (SD 1.5), built in ${(performance.now() - t0).toFixed(0)} ms; ` +
       `LoRA r${rank} on q/k/v/out: ${vars.length} variables, ${params} parameters`,
   );
 
-  const idsData: number[][] = [];
-  for (let b = 0; b < batch; b++) {
-    const row = [49406];
-    for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
-    row.push(49407);
-    idsData.push(row);
-  }
-  const ids = tf.tensor2d(idsData, [batch, 77], "int32");
+  const ids = benchTokenIds(batch);
 
   const forward = async () => {
     const h = model.forward(ids, { lora });

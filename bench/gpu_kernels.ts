@@ -35,10 +35,9 @@ import { setWebgpuKernels, type WebgpuKernelOptions } from "../adapters/webgpu/k
 import { requestShaderF16 } from "../adapters/webgpu/f16.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
-import { type ClipTextConfig, ClipTextModel } from "../adapters/clip/clip_text_model.ts";
-import { LoraAdapter, LoraStack } from "../adapters/lora/lora.ts";
+import type { ClipTextConfig } from "../adapters/clip/clip_text_model.ts";
 import { parseVaeConfig, VaeDecoder } from "../adapters/vae/vae_decoder.ts";
-import { RandomClipWeights, SD15_TEXT } from "./clip.ts";
+import { benchTokenIds, clipWithBenchLora, SD15_TEXT } from "./clip.ts";
 import { SD15_UNET, TINY_UNET } from "./_unet_bench.ts";
 import { formatBytes } from "./_peak_rss.ts";
 import { adamwPlugin } from "../adapters/optim/adamw.ts";
@@ -432,20 +431,8 @@ export default async function gpuKernels(args: string[]): Promise<KernelBenchRow
 
   if (only.has("clip")) {
     const cfg = tiny ? TINY_TEXT : SD15_TEXT;
-    const model = await ClipTextModel.fromSource(new RandomClipWeights(cfg), cfg);
-    const lora = new LoraStack();
-    lora.add(LoraAdapter.create("default", model.linearShapes(), { rank: 16, alpha: 16, seed: 0 }));
-    for (const m of lora.get("default").modules.values()) {
-      tf.tidy(() => m.b.assign(tf.randomNormal(m.b.shape, 0, 0.01, "float32", 1)));
-    }
-    const vars = [...lora.trainableVariables().values()];
-    const rowsIds = [0, 1].map((b) => {
-      const row = [49406];
-      for (let j = 1; j < 76; j++) row.push((b * 7919 + j * 104729) % 49406);
-      row.push(49407);
-      return row;
-    });
-    const ids = tf.tensor2d(rowsIds, [2, 77], "int32");
+    const { model, lora, vars } = await clipWithBenchLora(cfg, 16);
+    const ids = benchTokenIds(2);
     const call = async () => {
       let bytes = 0;
       const { value, grads } = tf.variableGrads(() => {
