@@ -161,7 +161,6 @@ export function transformerBlock(
   return tf.tidy(() => {
     let h = tf.add(x, attention(w.attn1, layerNorm(x, w.norm1), undefined, slice));
     h = tf.add(h, attention(w.attn2, layerNorm(h, w.norm2), context, slice));
-    // GEGLU: the projection's first half is the value, the second half the gate.
     const proj = linear(layerNorm(h, w.norm3), w.ffIn);
     return tf.add(h, linear(geglu(proj), w.ffOut));
   });

@@ -132,18 +132,10 @@ export class UNet2DConditionModel {
     this.#w = w;
     this.#linears = linears;
     this.unusedWeights = unused;
-    this.#keepCopies();
-  }
-
-  // The frozen weights' kernel-ready copies (packed linears, flipped conv filters) are made
-  // once here instead of in every call: at batch 2 remaking them was ~370 of the forward +
-  // backward pass's ~3300 kernels.
-  #keepCopies(): void {
-    keepFrozenCopies(this.#w);
-  }
-
-  #releaseCopies(): void {
-    releaseFrozenCopies(this.#w);
+    // The frozen weights' kernel-ready copies (packed linears, flipped conv filters) are made
+    // once here instead of in every call: at batch 2 remaking them was ~370 of the forward +
+    // backward pass's ~3300 kernels.
+    keepFrozenCopies(w);
   }
 
   /**
@@ -398,12 +390,13 @@ export class UNet2DConditionModel {
    * ```
    */
   mergeLora(lora: UNetLora, scale = 1): number {
-    // Merging replaces the targeted weights: their copies go with them, the new ones get theirs.
-    this.#releaseCopies();
+    // Merging replaces linear weights: their copies go with them, the new ones get theirs.
+    const linears = [...this.#linears.values()];
+    releaseFrozenCopies(linears);
     try {
       return mergeUNetLora(this.#linears, lora, scale);
     } finally {
-      this.#keepCopies();
+      keepFrozenCopies(linears);
     }
   }
 
@@ -452,7 +445,7 @@ export class UNet2DConditionModel {
    * ```
    */
   dispose(): void {
-    this.#releaseCopies();
+    releaseFrozenCopies(this.#w);
     tf.dispose(this.#w as unknown as tf.TensorContainer);
     this.#linears.clear();
   }

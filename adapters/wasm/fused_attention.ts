@@ -64,8 +64,8 @@ export function fusedAttentionFits(q: Tensor, k: Tensor, v: Tensor, heads: numbe
 /** [B, L, H·d] → [B, H, L, d] (and back with `merge`), no tape node of its own. */
 function splitHeads(t: Tensor, heads: number): Tensor {
   const [b, l, d] = t.shape;
+  if (heads === 1) return t.reshape([b, 1, l, d]);
   const x = t.reshape([b, l, heads, d / heads]);
-  if (heads === 1) return x.reshape([b, 1, l, d]);
   const y = tf.transpose(x, [0, 2, 1, 3]);
   x.dispose();
   return y;
