@@ -22,6 +22,10 @@ export const JOB = {
   c: 7,
   /** Panels of the product. */
   panels: 8,
+  /** Values between A's rows. */
+  lda: 9,
+  /** Values between C's rows. */
+  ldc: 10,
   /** (seq & 0x7fff) << 16 | the next panel to claim. */
   ticket: 16,
   /** Panels completed (or given up after a failure). */
@@ -73,9 +77,11 @@ export function takePanels(
         control[JOB.n],
         control[JOB.k],
         control[JOB.a],
+        control[JOB.lda],
         control[JOB.b],
         control[JOB.bias],
         control[JOB.c],
+        control[JOB.ldc],
         p0,
         p1,
       );

@@ -31,16 +31,18 @@ export interface GemmSimd {
     n: number,
     k: number,
     a: number,
+    lda: number,
     b: number,
     bias: number,
     c: number,
+    ldc: number,
     p0: number,
     p1: number,
   ): void;
-  pack(w: number, k: number, n: number, out: number): void;
-  pack_transposed(w: number, k: number, n: number, out: number): void;
+  pack(w: number, k: number, n: number, ldw: number, out: number): void;
+  pack_transposed(w: number, k: number, n: number, ldw: number, out: number): void;
   transpose(src: number, rows: number, cols: number, dst: number): void;
-  unpad(src: number, m: number, padded: number, n: number, dst: number): void;
+  unpad(src: number, m: number, padded: number, n: number, dst: number, ldd: number): void;
 }
 
 /**
@@ -67,9 +69,13 @@ export interface GemmJob {
   n: number;
   k: number;
   a: number;
+  /** Values between A's rows (default k). */
+  lda?: number;
   b: number;
   bias: number;
   c: number;
+  /** Values between C's rows (default n). */
+  ldc?: number;
 }
 
 // Below this many multiply-adds a product runs on one thread: waking a worker and waiting for
@@ -104,15 +110,17 @@ class GemmPool {
     const c = this.control;
     const seq = ++this.#seq;
     const panels = job.n / GEMM_PANEL_COLUMNS;
-    [c[JOB.m], c[JOB.n], c[JOB.k], c[JOB.a], c[JOB.b], c[JOB.bias], c[JOB.c]] = [
+    [c[JOB.m], c[JOB.n], c[JOB.k], c[JOB.a], c[JOB.lda], c[JOB.b], c[JOB.bias], c[JOB.c]] = [
       job.m,
       job.n,
       job.k,
       job.a,
+      job.lda ?? job.k,
       job.b,
       job.bias,
       job.c,
     ];
+    c[JOB.ldc] = job.ldc ?? job.n;
     c[JOB.panels] = panels;
     Atomics.store(c, JOB.completed, 0);
     Atomics.store(c, JOB.ticket, ticketOf(seq));
@@ -181,6 +189,7 @@ export function gemmHelpersReady(): number {
  */
 export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: GemmJob): void {
   const { m, n, k, a, b, bias, c } = job;
+  const [lda, ldc] = [job.lda ?? k, job.ldc ?? n];
   const panels = n / GEMM_PANEL_COLUMNS;
   const threads = wasmThreadsInUse();
   const memory = heapMemory(backend);
@@ -192,5 +201,5 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
     const p = poolFor(memory, threads - 1);
     if (p.ready()) return p.run(gemm, job);
   }
-  gemm.gemm(m, n, k, a, b, bias, c, 0, panels);
+  gemm.gemm(m, n, k, a, lda, b, bias, c, ldc, 0, panels);
 }

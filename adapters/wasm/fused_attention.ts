@@ -5,40 +5,281 @@
  *
  * Why: tfjs' composition (scale, softmax, their gradients) ran about 20 kernels per attention
  * forward + backward, among them broadcasting multiplies over the [.., Lq, Lk] probabilities
- * (1.9 ms each for the tiny UNet's 2 × 2 × 256 × 256 at batch 2), plus a tape node for each of
- * the head split's reshapes and transposes; here it is one tape node. The scale is applied to q (Lq × d values instead of Lq × Lk scores), and folded into
- * the score gradient, from which both q's and k's gradients follow (d(s·q) = dS·k; dk = dSᵀ·(s·q)
- * = (s·dS)ᵀ·q).
+ * (1.9 ms each for the tiny UNet's 2 × 2 × 256 × 256 at batch 2), and the head split and merge
+ * cost a reshape and a transpose per operand each way. Here forward and backward are one kernel
+ * each: every head's columns are read and written in place through the product's row strides,
+ * and the per-kernel cost of tfjs' engine (a few µs each, which at batch 2 is much of the time)
+ * is paid once. The scale is applied to q (Lq × d values instead of Lq × Lk scores), and folded
+ * into the score gradient, from which both q's and k's gradients follow (d(s·q) = dS·k;
+ * dk = dSᵀ·(s·q) = (s·dS)ᵀ·q).
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import type { WasmHeapBackend } from "./_wasm_heap.ts";
+import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
-import { simdProductValue } from "./simd_product.ts";
+import { type GemmSimd, gemmSimdFor, runGemmPanels } from "./_gemm_threads.ts";
+import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 
-const SOFTMAX_GRAD = "TexforceWasmSoftmaxGrad";
+const ATTENTION = "TexforceWasmAttention";
+const ATTENTION_GRAD = "TexforceWasmAttentionGrad";
 
-/** scale · P ⊙ (dP − rowsum(dP ⊙ P)) over the last axis. */
-function softmaxGradKernel(args: WasmKernelArgs): tf.TensorInfo {
-  const backend = args.backend as WasmHeapBackend;
-  const { p, dp } = args.inputs;
-  const scale = (args.attrs as { scale: number }).scale;
-  const out = backend.makeOutput(p.shape, "float32");
-  // Views after the allocation (the heap may have grown).
-  const [pv, dv, ov] = [p, dp, out].map((t) => backend.typedArrayFromHeap(t));
-  const n = p.shape[p.shape.length - 1];
-  for (let r = 0; r < pv.length; r += n) {
-    let dot = 0;
-    for (let j = r; j < r + n; j++) dot += dv[j] * pv[j];
-    for (let j = r; j < r + n; j++) ov[j] = scale * pv[j] * (dv[j] - dot);
-  }
-  return out;
+interface AttentionAttrs {
+  heads: number;
+  scale: number;
 }
 
-const KERNELS = [[SOFTMAX_GRAD, softmaxGradKernel]] as const;
+const padded = (n: number): number => Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
+
+/** The shapes of one call: batch, lengths, widths of q/k and v, per head and in all. */
+interface AttentionDims {
+  b: number;
+  heads: number;
+  lq: number;
+  lk: number;
+  /** q's and k's row length, and one head's share of it. */
+  dAll: number;
+  d: number;
+  /** v's row length, and one head's share of it. */
+  dvAll: number;
+  dv: number;
+}
+
+function dimsOf(q: tf.TensorInfo, v: tf.TensorInfo, lk: number, heads: number): AttentionDims {
+  const [b, lq, dAll] = q.shape;
+  const dvAll = v.shape[2];
+  return { b, heads, lq, lk, dAll, d: dAll / heads, dvAll, dv: dvAll / heads };
+}
+
+/**
+ * Scratch buffers on the heap for one kernel call, freed together. Offsets are bytes; views of
+ * the heap are taken after every allocation (the heap may grow on one).
+ */
+class Scratch {
+  readonly #ptrs: number[] = [];
+  constructor(readonly backend: WasmHeapBackend) {}
+  alloc(values: number): number {
+    const p = this.backend.wasm._malloc(4 * Math.max(values, 1));
+    this.#ptrs.push(p);
+    return p;
+  }
+  free(): void {
+    for (const p of this.#ptrs) this.backend.wasm._free(p);
+  }
+}
+
+/**
+ * C = A · B into C's rows `ldc` apart, B packed (panels of 8 columns): straight into C when
+ * its columns come in eights, else through `pad` and copied out.
+ */
+function product(
+  backend: WasmHeapBackend,
+  g: GemmSimd,
+  m: number,
+  n: number,
+  k: number,
+  a: number,
+  lda: number,
+  b: number,
+  c: number,
+  ldc: number,
+  pad: number,
+): void {
+  const np = padded(n);
+  if (np === n) {
+    runGemmPanels(backend, g, { m, n, k, a, lda, b, bias: 0, c, ldc });
+    return;
+  }
+  runGemmPanels(backend, g, { m, n: np, k, a, lda, b, bias: 0, c: pad, ldc: np });
+  g.unpad(pad, m, np, n, c, ldc);
+}
+
+/**
+ * Forward: `out` [B, Lq, Dv] and the probabilities [B, heads, Lq, Lk] (kept for the gradient).
+ * Each head's columns are read and written in place (row strides), so there is no head split
+ * or merge; the scale is applied to q as tfjs' Multiply would (float32 products), so the
+ * values are those of the composition this kernel replaced, bit for bit.
+ */
+function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
+  const backend = args.backend as WasmHeapBackend;
+  const { q, k, v, mask } = args.inputs;
+  const { heads, scale } = args.attrs as unknown as AttentionAttrs;
+  const { b, lq, lk, dAll, d, dvAll, dv } = dimsOf(q, v, k.shape[1], heads);
+  const out = backend.makeOutput([b, lq, dvAll], "float32");
+  const scores = backend.makeOutput([b, heads, lq, lk], "float32");
+  const g = gemmSimdFor(backend, "fusedAttention");
+  const s = new Scratch(backend);
+  let probs: tf.TensorInfo;
+  try {
+    const qs = s.alloc(lq * d);
+    const packed = s.alloc(Math.max(d * padded(lk), lk * padded(dv)));
+    const pad = s.alloc(lq * Math.max(padded(lk), padded(dv)));
+    const heap = new Float32Array(heapMemory(backend)!.buffer);
+    const [qo, ko, vo, so, oo] = [q, k, v, scores, out].map((t) => heapOffset(backend, t));
+    const sc = Math.fround(scale);
+    for (let i = 0; i < b; i++) {
+      for (let h = 0; h < heads; h++) {
+        const qh = (qo >> 2) + i * lq * dAll + h * d;
+        for (let r = 0, o = qs >> 2; r < lq; r++) {
+          for (let j = qh + r * dAll, e = j + d; j < e; j++) heap[o++] = Math.fround(heap[j] * sc);
+        }
+        g.pack_transposed(ko + 4 * (i * lk * dAll + h * d), lk, d, dAll, packed);
+        const sh = so + 4 * (i * heads + h) * lq * lk;
+        product(backend, g, lq, lk, d, qs, d, packed, sh, lk, pad);
+      }
+    }
+    if (mask) {
+      addBroadcast(heap, so >> 2, [b, heads, lq, lk], backend.typedArrayFromHeap(mask), mask.shape);
+    }
+    probs = softmaxKernel(backend, scores);
+    const po = heapOffset(backend, probs);
+    for (let i = 0; i < b; i++) {
+      for (let h = 0; h < heads; h++) {
+        g.pack(vo + 4 * (i * lk * dvAll + h * dv), lk, dv, dvAll, packed);
+        const ph = po + 4 * (i * heads + h) * lq * lk;
+        const oh = oo + 4 * (i * lq * dvAll + h * dv);
+        product(backend, g, lq, dv, lk, ph, lk, packed, oh, dvAll, pad);
+      }
+    }
+  } finally {
+    s.free();
+    backend.disposeData(scores.dataId);
+  }
+  return [out, probs];
+}
+
+/** x[i] += m[broadcast i] for x of `shape` at `xo` (float32 sums, as tfjs' Add). */
+function addBroadcast(
+  heap: Float32Array,
+  xo: number,
+  shape: number[],
+  m: Float32Array,
+  mShape: number[],
+): void {
+  // The mask's strides over x's axes, 0 where it broadcasts (its shape right-aligned).
+  const rank = shape.length;
+  const strides = new Array<number>(rank).fill(0);
+  for (let ax = rank - 1, st = 1, mi = mShape.length - 1; mi >= 0; ax--, mi--) {
+    if (mShape[mi] !== 1) strides[ax] = st;
+    st *= mShape[mi];
+  }
+  const [n0, n1, n2, n3] = shape;
+  const [s0, s1, s2, s3] = strides;
+  let x = xo;
+  for (let a = 0; a < n0; a++) {
+    for (let c = 0; c < n1; c++) {
+      for (let r = 0; r < n2; r++) {
+        const base = a * s0 + c * s1 + r * s2;
+        for (let j = 0; j < n3; j++, x++) heap[x] = heap[x] + m[base + j * s3];
+      }
+    }
+  }
+}
+
+/** tfjs' own wasm Softmax over the last axis, called directly (no engine round trip). */
+function softmaxKernel(backend: WasmHeapBackend, logits: tf.TensorInfo): tf.TensorInfo {
+  const kernel = tf.getKernel("Softmax", "wasm");
+  if (!kernel) throw new Error("fusedAttention: the wasm backend has no Softmax kernel");
+  return kernel.kernelFunc({
+    inputs: { logits },
+    attrs: { dim: logits.shape.length - 1 },
+    backend: backend as unknown as tf.KernelBackend,
+  }) as tf.TensorInfo;
+}
+
+/**
+ * Gradient: dq, dk, dv from dy [B, Lq, Dv] and the saved q, k, v and probabilities. The score
+ * gradient is `scale · P ⊙ (dP − rowsum(dP ⊙ P))`; with it dq = dS · k, dk = dSᵀ · q and
+ * dv = Pᵀ · dy, head by head, each written into its columns in place.
+ */
+function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
+  const backend = args.backend as WasmHeapBackend;
+  const { dy, q, k, v, probs } = args.inputs;
+  const { heads, scale } = args.attrs as unknown as AttentionAttrs;
+  const { b, lq, lk, dAll, d, dvAll, dv } = dimsOf(q, v, k.shape[1], heads);
+  const [dq, dk, dvT] = [q, k, v].map((t) => backend.makeOutput(t.shape, "float32"));
+  const g = gemmSimdFor(backend, "fusedAttention");
+  const s = new Scratch(backend);
+  try {
+    const lkp = padded(lk);
+    const packed = s.alloc(Math.max(dv * lkp, Math.max(lk, lq) * padded(Math.max(d, dv))));
+    const dp = s.alloc(lq * lkp);
+    const ds = s.alloc(lq * lk);
+    const at = s.alloc(lk * lq);
+    const pad = s.alloc(Math.max(lq, lk) * padded(Math.max(d, dv)));
+    const heap = new Float32Array(heapMemory(backend)!.buffer);
+    const [yo, qo, ko, vo, po] = [dy, q, k, v, probs].map((t) => heapOffset(backend, t));
+    const [dqo, dko, dvo] = [dq, dk, dvT].map((t) => heapOffset(backend, t));
+    for (let i = 0; i < b; i++) {
+      for (let h = 0; h < heads; h++) {
+        const yh = yo + 4 * (i * lq * dvAll + h * dv);
+        const qh = 4 * (i * lq * dAll + h * d);
+        const kh = 4 * (i * lk * dAll + h * d);
+        const vh = vo + 4 * (i * lk * dvAll + h * dv);
+        const ph = po + 4 * (i * heads + h) * lq * lk;
+        // dP = dy_h · v_hᵀ, kept padded (the loop below reads it with its row stride).
+        g.pack_transposed(vh, lk, dv, dvAll, packed);
+        runGemmPanels(backend, g, {
+          m: lq,
+          n: lkp,
+          k: dv,
+          a: yh,
+          lda: dvAll,
+          b: packed,
+          bias: 0,
+          c: dp,
+        });
+        softmaxGrad(heap, ph >> 2, dp >> 2, ds >> 2, lq, lk, lkp, scale);
+        g.pack(ko + kh, lk, d, dAll, packed);
+        product(backend, g, lq, d, lk, ds, lk, packed, dqo + qh, dAll, pad);
+        g.transpose(ds, lq, lk, at);
+        g.pack(qo + qh, lq, d, dAll, packed);
+        product(backend, g, lk, d, lq, at, lq, packed, dko + kh, dAll, pad);
+        g.transpose(ph, lq, lk, at);
+        g.pack(yh, lq, dv, dvAll, packed);
+        product(
+          backend,
+          g,
+          lk,
+          dv,
+          lq,
+          at,
+          lq,
+          packed,
+          dvo + 4 * (i * lk * dvAll + h * dv),
+          dvAll,
+          pad,
+        );
+      }
+    }
+  } finally {
+    s.free();
+  }
+  return [dq, dk, dvT];
+}
+
+/** ds = scale · p ⊙ (dp − rowsum(dp ⊙ p)) for `rows` rows of n (dp's rows `ldp` apart). */
+function softmaxGrad(
+  heap: Float32Array,
+  p: number,
+  dp: number,
+  ds: number,
+  rows: number,
+  n: number,
+  ldp: number,
+  scale: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const pr = p + r * n, dr = dp + r * ldp, sr = ds + r * n;
+    let dot = 0;
+    for (let j = 0; j < n; j++) dot += heap[dr + j] * heap[pr + j];
+    for (let j = 0; j < n; j++) heap[sr + j] = scale * heap[pr + j] * (heap[dr + j] - dot);
+  }
+}
+
+const KERNELS = [[ATTENTION, attentionKernel], [ATTENTION_GRAD, attentionGradKernel]] as const;
 
 /**
  * Whether {@linkcode fusedAttention} takes these tensors now: the `fusedAttention` and
@@ -59,25 +300,6 @@ export function fusedAttentionFits(q: Tensor, k: Tensor, v: Tensor, heads: numbe
   const [[b, , d], [bk, lk, dk], [bv, lv, dv]] = [q.shape, k.shape, v.shape] as number[][];
   return b === bk && b === bv && d === dk && lk === lv && Number.isInteger(heads) && heads > 0 &&
     d % heads === 0 && dv % heads === 0;
-}
-
-/** [B, L, H·d] → [B, H, L, d] (and back with `merge`), no tape node of its own. */
-function splitHeads(t: Tensor, heads: number): Tensor {
-  const [b, l, d] = t.shape;
-  if (heads === 1) return t.reshape([b, 1, l, d]);
-  const x = t.reshape([b, l, heads, d / heads]);
-  const y = tf.transpose(x, [0, 2, 1, 3]);
-  x.dispose();
-  return y;
-}
-
-function mergeHeads(t: Tensor): Tensor {
-  const [b, h, l, d] = t.shape;
-  if (h === 1) return t.reshape([b, l, d]);
-  const x = tf.transpose(t, [0, 2, 1, 3]);
-  const y = x.reshape([b, l, h * d]);
-  x.dispose();
-  return y;
 }
 
 /**
@@ -110,37 +332,22 @@ export function fusedAttention(
     );
   }
   registerWasmKernels(KERNELS);
+  const attrs = { heads, scale } as never;
   const f = tf.customGrad((qq, kk, vv, save) => {
-    const [qh, kh, vh] = [qq, kk, vv].map((t) => splitHeads(t as Tensor, heads));
-    const qs = tf.mul(qh, scale);
-    let scores = simdProductValue(qs, kh, false, true);
-    qs.dispose();
-    if (mask) {
-      const masked = tf.add(scores, mask);
-      scores.dispose();
-      scores = masked;
-    }
-    const probs = tf.softmax(scores);
-    scores.dispose();
-    (save as tf.GradSaveFunc)([qh, kh, vh, probs]);
-    const oh = simdProductValue(probs, vh, false, false);
-    const value = mergeHeads(oh);
-    tf.dispose([qh, kh, vh, probs, oh]);
+    const qkv = { q: qq as Tensor, k: kk as Tensor, v: vv as Tensor };
+    const inputs = mask ? { ...qkv, mask } : qkv;
+    const [value, probs] = tf.engine().runKernel(ATTENTION, inputs, attrs) as Tensor[];
+    (save as tf.GradSaveFunc)([qkv.q, qkv.k, qkv.v, probs]);
+    probs.dispose();
     return {
       value,
       gradFunc: (dy: Tensor | Tensor[], saved: Tensor[]): Tensor[] => {
-        const d = splitHeads(dy as Tensor, heads);
         const [sq, sk, sv, sp] = saved;
-        const dp = simdProductValue(d, sv, false, true);
-        const ds = tf.engine().runKernel(SOFTMAX_GRAD, { p: sp, dp }, { scale } as never) as Tensor;
-        const grads = [
-          simdProductValue(ds, sk, false, false),
-          simdProductValue(ds, sq, true, false),
-          simdProductValue(sp, d, true, false),
-        ];
-        const merged = grads.map(mergeHeads);
-        tf.dispose([d, dp, ds, ...grads]);
-        return merged;
+        return tf.engine().runKernel(
+          ATTENTION_GRAD,
+          { dy: dy as Tensor, q: sq, k: sk, v: sv, probs: sp },
+          attrs,
+        ) as Tensor[];
       },
     };
   });

@@ -73,13 +73,14 @@ const TILE_CALL =
   ` (local.get $cp) (local.get $ldc)`;
 
 /**
- * The module's text: exports `gemm(m, n, k, a, b, bias, c, p0, p1)` (byte offsets; n a
- * multiple of 8 and C's row length; panels p0 ≤ p < p1 of C; bias 0 for none),
- * `pack(w, k, n, out)` (w [k, n] row-major into panels, the last padded with zeros),
- * `pack_transposed(w, k, n, out)` (wᵀ [n, k] into panels, for `dy · wᵀ`), `transpose(src,
- * rows, cols, dst)` and `unpad(src, m, padded, n, dst)` (rows of a product with padded panels
- * into rows of n); memory imported as `env.memory` (shared; `build_simd.ts` also makes a
- * plain-memory build).
+ * The module's text: exports `gemm(m, n, k, a, lda, b, bias, c, ldc, p0, p1)` (byte offsets,
+ * row strides in values: A's rows `lda` apart, C's `ldc`, so a head's columns of a wider
+ * matrix can be read and written in place; n a multiple of 8; panels p0 ≤ p < p1 of C; bias 0
+ * for none), `pack(w, k, n, ldw, out)` (w [k, n], rows `ldw` apart, into panels, the last
+ * padded with zeros), `pack_transposed(w, k, n, ldw, out)` (wᵀ [n, k] into panels, for
+ * `dy · wᵀ`), `transpose(src, rows, cols, dst)` and `unpad(src, m, padded, n, dst, ldd)` (rows
+ * of a product with padded panels into rows of n, `ldd` apart); memory imported as
+ * `env.memory` (shared; `build_simd.ts` also makes a plain-memory build).
  *
  * @example
  * ```ts
@@ -99,16 +100,18 @@ export function gemmSimdWat(): string {
   return `(module
   (import "env" "memory" (memory 1 65536 shared))
   ${tiles.join("\n  ")}
-  (func (export "gemm") (param $m i32) (param $n i32) (param $k i32) (param $a i32) (param $b i32)
-    (param $bias i32) (param $c i32) (param $p0 i32) (param $p1 i32)
+  (func (export "gemm") (param $m i32) (param $n i32) (param $k i32) (param $a i32)
+    (param $lda_rows i32) (param $b i32) (param $bias i32) (param $c i32) (param $ldc_rows i32)
+    (param $p0 i32) (param $p1 i32)
     (local $p i32) (local $i i32) (local $lda i32) (local $ldc i32) (local $ap i32) (local $bp i32)
     (local $biasp i32) (local $cp i32) (local $rest i32)
-    (local.set $lda (i32.shl (local.get $k) (i32.const 2)))
-    (local.set $ldc (i32.shl (local.get $n) (i32.const 2)))
+    ;; Row strides in bytes; a panel of B is k rows of 8 values.
+    (local.set $lda (i32.shl (local.get $lda_rows) (i32.const 2)))
+    (local.set $ldc (i32.shl (local.get $ldc_rows) (i32.const 2)))
     (local.set $p (local.get $p0))
     (block $done (loop $panels
       (br_if $done (i32.ge_u (local.get $p) (local.get $p1)))
-      (local.set $bp (i32.add (local.get $b) (i32.mul (local.get $p) (i32.shl (local.get $lda) (i32.const 3)))))
+      (local.set $bp (i32.add (local.get $b) (i32.mul (local.get $p) (i32.shl (local.get $k) (i32.const 5)))))
       (local.set $biasp (select (i32.add (local.get $bias) (i32.shl (local.get $p) (i32.const 5)))
         (i32.const 0) (local.get $bias)))
       (local.set $ap (local.get $a))
@@ -125,7 +128,7 @@ export function gemmSimdWat(): string {
       ${tail.join("\n      ")}
       (local.set $p (i32.add (local.get $p) (i32.const 1)))
       (br $panels))))
-  (func (export "pack") (param $w i32) (param $k i32) (param $n i32) (param $out i32)
+  (func (export "pack") (param $w i32) (param $k i32) (param $n i32) (param $ldw i32) (param $out i32)
     (local $p i32) (local $kk i32) (local $l i32) (local $src i32) (local $cols i32)
     ;; Panels of 8 columns; a last, narrower one is padded with zeros.
     (block $done (loop $panels
@@ -150,12 +153,13 @@ export function gemmSimdWat(): string {
               (local.set $l (i32.add (local.get $l) (i32.const 1)))
               (br $lanes)))))
         (local.set $out (i32.add (local.get $out) (i32.const 32)))
-        (local.set $src (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $src (i32.add (local.get $src) (i32.shl (local.get $ldw) (i32.const 2))))
         (local.set $kk (i32.sub (local.get $kk) (i32.const 1)))
         (br $rows)))
       (local.set $p (i32.add (local.get $p) (i32.const 8)))
       (br $panels))))
-  (func (export "pack_transposed") (param $w i32) (param $k i32) (param $n i32) (param $out i32)
+  (func (export "pack_transposed") (param $w i32) (param $k i32) (param $n i32) (param $ldw i32)
+    (param $out i32)
     (local $p i32) (local $j i32) (local $l i32) (local $row i32)
     ;; out[(p / 8) n + j][l] = w[p + l][j]: wᵀ [n, k] in panels of 8 of its k columns, the last
     ;; padded with zeros.
@@ -172,7 +176,7 @@ export function gemmSimdWat(): string {
             (local.get $out)
             (if (result f32) (i32.lt_u (local.get $row) (local.get $k))
               (then (f32.load (i32.add (local.get $w)
-                (i32.shl (i32.add (i32.mul (local.get $row) (local.get $n)) (local.get $j)) (i32.const 2)))))
+                (i32.shl (i32.add (i32.mul (local.get $row) (local.get $ldw)) (local.get $j)) (i32.const 2)))))
               (else (f32.const 0))))
           (local.set $out (i32.add (local.get $out) (i32.const 4)))
           (local.set $l (i32.add (local.get $l) (i32.const 1)))
@@ -198,12 +202,13 @@ export function gemmSimdWat(): string {
       (local.set $r (i32.add (local.get $r) (i32.const 1)))
       (br $rs))))
   (func (export "unpad") (param $src i32) (param $m i32) (param $padded i32) (param $n i32) (param $dst i32)
-    ;; Rows of n values out of rows of \`padded\` values.
+    (param $ldd i32)
+    ;; Rows of n values out of rows of \`padded\` values, into rows \`ldd\` values apart.
     (block $done (loop $rows
       (br_if $done (i32.eqz (local.get $m)))
       (memory.copy (local.get $dst) (local.get $src) (i32.shl (local.get $n) (i32.const 2)))
       (local.set $src (i32.add (local.get $src) (i32.shl (local.get $padded) (i32.const 2))))
-      (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 2))))
+      (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $ldd) (i32.const 2))))
       (local.set $m (i32.sub (local.get $m) (i32.const 1)))
       (br $rows))))
 )`;

@@ -30,7 +30,13 @@ function packKernel(args: WasmKernelArgs): tf.TensorInfo {
   const [k, n] = w.shape;
   const out = backend.makeOutput([k * n], "float32");
   const g = gemmSimdFor(backend, "packedMatMul");
-  (transposed ? g.pack_transposed : g.pack)(heapOffset(backend, w), k, n, heapOffset(backend, out));
+  (transposed ? g.pack_transposed : g.pack)(
+    heapOffset(backend, w),
+    k,
+    n,
+    n,
+    heapOffset(backend, out),
+  );
   return out;
 }
 

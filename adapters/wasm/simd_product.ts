@@ -60,10 +60,10 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
         g.transpose(ai, k, m, aT);
         ai = aT;
       }
-      if (attrs.transposeB) g.pack_transposed(bi, n, k, packed);
-      else g.pack(bi, k, n, packed);
+      if (attrs.transposeB) g.pack_transposed(bi, n, k, k, packed);
+      else g.pack(bi, k, n, n, packed);
       runGemmPanels(backend, g, { m, n: padded, k, a: ai, b: packed, bias: 0, c: cPad || ci });
-      if (cPad) g.unpad(cPad, m, padded, n, ci);
+      if (cPad) g.unpad(cPad, m, padded, n, ci, n);
     }
   } finally {
     free(packed);

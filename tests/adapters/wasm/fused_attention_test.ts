@@ -21,6 +21,9 @@ Deno.test("wasm fused attention: equals tfjs' composition with gradients", async
     [2, 16, 7, 8, 8, 2, false],
     [1, 5, 5, 12, 12, 3, true],
     [3, 4, 9, 4, 4, 1, false],
+    // Heads of 16 and 8 columns (written in place) over a key length that pads its panels.
+    [2, 12, 13, 32, 32, 2, false],
+    [2, 12, 13, 32, 32, 4, true],
   ];
   for (const [b, lq, lk, d, dv, heads, masked] of cases) {
     await t.step(

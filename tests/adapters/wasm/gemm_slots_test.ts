@@ -26,7 +26,7 @@ Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures 
   await t.step("every panel once, in claims of PANELS_PER_TAKE", () => {
     post(control, 7, 10);
     const runs: [number, number][] = [];
-    takePanels(control, (...args: number[]) => runs.push([args[7], args[8]]), 7);
+    takePanels(control, (...args: number[]) => runs.push([args[9], args[10]]), 7);
     const want: [number, number][] = [];
     for (let p = 0; p < 10; p += PANELS_PER_TAKE) want.push([p, Math.min(p + PANELS_PER_TAKE, 10)]);
     assert.deepEqual(runs, want);
