@@ -16,6 +16,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { installWasmSliceKernels } from "./_wasm_kernels.ts";
 import { installTapeMemoryRelease } from "./_tape_memory.ts";
+import { patchedThreadedWasm, THREADED_SIMD_WASM } from "./_xnnpack_spin.ts";
 import {
   threadedGluePath,
   WASM_MAX_THREADS,
@@ -72,7 +73,18 @@ async function loadWasm(): Promise<void> {
   wasmEntry = entry;
   if (entry.startsWith("file:")) {
     const path = new URL(".", entry).pathname;
-    wasm.setWasmPaths(path.endsWith("/") ? path : path + "/");
+    const dir = path.endsWith("/") ? path : path + "/";
+    // The threaded build's XNNPACK workers are told not to busy-wait (core/_xnnpack_spin.ts).
+    const threaded = await patchedThreadedWasm(dir);
+    wasm.setWasmPaths(
+      threaded
+        ? {
+          "tfjs-backend-wasm.wasm": dir + "tfjs-backend-wasm.wasm",
+          "tfjs-backend-wasm-simd.wasm": dir + "tfjs-backend-wasm-simd.wasm",
+          [THREADED_SIMD_WASM]: threaded,
+        }
+        : dir,
+    );
   }
   installWasmSliceKernels();
   wasmLoaded = true;
