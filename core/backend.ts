@@ -126,10 +126,11 @@ export function wasmThreadCount(options: BackendOptions = {}): number {
 
 /**
  * `navigator.hardwareConcurrency` less the cores the 1-minute load average says are busy (at
- * least 1). XNNPACK's pool spin-waits between operations, so on busy cores it loses far more
- * than it gains: the tiny TexForce epoch ran 4.7× slower with 2 threads than with 1 on a 2-core
- * machine at load 7. Results are bitwise the same for every thread count, so this choice never
- * changes a run's numbers.
+ * least 1). Threads on busy cores lose far more than they gain: the tiny TexForce epoch ran 4.7×
+ * slower with 2 threads than with 1 on a 2-core machine at load 7 (measured while XNNPACK's
+ * workers still spin-waited between operations, which core/_xnnpack_spin.ts now stops; a thread
+ * that must wait for a time slice still holds every split product up). Results are bitwise the
+ * same for every thread count, so this choice never changes a run's numbers.
  */
 function idleCores(): number {
   const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
