@@ -12,6 +12,8 @@ export interface ActivationSimd {
   geglu_grad(x: number, dy: number, out: number, rows: number, half: number): void;
   /** out = σ(x) over `bytes` bytes (a multiple of 16). */
   sigmoid(x: number, out: number, bytes: number): void;
+  /** out = a + b over n values. */
+  add(a: number, b: number, out: number, n: number): void;
 }
 
 /**

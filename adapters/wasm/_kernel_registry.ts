@@ -1,5 +1,6 @@
 // How texforce's own wasm kernels are declared and registered with tfjs (once per process).
 import * as tf from "@tensorflow/tfjs";
+import { installSimdAdd } from "./simd_add.ts";
 
 /**
  * What tfjs passes a kernel function.
@@ -34,6 +35,9 @@ const done = new Set<string>();
  * ```
  */
 export function registerWasmKernels(kernels: readonly WasmKernel[]): void {
+  // The first of texforce's kernels also brings the same-shape Add (simd_add.ts), which the
+  // models' residual sums and their gradients' accumulations run through tfjs' own op.
+  installSimdAdd();
   for (const [kernelName, kernelFunc] of kernels) {
     if (done.has(kernelName)) continue;
     tf.registerKernel({

@@ -104,6 +104,26 @@
       (local.set $i (i32.add (local.get $i) (i32.const 16)))
       (br $l))))
 
+  ;; out = a + b over n values (float32 sums, as any IEEE add): four at a time, then the rest.
+  (func (export "add") (param $a i32) (param $b i32) (param $out i32) (param $n i32)
+    (local $i i32) (local $bytes i32) (local $vec i32)
+    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vec (i32.and (local.get $bytes) (i32.const -16)))
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $vec)))
+      (v128.store align=4 (i32.add (local.get $out) (local.get $i))
+        (f32x4.add (v128.load align=4 (i32.add (local.get $a) (local.get $i)))
+          (v128.load align=4 (i32.add (local.get $b) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $l)))
+    (block $d2 (loop $l2
+      (br_if $d2 (i32.ge_u (local.get $i) (local.get $bytes)))
+      (f32.store (i32.add (local.get $out) (local.get $i))
+        (f32.add (f32.load (i32.add (local.get $a) (local.get $i)))
+          (f32.load (i32.add (local.get $b) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l2))))
+
   ;; out[r, j] = x[r, j] · x[r, h + j] · Φ(x[r, h + j]) over `rows` rows.
   (func (export "geglu") (param $x i32) (param $out i32) (param $rows i32) (param $h i32)
     (local $hb i32) (local $end i32) (local $i i32) (local $g v128)
