@@ -203,3 +203,29 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
   }
   gemm.gemm(m, n, k, a, lda, b, bias, c, ldc, 0, panels);
 }
+
+/** Columns of a product padded to whole panels. */
+export const paddedColumns = (n: number): number =>
+  Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
+
+/**
+ * A product of any width n (B packed with its last panel padded): straight into C when n comes
+ * in whole panels, else into `pad` (m × {@linkcode paddedColumns}(n) values) and its rows copied
+ * into C's, `ldc` (default n) apart.
+ *
+ * @example
+ * ```ts
+ * // runGemmUnpadded(backend, gemm, { m, n: 77, k, a, b, bias: 0, c }, pad);
+ * ```
+ */
+export function runGemmUnpadded(
+  backend: WasmHeapBackend,
+  gemm: GemmSimd,
+  job: GemmJob,
+  pad: number,
+): void {
+  const np = paddedColumns(job.n);
+  if (np === job.n) return runGemmPanels(backend, gemm, job);
+  runGemmPanels(backend, gemm, { ...job, n: np, c: pad, ldc: np });
+  gemm.unpad(pad, job.m, np, job.n, job.c, job.ldc ?? job.n);
+}

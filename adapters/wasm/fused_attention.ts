@@ -19,8 +19,7 @@ import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
-import { type GemmSimd, gemmSimdFor, runGemmPanels } from "./_gemm_threads.ts";
-import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
+import { gemmSimdFor, paddedColumns, runGemmPanels, runGemmUnpadded } from "./_gemm_threads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 
 const ATTENTION = "TexforceWasmAttention";
@@ -30,8 +29,6 @@ interface AttentionAttrs {
   heads: number;
   scale: number;
 }
-
-const padded = (n: number): number => Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
 
 /** The shapes of one call: batch, lengths, widths of q/k and v, per head and in all. */
 interface AttentionDims {
@@ -71,32 +68,6 @@ class Scratch {
 }
 
 /**
- * C = A · B into C's rows `ldc` apart, B packed (panels of 8 columns): straight into C when
- * its columns come in eights, else through `pad` and copied out.
- */
-function product(
-  backend: WasmHeapBackend,
-  g: GemmSimd,
-  m: number,
-  n: number,
-  k: number,
-  a: number,
-  lda: number,
-  b: number,
-  c: number,
-  ldc: number,
-  pad: number,
-): void {
-  const np = padded(n);
-  if (np === n) {
-    runGemmPanels(backend, g, { m, n, k, a, lda, b, bias: 0, c, ldc });
-    return;
-  }
-  runGemmPanels(backend, g, { m, n: np, k, a, lda, b, bias: 0, c: pad, ldc: np });
-  g.unpad(pad, m, np, n, c, ldc);
-}
-
-/**
  * Forward: `out` [B, Lq, Dv] and the probabilities [B, heads, Lq, Lk] (kept for the gradient).
  * Each head's columns are read and written in place (row strides), so there is no head split
  * or merge; the scale is applied to q as tfjs' Multiply would (float32 products), so the
@@ -114,8 +85,8 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   let probs: tf.TensorInfo;
   try {
     const qs = s.alloc(lq * d);
-    const packed = s.alloc(Math.max(d * padded(lk), lk * padded(dv)));
-    const pad = s.alloc(lq * Math.max(padded(lk), padded(dv)));
+    const packed = s.alloc(Math.max(d * paddedColumns(lk), lk * paddedColumns(dv)));
+    const pad = s.alloc(lq * Math.max(paddedColumns(lk), paddedColumns(dv)));
     const heap = new Float32Array(heapMemory(backend)!.buffer);
     const [qo, ko, vo, so, oo] = [q, k, v, scores, out].map((t) => heapOffset(backend, t));
     const sc = Math.fround(scale);
@@ -127,7 +98,17 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
         }
         g.pack_transposed(ko + 4 * (i * lk * dAll + h * d), lk, d, dAll, packed);
         const sh = so + 4 * (i * heads + h) * lq * lk;
-        product(backend, g, lq, lk, d, qs, d, packed, sh, lk, pad);
+        runGemmUnpadded(backend, g, {
+          m: lq,
+          n: lk,
+          k: d,
+          a: qs,
+          lda: d,
+          b: packed,
+          bias: 0,
+          c: sh,
+          ldc: lk,
+        }, pad);
       }
     }
     if (mask) {
@@ -140,7 +121,17 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
         g.pack(vo + 4 * (i * lk * dvAll + h * dv), lk, dv, dvAll, packed);
         const ph = po + 4 * (i * heads + h) * lq * lk;
         const oh = oo + 4 * (i * lq * dvAll + h * dv);
-        product(backend, g, lq, dv, lk, ph, lk, packed, oh, dvAll, pad);
+        runGemmUnpadded(backend, g, {
+          m: lq,
+          n: dv,
+          k: lk,
+          a: ph,
+          lda: lk,
+          b: packed,
+          bias: 0,
+          c: oh,
+          ldc: dvAll,
+        }, pad);
       }
     }
   } finally {
@@ -203,12 +194,12 @@ function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const g = gemmSimdFor(backend, "fusedAttention");
   const s = new Scratch(backend);
   try {
-    const lkp = padded(lk);
-    const packed = s.alloc(Math.max(dv * lkp, Math.max(lk, lq) * padded(Math.max(d, dv))));
+    const lkp = paddedColumns(lk);
+    const packed = s.alloc(Math.max(dv * lkp, Math.max(lk, lq) * paddedColumns(Math.max(d, dv))));
     const dp = s.alloc(lq * lkp);
     const ds = s.alloc(lq * lk);
     const at = s.alloc(lk * lq);
-    const pad = s.alloc(Math.max(lq, lk) * padded(Math.max(d, dv)));
+    const pad = s.alloc(Math.max(lq, lk) * paddedColumns(Math.max(d, dv)));
     const heap = new Float32Array(heapMemory(backend)!.buffer);
     const [yo, qo, ko, vo, po] = [dy, q, k, v, probs].map((t) => heapOffset(backend, t));
     const [dqo, dko, dvo] = [dq, dk, dvT].map((t) => heapOffset(backend, t));
@@ -233,25 +224,43 @@ function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
         });
         softmaxGrad(heap, ph >> 2, dp >> 2, ds >> 2, lq, lk, lkp, scale);
         g.pack(ko + kh, lk, d, dAll, packed);
-        product(backend, g, lq, d, lk, ds, lk, packed, dqo + qh, dAll, pad);
+        runGemmUnpadded(backend, g, {
+          m: lq,
+          n: d,
+          k: lk,
+          a: ds,
+          lda: lk,
+          b: packed,
+          bias: 0,
+          c: dqo + qh,
+          ldc: dAll,
+        }, pad);
         g.transpose(ds, lq, lk, at);
         g.pack(qo + qh, lq, d, dAll, packed);
-        product(backend, g, lk, d, lq, at, lq, packed, dko + kh, dAll, pad);
+        runGemmUnpadded(backend, g, {
+          m: lk,
+          n: d,
+          k: lq,
+          a: at,
+          lda: lq,
+          b: packed,
+          bias: 0,
+          c: dko + kh,
+          ldc: dAll,
+        }, pad);
         g.transpose(ph, lq, lk, at);
         g.pack(yh, lq, dv, dvAll, packed);
-        product(
-          backend,
-          g,
-          lk,
-          dv,
-          lq,
-          at,
-          lq,
-          packed,
-          dvo + 4 * (i * lk * dvAll + h * dv),
-          dvAll,
-          pad,
-        );
+        runGemmUnpadded(backend, g, {
+          m: lk,
+          n: dv,
+          k: lq,
+          a: at,
+          lda: lq,
+          b: packed,
+          bias: 0,
+          c: dvo + 4 * (i * lk * dvAll + h * dv),
+          ldc: dvAll,
+        }, pad);
       }
     }
   } finally {

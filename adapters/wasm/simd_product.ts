@@ -17,8 +17,7 @@ import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
-import { gemmSimdFor, runGemmPanels } from "./_gemm_threads.ts";
-import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
+import { gemmSimdFor, paddedColumns, runGemmUnpadded } from "./_gemm_threads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 
 const PRODUCT = "TexforceWasmProduct";
@@ -44,7 +43,7 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
   const out = backend.makeOutput([...a.shape.slice(0, -2), m, n], "float32");
   if (batch * m * n === 0) return out;
   const g = gemmSimdFor(backend, "simdProduct");
-  const padded = Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
+  const padded = paddedColumns(n);
   const { _malloc: malloc, _free: free } = backend.wasm;
   const packed = malloc(4 * Math.max(k, 1) * padded);
   const cPad = padded === n ? 0 : malloc(4 * m * padded);
@@ -62,8 +61,7 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
       }
       if (attrs.transposeB) g.pack_transposed(bi, n, k, k, packed);
       else g.pack(bi, k, n, n, packed);
-      runGemmPanels(backend, g, { m, n: padded, k, a: ai, b: packed, bias: 0, c: cPad || ci });
-      if (cPad) g.unpad(cPad, m, padded, n, ci, n);
+      runGemmUnpadded(backend, g, { m, n, k, a: ai, b: packed, bias: 0, c: ci }, cPad);
     }
   } finally {
     free(packed);
