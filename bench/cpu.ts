@@ -54,6 +54,8 @@ interface ChildResult {
 /** Short workloads repeat until this much time is timed (or MAX_RUNS calls). */
 const MIN_TIMED_MS = 3000;
 const MAX_RUNS = 25;
+const WARM_UP_MS = 1500;
+const MAX_WARM_UP_CALLS = 15;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -63,7 +65,13 @@ async function timed(
   runs: number,
   fn: () => Promise<void>,
 ): Promise<Row> {
-  await fn();
+  // Warm-up: V8 compiles the hot paths in tiers over the first calls (the tiny UNet's batch-2
+  // pass took 75–90 ms in its first five calls and about 60 from the tenth), so short calls
+  // repeat for WARM_UP_MS before any is timed; long ones (a large batch) warm up once.
+  const warm = performance.now();
+  for (let i = 0; i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS); i++) {
+    await fn();
+  }
   const ms: number[] = [];
   const cpu: number[] = [];
   // At least `runs` timed calls, more for short ones (until MIN_TIMED_MS, at most MAX_RUNS): on

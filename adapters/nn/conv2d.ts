@@ -235,6 +235,30 @@ function convInputGrad(
 }
 
 /**
+ * A frozen stride-1 same-size convolution's weights with its kept flipped filter (made by
+ * {@linkcode keepConvCopies}), for fused kernels that take the layer whole; null for trainable
+ * or unregistered weights, other strides or paddings, and other backends.
+ *
+ * @example
+ * ```ts
+ * import { type Conv2dWeights, keepConvCopies, sameConvOf } from "@texforce/core/adapters";
+ * declare const w: Conv2dWeights;
+ * keepConvCopies(w);
+ * console.log(sameConvOf(w)?.flipped.shape);
+ * ```
+ */
+export function sameConvOf(
+  w: Conv2dWeights,
+): { filter: Tensor4D; flipped: Tensor4D; bias?: Tensor1D } | null {
+  const [kh, kw] = w.weight.shape;
+  if (w.weight instanceof tf.Variable || w.stride !== 1 || kh !== kw || 2 * w.padding !== kh - 1) {
+    return null;
+  }
+  const f = copiesOf(w.weight).kept("flipped");
+  return f instanceof tf.Tensor ? { filter: w.weight, flipped: f as Tensor4D, bias: w.bias } : null;
+}
+
+/**
  * Read `prefix.weight` (OIHW) and `prefix.bias`.
  *
  * @example

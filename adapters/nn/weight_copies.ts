@@ -56,6 +56,11 @@ export class WeightCopies {
     }
   }
 
+  /** The copy kept under `key`, if one is (for kernels that take several weights at once). */
+  kept(key: string): WeightCopy | undefined {
+    return this.#kept.get(key);
+  }
+
   /** Make the copy `key` now (when caching and within the budget) so later calls find it. */
   prepare(key: string, make: () => WeightCopy): void {
     if (!this.cache || this.#kept.has(key) || !this.#fits()) return;

@@ -6,7 +6,12 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { conv2d, type Conv2dWeights, loadConv2d } from "../nn/conv2d.ts";
+import { conv2d, type Conv2dWeights, loadConv2d, sameConvOf } from "../nn/conv2d.ts";
+import {
+  fusedResnetBlock,
+  fusedResnetBlockFits,
+  type FusedResnetBlockParts,
+} from "../wasm/fused_resnet_block.ts";
 import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
 import { linear, type LinearWeights } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
@@ -125,15 +130,29 @@ export function resnetBlock(
   temb?: Tensor2D,
 ): Tensor4D {
   return tf.tidy(() => {
+    if (w.timeEmbProj && !temb) throw new Error("resnetBlock: this block needs a time embedding");
+    const t = w.timeEmbProj && temb ? linear(silu(temb), w.timeEmbProj) as Tensor2D : undefined;
+    const fused = w.outputScaleFactor === 1 ? fusedParts(w) : null;
+    if (fused && fusedResnetBlockFits(x, fused, t)) return fusedResnetBlock(x, fused, t);
     let h = conv2d(groupNormThenSilu(x, w.norm1) as Tensor4D, w.conv1);
-    if (w.timeEmbProj) {
-      if (!temb) throw new Error("resnetBlock: this block needs a time embedding");
-      const t = linear(silu(temb), w.timeEmbProj);
-      h = tf.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1] as number]));
-    }
+    if (t) h = tf.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1]]));
     h = conv2d(groupNormThenSilu(h, w.norm2) as Tensor4D, w.conv2);
     const skip = w.convShortcut ? conv2d(x, w.convShortcut) : x;
     const out = tf.add(skip, h);
     return (w.outputScaleFactor === 1 ? out : tf.div(out, w.outputScaleFactor)) as Tensor4D;
   });
 }
+
+function fusedParts(w: ResnetBlockWeights): FusedResnetBlockParts | null {
+  const [conv1, conv2] = [sameConvOf(w.conv1), sameConvOf(w.conv2)];
+  const shortcut = w.convShortcut ? sameConvOf(w.convShortcut) : undefined;
+  if (!conv1 || !conv2 || shortcut === null) return null;
+  return { norm1: normPart(w.norm1), conv1, norm2: normPart(w.norm2), conv2, shortcut };
+}
+
+const normPart = (n: GroupNormWeights) => ({
+  gamma: n.weight,
+  beta: n.bias,
+  groups: n.groups,
+  eps: n.eps,
+});

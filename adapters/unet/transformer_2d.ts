@@ -8,10 +8,21 @@
 import * as tf from "@tensorflow/tfjs";
 import { groupNorm, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
 import { layerNorm, type LayerNormWeights, loadLayerNorm } from "../nn/layer_norm.ts";
-import { linear, type LinearWeights } from "../nn/linear.ts";
+import { linear, type LinearWeights, packedLinearOf } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { gelu } from "./_activations.ts";
 import { fusedGeglu, fusedGegluFits } from "../wasm/fused_geglu.ts";
+import {
+  fusedFeedForward,
+  fusedFeedForwardFits,
+  type FusedFeedForwardParts,
+} from "../wasm/fused_feed_forward.ts";
+import {
+  fusedAttentionBlock,
+  fusedAttentionBlockFits,
+  type FusedAttentionBlockParts,
+  type PackedProjection,
+} from "../wasm/fused_attention_block.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
 import { attention, type AttentionWeights, loadAttention } from "./attention.ts";
 import type { Tensor, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
@@ -159,11 +170,64 @@ export function transformerBlock(
   slice = 0,
 ): Tensor {
   return tf.tidy(() => {
-    let h = tf.add(x, attention(w.attn1, layerNorm(x, w.norm1), undefined, slice));
-    h = tf.add(h, attention(w.attn2, layerNorm(h, w.norm2), context, slice));
-    const proj = linear(layerNorm(h, w.norm3), w.ffIn);
-    return tf.add(h, linear(geglu(proj), w.ffOut));
+    const h = attentionPart(w.attn1, w.norm1, x, undefined, slice);
+    return feedForward(w, attentionPart(w.attn2, w.norm2, h, context, slice));
   });
+}
+
+/** `h + attn(norm(h), context)`: one fused op on wasm when the weights are frozen and packed. */
+function attentionPart(
+  attn: AttentionWeights,
+  norm: LayerNormWeights,
+  h: Tensor,
+  context: Tensor | undefined,
+  slice: number,
+): Tensor {
+  // Sliced attention bounds memory by recomputing probabilities; the fused op keeps them.
+  const sliced = slice > 0 && h.shape[1] as number > slice;
+  const fused = sliced ? null : attentionParts(attn, norm);
+  if (fused && fusedAttentionBlockFits(h, fused, context)) {
+    return fusedAttentionBlock(h, fused, context);
+  }
+  return tf.add(h, attention(attn, layerNorm(h, norm), context, slice));
+}
+
+function projection(w: LinearWeights): PackedProjection | null {
+  const packed = packedLinearOf(w);
+  return packed ? { w: packed.packed, wT: packed.packedT, bias: w.bias } : null;
+}
+
+function attentionParts(
+  attn: AttentionWeights,
+  norm: LayerNormWeights,
+): FusedAttentionBlockParts | null {
+  const [q, k, v, out] = [attn.toQ, attn.toK, attn.toV, attn.toOut].map(projection);
+  if (!q || !k || !v || !out) return null;
+  return { gamma: norm.weight, beta: norm.bias, eps: norm.eps, q, k, v, out, heads: attn.heads };
+}
+
+/** `h + ff(norm3(h))`: one fused op on wasm when the weights are frozen and packed. */
+function feedForward(w: TransformerBlockWeights, h: Tensor): Tensor {
+  const fused = feedForwardParts(w);
+  if (fused && fusedFeedForwardFits(h, fused)) return fusedFeedForward(h, fused);
+  const proj = linear(layerNorm(h, w.norm3), w.ffIn);
+  return tf.add(h, linear(geglu(proj), w.ffOut));
+}
+
+function feedForwardParts(w: TransformerBlockWeights): FusedFeedForwardParts | null {
+  const [ffIn, ffOut] = [packedLinearOf(w.ffIn), packedLinearOf(w.ffOut)];
+  if (!ffIn || !ffOut || !w.ffIn.bias || !w.ffOut.bias) return null;
+  return {
+    gamma: w.norm3.weight,
+    beta: w.norm3.bias,
+    eps: w.norm3.eps,
+    w1: ffIn.packed,
+    w1T: ffIn.packedT,
+    b1: w.ffIn.bias,
+    w2: ffOut.packed,
+    w2T: ffOut.packedT,
+    b2: w.ffOut.bias,
+  };
 }
 
 /** GEGLU: the projection's first half is the value, the second half the gate. */

@@ -13,7 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { type ActivationSimd, activationSimdFor } from "./_activation_simd.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
@@ -108,6 +108,18 @@ function gegluGradKernel(args: WasmKernelArgs): tf.TensorInfo {
 }
 
 const KERNELS = [[GEGLU, gegluKernel], [GEGLU_GRAD, gegluGradKernel]] as const;
+
+/**
+ * The GEGLU kernels (forward, backward) as `[name, function]`, for composite kernels that call them directly instead of
+ * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ *
+ * @example
+ * ```ts
+ * import { FUSED_GEGLU_KERNELS } from "./fused_geglu.ts";
+ * console.log(FUSED_GEGLU_KERNELS.map(([name]) => name));
+ * ```
+ */
+export const FUSED_GEGLU_KERNELS: readonly WasmKernel[] = KERNELS;
 
 /**
  * Whether {@linkcode fusedGeglu} takes `x` now: the `fusedGeglu` switch is on, the backend is

@@ -14,7 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import {
@@ -307,6 +307,18 @@ function backwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 }
 
 const KERNELS = [[FORWARD, forwardKernel], [BACKWARD, backwardKernel]] as const;
+
+/**
+ * The norm kernels (forward, backward) as `[name, function]`, for composite kernels that call them directly instead of
+ * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ *
+ * @example
+ * ```ts
+ * import { FUSED_NORM_KERNELS } from "./fused_norm.ts";
+ * console.log(FUSED_NORM_KERNELS.map(([name]) => name));
+ * ```
+ */
+export const FUSED_NORM_KERNELS: readonly WasmKernel[] = KERNELS;
 
 /** The weights {@linkcode fusedNorm} needs (GroupNorm's; a LayerNorm is one group). */
 export interface FusedNormWeights {

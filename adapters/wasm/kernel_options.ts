@@ -21,6 +21,9 @@ import * as tf from "@tensorflow/tfjs";
  *   packedMatmul: true,
  *   fusedAttention: true,
  *   fusedGeglu: true,
+ *   fusedFeedForward: true,
+ *   fusedAttentionBlock: true,
+ *   fusedResnetBlock: true,
  * };
  * ```
  */
@@ -45,6 +48,25 @@ export interface WasmKernelOptions {
   fusedAttention: boolean;
   /** GEGLU (`value · gelu(gate)`) as one kernel forward and one backward (fused_geglu.ts). */
   fusedGeglu: boolean;
+  /**
+   * A transformer block's feed-forward part with frozen weights, `h + W₂·geglu(W₁·LayerNorm(h))`,
+   * as one kernel forward and one backward (fused_feed_forward.ts) instead of five tfjs ops
+   * each way; needs the `fusedNorm`, `packedMatmul` and `fusedGeglu` switches too.
+   */
+  fusedFeedForward: boolean;
+  /**
+   * A transformer block's attention part with frozen weights, `h + W_o·attn(W_q·n, W_k·c, W_v·c)`
+   * with `n = LayerNorm(h)`, as one kernel forward and one backward (fused_attention_block.ts)
+   * instead of seven tfjs ops; needs the `fusedNorm`, `packedMatmul` and `fusedAttention`
+   * switches too.
+   */
+  fusedAttentionBlock: boolean;
+  /**
+   * A ResNet block with frozen weights (two GroupNorm + SiLU + convolution steps, the time
+   * projection, the shortcut) as one kernel forward and one backward (fused_resnet_block.ts)
+   * instead of six or seven tfjs ops; needs the `fusedNorm` switch too.
+   */
+  fusedResnetBlock: boolean;
 }
 
 /** Defaults: every kernel on (for the wasm backend only). */
@@ -54,6 +76,9 @@ export const wasmKernelDefaults = {
   packedMatmul: true,
   fusedAttention: true,
   fusedGeglu: true,
+  fusedFeedForward: true,
+  fusedAttentionBlock: true,
+  fusedResnetBlock: true,
 } satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {

@@ -8,8 +8,27 @@
  * @module
  */
 export * from "./kernel_options.ts";
-export * from "./fused_norm.ts";
-export * from "./packed_matmul.ts";
+// Explicit lists where a file also exports its kernels for composite kernels (internal).
+export { fusedNorm, type FusedNormWeights } from "./fused_norm.ts";
+export { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "./packed_matmul.ts";
 export * from "./simd_product.ts";
-export * from "./fused_attention.ts";
-export * from "./fused_geglu.ts";
+export { fusedAttention, fusedAttentionFits } from "./fused_attention.ts";
+export { fusedGeglu, fusedGegluFits } from "./fused_geglu.ts";
+export {
+  fusedFeedForward,
+  fusedFeedForwardFits,
+  type FusedFeedForwardParts,
+} from "./fused_feed_forward.ts";
+export {
+  fusedAttentionBlock,
+  fusedAttentionBlockFits,
+  type FusedAttentionBlockParts,
+  type PackedProjection,
+} from "./fused_attention_block.ts";
+export {
+  fusedResnetBlock,
+  fusedResnetBlockFits,
+  type FusedResnetBlockParts,
+  type ResnetConvPart,
+  type ResnetNormPart,
+} from "./fused_resnet_block.ts";

@@ -13,7 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
@@ -61,6 +61,18 @@ function matMulKernel(args: WasmKernelArgs): tf.TensorInfo {
 }
 
 const KERNELS = [[PACK, packKernel], [MATMUL, matMulKernel]] as const;
+
+/**
+ * The packing and packed-product kernels as `[name, function]`, for composite kernels that call them directly instead of
+ * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ *
+ * @example
+ * ```ts
+ * import { PACKED_MATMUL_KERNELS } from "./packed_matmul.ts";
+ * console.log(PACKED_MATMUL_KERNELS.map(([name]) => name));
+ * ```
+ */
+export const PACKED_MATMUL_KERNELS: readonly WasmKernel[] = KERNELS;
 
 /**
  * A constant matrix packed for {@linkcode packedMatMul}: `[k, n]` as panels of 8 columns.

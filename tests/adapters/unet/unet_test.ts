@@ -14,6 +14,7 @@ import {
 } from "../../../adapters/unet/unet_2d_condition.ts";
 import { WeightReader } from "../../../adapters/nn/weight_reader.ts";
 import { RandomWeightReader } from "../../../adapters/unet/random_weight_reader.ts";
+import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
 import { mergeUNetLora } from "../../../adapters/unet/unet_lora.ts";
 import type { Tensor } from "../../../core/tensor_types.ts";
 import {
@@ -280,6 +281,52 @@ Deno.test("unet: gradient into the encoder states, no leaks", async () => {
   assert.equal(tf.memory().numTensors, n0, "the sliced backward pass leaves no tensors");
   tf.dispose([gs0, gx0, gs1, gx1]);
   unet.dispose();
+});
+
+Deno.test("unet: the fused wasm blocks change no bit of the output or the gradients", async (t) => {
+  // The fused feed-forward, attention and ResNet parts (adapters/wasm/fused_*_block.ts) run
+  // the same kernels in the same order as the ops one by one, and pass the gradients of inputs
+  // used twice on separately, so that tfjs sums them in its own order: bitwise, at any thread count.
+  const switches = { fusedFeedForward: true, fusedAttentionBlock: true, fusedResnetBlock: true };
+  const fusedKernels = [
+    "TexforceWasmFeedForward",
+    "TexforceWasmAttentionBlock",
+    "TexforceWasmResnetBlock",
+  ];
+  for (const threads of [1, 2]) {
+    await t.step(`${threads} thread(s)`, async () => {
+      await useBackend("wasm", { wasmThreads: threads });
+      const unet = await UNet2DConditionModel.load(UNET_DIR);
+      const { sample, timesteps, states } = await inputs();
+      const loss = (s: tf.Tensor, x: tf.Tensor) =>
+        unet.forward(x as tf.Tensor4D, timesteps, s as tf.Tensor3D).square().mean();
+      const run = async (on: boolean) => {
+        const before = setWasmKernels(Object.fromEntries(
+          Object.keys(switches).map((k) => [k, on]),
+        ));
+        const profile = await tf.profile(() => unet.forward(sample, timesteps, states).dispose());
+        const n0 = tf.memory().numTensors;
+        const y = unet.forward(sample, timesteps, states);
+        const [gs, gx] = tf.grads(loss)([states, sample]);
+        const out = [await y.data(), await gs.data(), await gx.data()];
+        tf.dispose([y, gs, gx]);
+        assert.equal(tf.memory().numTensors, n0, `switches ${on}: no tensors left behind`);
+        setWasmKernels(before);
+        return { out, kernels: new Set(profile.kernelNames) };
+      };
+      const fused = await run(true);
+      const stock = await run(false);
+      for (const k of fusedKernels) {
+        assert.ok(fused.kernels.has(k), `${k} runs`);
+        assert.ok(!stock.kernels.has(k), `${k} off`);
+      }
+      ["output", "d/d states", "d/d sample"].forEach((what, i) =>
+        assert.deepEqual(fused.out[i], stock.out[i], `${what}: bitwise the same`)
+      );
+      tf.dispose([sample, states]);
+      unet.dispose();
+    });
+  }
 });
 
 Deno.test("unet: block recomputation gives the same gradients, no leaks", async () => {

@@ -8,6 +8,7 @@ import {
   type WritableTensor,
 } from "../../../core/io/safetensors.ts";
 import { parseVaeConfig, VaeDecoder } from "../../../adapters/vae/vae_decoder.ts";
+import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
 import {
   assertClose,
   availableBackends,
@@ -96,6 +97,31 @@ Deno.test("vae: differentiable, no leaks", async () => {
   );
   tf.dispose([g]);
   assert.equal(tf.memory().numTensors, before, "the gradient and its checks leave no tensors");
+  z.dispose();
+  vae.dispose();
+});
+
+Deno.test("vae: the fused wasm ResNet blocks change no bit of the image or the gradient", async () => {
+  await useBackend("wasm");
+  const vae = await VaeDecoder.load(VAE_DIR);
+  const z = await randomLatent(8, 1);
+  const run = async (on: boolean) => {
+    const before = setWasmKernels({ fusedResnetBlock: on });
+    const profile = await tf.profile(() => vae.decodeRaw(z).dispose());
+    const n0 = tf.memory().numTensors;
+    const y = vae.decodeRaw(z);
+    const g = tf.grad((x: tf.Tensor) => vae.decodeRaw(x as tf.Tensor4D).square().mean())(z);
+    const out = [await y.data(), await g.data()];
+    tf.dispose([y, g]);
+    assert.equal(tf.memory().numTensors, n0, `fused ${on}: no tensors left behind`);
+    setWasmKernels(before);
+    return { out, fused: profile.kernelNames.includes("TexforceWasmResnetBlock") };
+  };
+  const fused = await run(true);
+  const stock = await run(false);
+  assert.ok(fused.fused && !stock.fused, "the fused block runs only when switched on");
+  assert.deepEqual(fused.out[0], stock.out[0], "image: bitwise the same");
+  assert.deepEqual(fused.out[1], stock.out[1], "d/d latents: bitwise the same");
   z.dispose();
   vae.dispose();
 });
