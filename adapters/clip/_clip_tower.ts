@@ -2,6 +2,7 @@
 // the pre-LN encoder layers' weights.
 import type { WeightSource } from "../../core/io/safetensors.ts";
 import * as tf from "@tensorflow/tfjs";
+import { fusedQuickGelu, fusedQuickGeluFits } from "../wasm/fused_quick_gelu.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { type LayerNormWeights, loadLayerNorm } from "../nn/layer_norm.ts";
 import { type LinearWeights, loadLinear } from "../nn/linear.ts";
@@ -153,6 +154,8 @@ export async function loadClipLayers(
 export function clipActivate(x: Tensor, act: ClipActivation): Tensor {
   switch (act) {
     case "quick_gelu":
+      // On wasm: one SIMD kernel each way (adapters/wasm/fused_quick_gelu.ts).
+      if (fusedQuickGeluFits(x)) return fusedQuickGelu(x);
       return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
     case "gelu":
       // Exact GELU as torch.nn.functional.gelu: x·Φ(x) through erf (tfjs has its gradient).

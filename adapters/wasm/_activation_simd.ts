@@ -10,6 +10,8 @@ export interface ActivationSimd {
   geglu(x: number, out: number, rows: number, half: number): void;
   /** d[v, g] of geglu for output gradient dy (rows × h). */
   geglu_grad(x: number, dy: number, out: number, rows: number, half: number): void;
+  /** dx of y = x · s, s = σ(1.702 x) (given), for output gradient dy; `bytes` a multiple of 16. */
+  quick_gelu_grad(x: number, s: number, dy: number, out: number, bytes: number): void;
   /** out = σ(x) over `bytes` bytes (a multiple of 16). */
   sigmoid(x: number, out: number, bytes: number): void;
   /** out = a + b over n values. */

@@ -78,9 +78,11 @@ export interface GemmJob {
   ldc?: number;
 }
 
-// Below this many multiply-adds a product runs on one thread: waking a worker and waiting for
-// it cost tens of µs, about what 1 M multiply-adds take.
-const MIN_SPLIT_MACS = 1 << 21;
+// Below this many multiply-adds (1.5 M) a product runs on one thread: waking a worker costs
+// 20–45 µs here, about what 1 M multiply-adds take, so splitting a product of 1 M gains nothing
+// and one of 1.9 M (CLIP's LoRA factors, 154 × 768 · 768 × 16) gains: 101–103 → 90–91 ms of
+// the CLIP-L LoRA forward + backward with two threads (from 2 M before).
+const MIN_SPLIT_MACS = 3 << 19;
 
 const WORKER_URL = new URL("./_gemm_worker.ts", import.meta.url);
 

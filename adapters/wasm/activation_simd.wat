@@ -1,5 +1,5 @@
-;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts) and the fused norms' SiLU
-;; (fused_norm.ts), run on the wasm backend's own memory:
+;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts), CLIP's quick-GELU gradient
+;; (fused_quick_gelu.ts) and the fused norms' SiLU (fused_norm.ts), run on the wasm backend's own memory:
 ;; every pointer is a byte offset into tfjs' heap. A GEGLU input row holds 2·h float32 (the value
 ;; half, then the gate half; h a multiple of 4), its output row h. Four values per v128; plain
 ;; multiplies and adds (no relaxed FMA), so results are the same on every CPU.
@@ -101,6 +101,24 @@
       (br_if $d (i32.ge_u (local.get $i) (local.get $bytes)))
       (v128.store align=4 (i32.add (local.get $out) (local.get $i))
         (call $sigmoid (v128.load align=4 (i32.add (local.get $x) (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $l))))
+
+  ;; The gradient of CLIP's quick GELU y = x · s, s = σ(1.702 x), from the forward's s, for output
+  ;; gradient dy: dx = dy · (s + 1.702 x · s · (1 − s)), over `bytes` bytes (a multiple of 16).
+  (func (export "quick_gelu_grad")
+    (param $x i32) (param $s i32) (param $dy i32) (param $out i32) (param $bytes i32)
+    (local $i i32) (local $sv v128)
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $bytes)))
+      (local.set $sv (v128.load align=4 (i32.add (local.get $s) (local.get $i))))
+      (v128.store align=4 (i32.add (local.get $out) (local.get $i))
+        (f32x4.mul (v128.load align=4 (i32.add (local.get $dy) (local.get $i)))
+          (f32x4.add (local.get $sv)
+            (f32x4.mul
+              (f32x4.mul (v128.load align=4 (i32.add (local.get $x) (local.get $i)))
+                (v128.const f32x4 1.702 1.702 1.702 1.702))
+              (f32x4.mul (local.get $sv) (f32x4.sub (v128.const f32x4 1 1 1 1) (local.get $sv)))))))
       (local.set $i (i32.add (local.get $i) (i32.const 16)))
       (br $l))))
 

@@ -24,6 +24,7 @@ import * as tf from "@tensorflow/tfjs";
  *   fusedFeedForward: true,
  *   fusedAttentionBlock: true,
  *   fusedResnetBlock: true,
+ *   fusedQuickGelu: true,
  * };
  * ```
  */
@@ -67,6 +68,11 @@ export interface WasmKernelOptions {
    * instead of six or seven tfjs ops; needs the `fusedNorm` switch too.
    */
   fusedResnetBlock: boolean;
+  /**
+   * CLIP's quick GELU, `x · σ(1.702 x)`, as one SIMD kernel forward and one backward
+   * (fused_quick_gelu.ts) instead of three tfjs ops and about eight; needs `normSimd` too.
+   */
+  fusedQuickGelu: boolean;
 }
 
 /** Defaults: every kernel on (for the wasm backend only). */
@@ -79,6 +85,7 @@ export const wasmKernelDefaults = {
   fusedFeedForward: true,
   fusedAttentionBlock: true,
   fusedResnetBlock: true,
+  fusedQuickGelu: true,
 } satisfies WasmKernelOptions;
 
 function initial(): WasmKernelOptions {

@@ -14,6 +14,7 @@ export { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "./pack
 export * from "./simd_product.ts";
 export { fusedAttention, fusedAttentionFits } from "./fused_attention.ts";
 export { fusedGeglu, fusedGegluFits } from "./fused_geglu.ts";
+export * from "./fused_quick_gelu.ts";
 export {
   fusedFeedForward,
   fusedFeedForwardFits,
