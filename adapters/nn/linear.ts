@@ -7,7 +7,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { WeightReader } from "./weight_reader.ts";
 import { constLinear, matMul2d, prepareLinearCopies } from "./_fast_matmul.ts";
 import { copiesOf, keepCopies } from "./weight_copies.ts";
-import { PackedWeight } from "../wasm/packed_matmul.ts";
+import { type PackedProjection, PackedWeight } from "../wasm/packed_matmul.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 
 /** Weights of a linear layer: `weight` is [in, out] (already transposed from PyTorch). */
@@ -62,8 +62,8 @@ export function keepLinearCopies(w: LinearWeights): void {
 }
 
 /**
- * A frozen linear layer's kept packed copies (w and wᵀ, made by {@linkcode keepLinearCopies}),
- * for fused kernels that take the layer whole; null when either is not kept (trainable or
+ * A frozen linear layer as its kept packed copies (w and wᵀ, made by {@linkcode keepLinearCopies})
+ * and its bias, for fused kernels that take the layer whole; null when either is not kept (trainable or
  * unregistered weights, other backends, widths the packed product does not take).
  *
  * @example
@@ -71,17 +71,15 @@ export function keepLinearCopies(w: LinearWeights): void {
  * import { keepLinearCopies, packedLinearOf, type LinearWeights } from "@texforce/core/adapters";
  * declare const w: LinearWeights;
  * keepLinearCopies(w);
- * console.log(packedLinearOf(w)?.packed.n);
+ * console.log(packedLinearOf(w)?.w.n);
  * ```
  */
-export function packedLinearOf(
-  w: LinearWeights,
-): { packed: PackedWeight; packedT: PackedWeight } | null {
+export function packedLinearOf(w: LinearWeights): PackedProjection | null {
   if (w.weight instanceof tf.Variable) return null;
   const copies = copiesOf(w.weight);
   const [packed, packedT] = [copies.kept("packed"), copies.kept("packedT")];
   return packed instanceof PackedWeight && packedT instanceof PackedWeight
-    ? { packed, packedT }
+    ? { w: packed, wT: packedT, bias: w.bias }
     : null;
 }
 

@@ -21,7 +21,6 @@ import {
   fusedAttentionBlock,
   fusedAttentionBlockFits,
   type FusedAttentionBlockParts,
-  type PackedProjection,
 } from "../wasm/fused_attention_block.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
 import { attention, type AttentionWeights, loadAttention } from "./attention.ts";
@@ -192,16 +191,11 @@ function attentionPart(
   return tf.add(h, attention(attn, layerNorm(h, norm), context, slice));
 }
 
-function projection(w: LinearWeights): PackedProjection | null {
-  const packed = packedLinearOf(w);
-  return packed ? { w: packed.packed, wT: packed.packedT, bias: w.bias } : null;
-}
-
 function attentionParts(
   attn: AttentionWeights,
   norm: LayerNormWeights,
 ): FusedAttentionBlockParts | null {
-  const [q, k, v, out] = [attn.toQ, attn.toK, attn.toV, attn.toOut].map(projection);
+  const [q, k, v, out] = [attn.toQ, attn.toK, attn.toV, attn.toOut].map(packedLinearOf);
   if (!q || !k || !v || !out) return null;
   return { gamma: norm.weight, beta: norm.bias, eps: norm.eps, q, k, v, out, heads: attn.heads };
 }
@@ -216,18 +210,8 @@ function feedForward(w: TransformerBlockWeights, h: Tensor): Tensor {
 
 function feedForwardParts(w: TransformerBlockWeights): FusedFeedForwardParts | null {
   const [ffIn, ffOut] = [packedLinearOf(w.ffIn), packedLinearOf(w.ffOut)];
-  if (!ffIn || !ffOut || !w.ffIn.bias || !w.ffOut.bias) return null;
-  return {
-    gamma: w.norm3.weight,
-    beta: w.norm3.bias,
-    eps: w.norm3.eps,
-    w1: ffIn.packed,
-    w1T: ffIn.packedT,
-    b1: w.ffIn.bias,
-    w2: ffOut.packed,
-    w2T: ffOut.packedT,
-    b2: w.ffOut.bias,
-  };
+  if (!ffIn || !ffOut) return null;
+  return { gamma: w.norm3.weight, beta: w.norm3.bias, eps: w.norm3.eps, ffIn, ffOut };
 }
 
 /** GEGLU: the projection's first half is the value, the second half the gate. */

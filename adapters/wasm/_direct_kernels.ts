@@ -1,35 +1,10 @@
-// Calling texforce's wasm kernel functions directly from inside another kernel (the fused
-// transformer-block parts), on TensorInfos, without a trip through tfjs' engine per step: no
-// tensor objects, scopes or tape nodes for the intermediates, which a composite frees itself.
+// Running registered wasm kernels (tfjs' own, or ones put in front of them) from inside another
+// kernel (the fused transformer-block and ResNet parts), on TensorInfos, without a trip through
+// tfjs' engine per step: no tensor objects, scopes or tape nodes for the intermediates, which a
+// composite frees itself. texforce's own kernel functions are imported from their modules.
 import * as tf from "@tensorflow/tfjs";
-import type { WasmKernel } from "./_kernel_registry.ts";
 import type { WasmHeapBackend } from "./_wasm_heap.ts";
-
-/** A kernel function as the kernel lists hold it. */
-export type DirectKernel = WasmKernel[1];
-
-/**
- * Look up kernel functions by name in the given kernel lists; `who` names the caller in the
- * error for a missing one (found when the composite's module loads).
- *
- * @example
- * ```ts
- * import { directKernels } from "./_direct_kernels.ts";
- * import { FUSED_GEGLU_KERNELS } from "./fused_geglu.ts";
- * const geglu = directKernels("example", FUSED_GEGLU_KERNELS)("TexforceWasmGeglu");
- * ```
- */
-export function directKernels(
-  who: string,
-  ...lists: (readonly WasmKernel[])[]
-): (name: string) => DirectKernel {
-  const byName = new Map<string, DirectKernel>(lists.flat());
-  return (name) => {
-    const f = byName.get(name);
-    if (!f) throw new Error(`${who}: no kernel '${name}'`);
-    return f;
-  };
-}
+import { packedProductKernel } from "./packed_matmul.ts";
 
 /**
  * Run a kernel registered for wasm (tfjs' own, such as FusedConv2D, or one replaced in front
@@ -68,25 +43,24 @@ export function directAdd(
 }
 
 /**
- * A kernel's single output.
+ * `x · W (+ bias)` for W packed (`packed`: the panels tensor's info, `n` columns) by the packed
+ * product's kernel function.
  *
  * @example
  * ```ts
- * // const p = single(product({ inputs: { x, packed }, backend, attrs: { n } }));
+ * // inside a kernel: const q = directProduct(backend, n, wq, undefined, inner);
  * ```
  */
-export const single = (r: tf.TensorInfo | tf.TensorInfo[]): tf.TensorInfo => r as tf.TensorInfo;
-
-/**
- * A kernel's outputs.
- *
- * @example
- * ```ts
- * // const [y, stats] = several(norm({ inputs: { x, gamma, beta }, backend, attrs }));
- * ```
- */
-export const several = (r: tf.TensorInfo | tf.TensorInfo[]): tf.TensorInfo[] =>
-  r as tf.TensorInfo[];
+export function directProduct(
+  backend: WasmHeapBackend,
+  x: tf.TensorInfo,
+  packed: tf.TensorInfo,
+  bias: tf.TensorInfo | undefined,
+  n: number,
+): tf.TensorInfo {
+  const inputs: Record<string, tf.TensorInfo> = bias ? { x, packed, bias } : { x, packed };
+  return packedProductKernel({ inputs, backend, attrs: { n } });
+}
 
 /**
  * Free intermediates a composite made.

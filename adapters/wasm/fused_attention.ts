@@ -16,7 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { gemmSimdFor, paddedColumns, runGemmPanels, runGemmUnpadded } from "./_gemm_threads.ts";
@@ -291,16 +291,21 @@ function softmaxGrad(
 const KERNELS = [[ATTENTION, attentionKernel], [ATTENTION_GRAD, attentionGradKernel]] as const;
 
 /**
- * The attention kernels (forward, backward) as `[name, function]`, for composite kernels that call them directly instead of
- * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ * The attention core's kernel functions (forward: `[out, probs]`; backward: `[dq, dk, dv]`),
+ * for composite kernels that call them directly on the heap instead of through tfjs' engine
+ * (fused_attention_block.ts).
  *
  * @example
  * ```ts
- * import { FUSED_ATTENTION_KERNELS } from "./fused_attention.ts";
- * console.log(FUSED_ATTENTION_KERNELS.map(([name]) => name));
+ * import { attentionKernels } from "./fused_attention.ts";
+ * // inside a kernel: const [out, probs] = attentionKernels.forward({ inputs: { q, k, v }, backend, attrs });
+ * console.log(Object.keys(attentionKernels));
  * ```
  */
-export const FUSED_ATTENTION_KERNELS: readonly WasmKernel[] = KERNELS;
+export const attentionKernels = {
+  forward: attentionKernel,
+  backward: attentionGradKernel,
+} as const;
 
 /**
  * Whether {@linkcode fusedAttention} takes these tensors now: the `fusedAttention` and

@@ -14,28 +14,16 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import { directAdd, directKernels, freeInfos, several, single } from "./_direct_kernels.ts";
+import { directAdd, directProduct, freeInfos } from "./_direct_kernels.ts";
 import type { WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
-import { FUSED_NORM_KERNELS } from "./fused_norm.ts";
-import { FUSED_ATTENTION_KERNELS } from "./fused_attention.ts";
-import { PACKED_MATMUL_KERNELS, type PackedWeight } from "./packed_matmul.ts";
+import { normKernels } from "./fused_norm.ts";
+import { attentionKernels } from "./fused_attention.ts";
+import { type PackedProjection, projectionFits } from "./packed_matmul.ts";
 
 const BLOCK = "TexforceWasmAttentionBlock";
 const BLOCK_GRAD = "TexforceWasmAttentionBlockGrad";
-
-const kernel = directKernels(
-  "fusedAttentionBlock",
-  FUSED_NORM_KERNELS,
-  FUSED_ATTENTION_KERNELS,
-  PACKED_MATMUL_KERNELS,
-);
-const norm = kernel("TexforceWasmNorm");
-const normGrad = kernel("TexforceWasmNormGrad");
-const product = kernel("TexforceWasmPackedMatMul");
-const attention = kernel("TexforceWasmAttention");
-const attentionGrad = kernel("TexforceWasmAttentionGrad");
 
 interface BlockAttrs {
   eps: number;
@@ -51,36 +39,27 @@ interface BlockAttrs {
   contextDim: number;
 }
 
-const normAttrs = (eps: number) => ({ groups: 1, eps, silu: false, layer: true });
-
-type Backend = WasmHeapBackend;
-
-function project(
-  backend: Backend,
-  x: tf.TensorInfo,
-  packed: tf.TensorInfo,
-  bias: tf.TensorInfo | undefined,
-  n: number,
-): tf.TensorInfo {
-  const inputs: Record<string, tf.TensorInfo> = bias ? { x, packed, bias } : { x, packed };
-  return single(product({ inputs, backend, attrs: { n } }));
-}
-
 // Outputs: [h + attention, the LayerNorm's statistics, q, k, v, the probabilities].
 function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
-  const backend = args.backend as Backend;
+  const backend = args.backend as WasmHeapBackend;
   const { h, gamma, beta, wq, wk, wv, wo, bq, bk, bv, bo, context } = args.inputs;
   const { eps, heads, scale, inner, channels, cross } = args.attrs as unknown as BlockAttrs;
-  const [n, stats] = several(
-    norm({ inputs: { x: h, gamma, beta }, backend, attrs: normAttrs(eps) }),
-  );
+  const [n, stats] = normKernels.forward({
+    inputs: { x: h, gamma, beta },
+    backend,
+    attrs: normKernels.layerAttrs(eps),
+  });
   const source = cross ? context : n;
-  const q = project(backend, n, wq, bq, inner);
-  const k = project(backend, source, wk, bk, inner);
-  const v = project(backend, source, wv, bv, inner);
+  const q = directProduct(backend, n, wq, bq, inner);
+  const k = directProduct(backend, source, wk, bk, inner);
+  const v = directProduct(backend, source, wv, bv, inner);
   freeInfos(backend, n);
-  const [a, probs] = several(attention({ inputs: { q, k, v }, backend, attrs: { heads, scale } }));
-  const o = project(backend, a, wo, bo, channels);
+  const [a, probs] = attentionKernels.forward({
+    inputs: { q, k, v },
+    backend,
+    attrs: { heads, scale },
+  });
+  const o = directProduct(backend, a, wo, bo, channels);
   freeInfos(backend, a);
   const out = directAdd(backend, h, o);
   freeInfos(backend, o);
@@ -91,20 +70,20 @@ function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 // projections' nodes backward, values first); with cross-attention dn = dn_q and the encoder
 // states' two gradients are returned apart (values', keys'), for tfjs to add in that order.
 function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
-  const backend = args.backend as Backend;
+  const backend = args.backend as WasmHeapBackend;
   const { dy, h, stats, q, k, v, probs, gamma, beta, wqT, wkT, wvT, woT } = args.inputs;
   const { eps, heads, scale, inner, channels, cross, contextDim } = args
     .attrs as unknown as BlockAttrs;
-  const da = project(backend, dy, woT, undefined, inner);
-  const [dq, dk, dv] = several(attentionGrad({
+  const da = directProduct(backend, dy, woT, undefined, inner);
+  const [dq, dk, dv] = attentionKernels.backward({
     inputs: { dy: da, q, k, v, probs },
     backend,
     attrs: { heads, scale },
-  }));
+  });
   freeInfos(backend, da);
-  const dv0 = project(backend, dv, wvT, undefined, contextDim);
-  const dk0 = project(backend, dk, wkT, undefined, contextDim);
-  const dq0 = project(backend, dq, wqT, undefined, channels);
+  const dv0 = directProduct(backend, dv, wvT, undefined, contextDim);
+  const dk0 = directProduct(backend, dk, wkT, undefined, contextDim);
+  const dq0 = directProduct(backend, dq, wqT, undefined, channels);
   freeInfos(backend, dq, dk, dv);
   let dn = dq0;
   if (!cross) {
@@ -112,11 +91,11 @@ function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
     dn = directAdd(backend, vk, dq0);
     freeInfos(backend, vk, dv0, dk0, dq0);
   }
-  const [dhNorm, dGamma, dBeta] = several(normGrad({
+  const [dhNorm, dGamma, dBeta] = normKernels.backward({
     inputs: { dy: dn, x: h, stats, gamma, beta },
     backend,
-    attrs: normAttrs(eps),
-  }));
+    attrs: normKernels.layerAttrs(eps),
+  });
   freeInfos(backend, dn, dGamma, dBeta);
   const dh = directAdd(backend, dy, dhNorm);
   freeInfos(backend, dhNorm);
@@ -124,16 +103,6 @@ function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 }
 
 const KERNELS = [[BLOCK, blockKernel], [BLOCK_GRAD, blockGradKernel]] as const;
-
-/** One projection of {@linkcode FusedAttentionBlockParts}: packed w, packed wᵀ, bias. */
-export interface PackedProjection {
-  /** w [in, out] packed. */
-  w: PackedWeight;
-  /** w packed transposed (its input gradient). */
-  wT: PackedWeight;
-  /** [out], if the layer has one. */
-  bias?: Tensor1D;
-}
 
 /** The frozen weights {@linkcode fusedAttentionBlock} takes, in kernel-ready form. */
 export interface FusedAttentionBlockParts {
@@ -186,12 +155,10 @@ export function fusedAttentionBlockFits(
   }
   const dc = source.shape[2] as number;
   const inner = p.q.w.n;
-  const fits = (x: PackedProjection, k: number, n: number) =>
-    x.w.k === k && x.w.n === n && x.wT.k === n && x.wT.n === k &&
-    (!x.bias || x.bias.shape[0] === n);
   return p.gamma.shape[0] === c && p.beta.shape[0] === c && Number.isInteger(p.heads) &&
-    p.heads > 0 && inner % p.heads === 0 && fits(p.q, c, inner) && fits(p.k, dc, inner) &&
-    fits(p.v, dc, inner) && fits(p.out, inner, c);
+    p.heads > 0 && inner % p.heads === 0 && projectionFits(p.q, c, inner) &&
+    projectionFits(p.k, dc, inner) && projectionFits(p.v, dc, inner) &&
+    projectionFits(p.out, inner, c);
 }
 
 /**
@@ -224,7 +191,7 @@ export function fusedAttentionBlock(
         `${p.out.w.n}] on ${tf.getBackend()})`,
     );
   }
-  registerWasmKernels([...FUSED_NORM_KERNELS, ...FUSED_ATTENTION_KERNELS, ...KERNELS]);
+  registerWasmKernels(KERNELS);
   const inner = p.q.w.n;
   const attrs = {
     eps: p.eps,

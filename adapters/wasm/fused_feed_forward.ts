@@ -14,28 +14,16 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import { directAdd, directKernels, freeInfos, several, single } from "./_direct_kernels.ts";
+import { directAdd, directProduct, freeInfos } from "./_direct_kernels.ts";
 import type { WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
-import { FUSED_NORM_KERNELS } from "./fused_norm.ts";
-import { FUSED_GEGLU_KERNELS } from "./fused_geglu.ts";
-import { PACKED_MATMUL_KERNELS, type PackedWeight } from "./packed_matmul.ts";
+import { normKernels } from "./fused_norm.ts";
+import { gegluKernels } from "./fused_geglu.ts";
+import { type PackedProjection, projectionFits } from "./packed_matmul.ts";
 
 const FEED_FORWARD = "TexforceWasmFeedForward";
 const FEED_FORWARD_GRAD = "TexforceWasmFeedForwardGrad";
-
-const kernel = directKernels(
-  "fusedFeedForward",
-  FUSED_NORM_KERNELS,
-  FUSED_GEGLU_KERNELS,
-  PACKED_MATMUL_KERNELS,
-);
-const norm = kernel("TexforceWasmNorm");
-const normGrad = kernel("TexforceWasmNormGrad");
-const product = kernel("TexforceWasmPackedMatMul");
-const geglu = kernel("TexforceWasmGeglu");
-const gegluGrad = kernel("TexforceWasmGegluGrad");
 
 interface FeedForwardAttrs {
   eps: number;
@@ -45,25 +33,21 @@ interface FeedForwardAttrs {
   channels: number;
 }
 
-const normAttrs = (eps: number) => ({ groups: 1, eps, silu: false, layer: true });
-
 // Outputs: [h + FF(h), the LayerNorm's statistics, W₁'s product] (the last two for the backward).
 function feedForwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
   const { h, gamma, beta, w1, b1, w2, b2 } = args.inputs;
   const { eps, inner, channels } = args.attrs as unknown as FeedForwardAttrs;
   const free = (...ts: tf.TensorInfo[]) => freeInfos(backend, ...ts);
-  const [n, stats] = several(
-    norm({ inputs: { x: h, gamma, beta }, backend, attrs: normAttrs(eps) }),
-  );
-  const p = single(
-    product({ inputs: { x: n, packed: w1, bias: b1 }, backend, attrs: { n: 2 * inner } }),
-  );
+  const [n, stats] = normKernels.forward({
+    inputs: { x: h, gamma, beta },
+    backend,
+    attrs: normKernels.layerAttrs(eps),
+  });
+  const p = directProduct(backend, n, w1, b1, 2 * inner);
   free(n);
-  const g = single(geglu({ inputs: { x: p }, backend }));
-  const f = single(
-    product({ inputs: { x: g, packed: w2, bias: b2 }, backend, attrs: { n: channels } }),
-  );
+  const g = gegluKernels.forward({ inputs: { x: p }, backend });
+  const f = directProduct(backend, g, w2, b2, channels);
   free(g);
   const out = directAdd(backend, h, f);
   free(f);
@@ -77,16 +61,16 @@ function feedForwardGradKernel(args: WasmKernelArgs): tf.TensorInfo {
   const { dy, h, stats, p, gamma, beta, w1T, w2T } = args.inputs;
   const { eps, inner, channels } = args.attrs as unknown as FeedForwardAttrs;
   const free = (...ts: tf.TensorInfo[]) => freeInfos(backend, ...ts);
-  const dg = single(product({ inputs: { x: dy, packed: w2T }, backend, attrs: { n: inner } }));
-  const dp = single(gegluGrad({ inputs: { x: p, dy: dg }, backend }));
+  const dg = directProduct(backend, dy, w2T, undefined, inner);
+  const dp = gegluKernels.backward({ inputs: { x: p, dy: dg }, backend });
   free(dg);
-  const dn = single(product({ inputs: { x: dp, packed: w1T }, backend, attrs: { n: channels } }));
+  const dn = directProduct(backend, dp, w1T, undefined, channels);
   free(dp);
-  const [dhNorm, dGamma, dBeta] = several(normGrad({
+  const [dhNorm, dGamma, dBeta] = normKernels.backward({
     inputs: { dy: dn, x: h, stats, gamma, beta },
     backend,
-    attrs: normAttrs(eps),
-  }));
+    attrs: normKernels.layerAttrs(eps),
+  });
   free(dn, dGamma, dBeta);
   const dh = directAdd(backend, dy, dhNorm);
   free(dhNorm);
@@ -106,22 +90,16 @@ export interface FusedFeedForwardParts {
   beta: Tensor1D;
   /** LayerNorm epsilon. */
   eps: number;
-  /** W₁ [C, 2I] packed, and packed transposed (its input gradient). */
-  w1: PackedWeight;
-  w1T: PackedWeight;
-  /** b₁ [2I]. */
-  b1: Tensor1D;
-  /** W₂ [I, C] packed, and packed transposed. */
-  w2: PackedWeight;
-  w2T: PackedWeight;
-  /** b₂ [C]. */
-  b2: Tensor1D;
+  /** W₁ [C, 2I] (with its bias b₁, if any): GEGLU's value and gate. */
+  ffIn: PackedProjection;
+  /** W₂ [I, C] (with b₂, if any). */
+  ffOut: PackedProjection;
 }
 
 /**
  * Whether {@linkcode fusedFeedForward} takes `h` [.., C] with these weights now: the switches
  * (`fusedFeedForward`, `fusedNorm`, `packedMatmul`, `fusedGeglu`) are on, the backend is wasm,
- * `h` is float32 and the shapes chain (W₁ [C, 2I], W₂ [I, C]).
+ * `h` is float32 and the shapes chain (W₁ [C, 2I], W₂ [I, C], biases optional).
  *
  * @example
  * ```ts
@@ -137,11 +115,10 @@ export function fusedFeedForwardFits(h: Tensor, p: FusedFeedForwardParts): boole
     !useWasmKernel("packedMatmul") || !useWasmKernel("fusedGeglu")
   ) return false;
   const c = h.shape[h.rank - 1];
-  const inner = p.w2.k;
+  const inner = p.ffOut.w.k;
   return h.dtype === "float32" && h.rank >= 2 && p.gamma.shape[0] === c &&
-    p.beta.shape[0] === c && p.w1.k === c && p.w1.n === 2 * inner && p.b1.shape[0] === 2 * inner &&
-    p.w2.n === c && p.b2.shape[0] === c && p.w1T.k === 2 * inner && p.w1T.n === c &&
-    p.w2T.k === c && p.w2T.n === inner;
+    p.beta.shape[0] === c && projectionFits(p.ffIn, c, 2 * inner) &&
+    projectionFits(p.ffOut, inner, c);
 }
 
 /**
@@ -161,22 +138,31 @@ export function fusedFeedForward(h: Tensor, p: FusedFeedForwardParts): Tensor {
     throw new Error(
       `fusedFeedForward: needs a float32 h [.., C] on wasm with the fusedFeedForward, ` +
         `fusedNorm, packedMatmul and fusedGeglu switches on and weights W₁ [C, 2I], W₂ [I, C] ` +
-        `(got ${h.dtype} [${h.shape}], W₁ [${p.w1.k}, ${p.w1.n}], W₂ [${p.w2.k}, ${p.w2.n}] ` +
+        `(got ${h.dtype} [${h.shape}], W₁ [${p.ffIn.w.k}, ${p.ffIn.w.n}], ` +
+        `W₂ [${p.ffOut.w.k}, ${p.ffOut.w.n}] ` +
         `on ${tf.getBackend()})`,
     );
   }
-  registerWasmKernels([...FUSED_NORM_KERNELS, ...FUSED_GEGLU_KERNELS, ...KERNELS]);
-  const attrs = { eps: p.eps, inner: p.w2.k, channels: p.w2.n } as never;
-  const f = tf.customGrad((hh, save) => {
-    const [out, stats, proj] = tf.engine().runKernel(FEED_FORWARD, {
-      h: hh as Tensor,
+  registerWasmKernels(KERNELS);
+  const inputs = (h: Tensor): tf.NamedTensorMap => {
+    const m: tf.NamedTensorMap = {
+      h,
       gamma: p.gamma,
       beta: p.beta,
-      w1: p.w1.panels,
-      b1: p.b1,
-      w2: p.w2.panels,
-      b2: p.b2,
-    }, attrs) as Tensor[];
+      w1: p.ffIn.w.panels,
+      w2: p.ffOut.w.panels,
+    };
+    if (p.ffIn.bias) m.b1 = p.ffIn.bias;
+    if (p.ffOut.bias) m.b2 = p.ffOut.bias;
+    return m;
+  };
+  const attrs = { eps: p.eps, inner: p.ffOut.w.k, channels: p.ffOut.w.n } as never;
+  const f = tf.customGrad((hh, save) => {
+    const [out, stats, proj] = tf.engine().runKernel(
+      FEED_FORWARD,
+      inputs(hh as Tensor),
+      attrs,
+    ) as Tensor[];
     (save as tf.GradSaveFunc)([hh as Tensor, stats, proj]);
     tf.dispose([stats, proj]);
     return {
@@ -190,8 +176,8 @@ export function fusedFeedForward(h: Tensor, p: FusedFeedForwardParts): Tensor {
           p: sp,
           gamma: p.gamma,
           beta: p.beta,
-          w1T: p.w1T.panels,
-          w2T: p.w2T.panels,
+          w1T: p.ffIn.wT.panels,
+          w2T: p.ffOut.wT.panels,
         }, attrs) as Tensor;
       },
     };

@@ -13,7 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { type ActivationSimd, activationSimdFor } from "./_activation_simd.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
@@ -110,16 +110,17 @@ function gegluGradKernel(args: WasmKernelArgs): tf.TensorInfo {
 const KERNELS = [[GEGLU, gegluKernel], [GEGLU_GRAD, gegluGradKernel]] as const;
 
 /**
- * The GEGLU kernels (forward, backward) as `[name, function]`, for composite kernels that call them directly instead of
- * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ * GEGLU's kernel functions, for composite kernels that call them directly on the heap instead
+ * of through tfjs' engine (fused_feed_forward.ts).
  *
  * @example
  * ```ts
- * import { FUSED_GEGLU_KERNELS } from "./fused_geglu.ts";
- * console.log(FUSED_GEGLU_KERNELS.map(([name]) => name));
+ * import { gegluKernels } from "./fused_geglu.ts";
+ * // inside a kernel: const g = gegluKernels.forward({ inputs: { x }, backend });
+ * console.log(Object.keys(gegluKernels));
  * ```
  */
-export const FUSED_GEGLU_KERNELS: readonly WasmKernel[] = KERNELS;
+export const gegluKernels = { forward: gegluKernel, backward: gegluGradKernel } as const;
 
 /**
  * Whether {@linkcode fusedGeglu} takes `x` now: the `fusedGeglu` switch is on, the backend is

@@ -14,7 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor, Tensor1D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import {
@@ -309,16 +309,30 @@ function backwardKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 const KERNELS = [[FORWARD, forwardKernel], [BACKWARD, backwardKernel]] as const;
 
 /**
- * The norm kernels (forward, backward) as `[name, function]`, for composite kernels that call them directly instead of
- * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ * The norm's kernel functions, for composite kernels that call them directly on the heap
+ * instead of through tfjs' engine (fused_feed_forward.ts, fused_attention_block.ts,
+ * fused_resnet_block.ts), with the attributes they take.
  *
  * @example
  * ```ts
- * import { FUSED_NORM_KERNELS } from "./fused_norm.ts";
- * console.log(FUSED_NORM_KERNELS.map(([name]) => name));
+ * import { normKernels } from "./fused_norm.ts";
+ * // inside a kernel: const [y, stats] = normKernels.forward({ inputs, backend, attrs: normKernels.layerAttrs(1e-5) });
+ * console.log(normKernels.groupAttrs(32, 1e-5, true));
  * ```
  */
-export const FUSED_NORM_KERNELS: readonly WasmKernel[] = KERNELS;
+export const normKernels = {
+  forward: forwardKernel,
+  backward: backwardKernel,
+  /** A LayerNorm over the last axis. */
+  layerAttrs: (eps: number): tf.NamedAttrMap => ({ groups: 1, eps, silu: false, layer: true }),
+  /** A GroupNorm over positions and channel groups, SiLU after it or not. */
+  groupAttrs: (groups: number, eps: number, silu: boolean): tf.NamedAttrMap => ({
+    groups,
+    eps,
+    silu,
+    layer: false,
+  }),
+} as const;
 
 /** The weights {@linkcode fusedNorm} needs (GroupNorm's; a LayerNorm is one group). */
 export interface FusedNormWeights {

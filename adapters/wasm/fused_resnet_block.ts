@@ -16,18 +16,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import { directAdd, directKernels, freeInfos, runWasmKernel, several } from "./_direct_kernels.ts";
+import { directAdd, freeInfos, runWasmKernel } from "./_direct_kernels.ts";
 import type { WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
-import { FUSED_NORM_KERNELS } from "./fused_norm.ts";
+import { normKernels } from "./fused_norm.ts";
 
 const BLOCK = "TexforceWasmResnetBlock";
 const BLOCK_GRAD = "TexforceWasmResnetBlockGrad";
-
-const kernel = directKernels("fusedResnetBlock", FUSED_NORM_KERNELS);
-const norm = kernel("TexforceWasmNorm");
-const normGrad = kernel("TexforceWasmNormGrad");
 
 interface BlockAttrs {
   groups1: number;
@@ -75,7 +71,7 @@ function conv(
   return runWasmKernel("FusedConv2D", backend, inputs, convAttrs(k));
 }
 
-const normAttrs = (groups: number, eps: number) => ({ groups, eps, silu: true, layer: false });
+const normAttrs = (groups: number, eps: number) => normKernels.groupAttrs(groups, eps, true);
 
 // h[b, p, c] += t[b, c], in place on the block's own intermediate (float64 sums of two float32
 // values round to the float32 sum, so this is tfjs' broadcasting Add bit for bit).
@@ -95,19 +91,19 @@ function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
   const { x, t, g1, b1, f1, c1, g2, b2, f2, c2, fs, cs } = args.inputs;
   const a = args.attrs as unknown as BlockAttrs;
-  const [n1, st1] = several(norm({
+  const [n1, st1] = normKernels.forward({
     inputs: { x, gamma: g1, beta: b1 },
     backend,
     attrs: normAttrs(a.groups1, a.eps1),
-  }));
+  });
   const h = conv(backend, n1, f1, c1, a.k1);
   freeInfos(backend, n1);
   if (a.time) addPerSample(backend, h, t);
-  const [n2, st2] = several(norm({
+  const [n2, st2] = normKernels.forward({
     inputs: { x: h, gamma: g2, beta: b2 },
     backend,
     attrs: normAttrs(a.groups2, a.eps2),
-  }));
+  });
   const y = conv(backend, n2, f2, c2, a.k2);
   freeInfos(backend, n2);
   const skip = a.shortcut ? conv(backend, x, fs, cs, 1) : x;
@@ -124,20 +120,20 @@ function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const { dy, x, st1, h, st2, g1, b1, g2, b2, f1r, f2r, fsr } = args.inputs;
   const a = args.attrs as unknown as BlockAttrs;
   const dn2 = runWasmKernel("Conv2D", backend, { x: dy, filter: f2r }, gradAttrs(a.k2));
-  const [dh, dg2, db2] = several(normGrad({
+  const [dh, dg2, db2] = normKernels.backward({
     inputs: { dy: dn2, x: h, stats: st2, gamma: g2, beta: b2 },
     backend,
     attrs: normAttrs(a.groups2, a.eps2),
-  }));
+  });
   freeInfos(backend, dn2, dg2, db2);
   const dn1 = runWasmKernel("Conv2D", backend, { x: dh, filter: f1r }, gradAttrs(a.k1));
   const dt = a.time ? sumPositions(backend, dh) : null;
   freeInfos(backend, dh);
-  const [dxNorm, dg1, db1] = several(normGrad({
+  const [dxNorm, dg1, db1] = normKernels.backward({
     inputs: { dy: dn1, x, stats: st1, gamma: g1, beta: b1 },
     backend,
     attrs: normAttrs(a.groups1, a.eps1),
-  }));
+  });
   freeInfos(backend, dn1, dg1, db1);
   const out = [dxNorm];
   if (dt) out.push(dt);
@@ -255,7 +251,7 @@ export function fusedResnetBlock(x: Tensor4D, p: FusedResnetBlockParts, t?: Tens
         }, conv₁ [${p.conv1.filter.shape}], conv₂ [${p.conv2.filter.shape}] on ${tf.getBackend()})`,
     );
   }
-  registerWasmKernels([...FUSED_NORM_KERNELS, ...KERNELS]);
+  registerWasmKernels(KERNELS);
   const attrs = {
     groups1: p.norm1.groups,
     eps1: p.norm1.eps,

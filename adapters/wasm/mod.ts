@@ -10,7 +10,13 @@
 export * from "./kernel_options.ts";
 // Explicit lists where a file also exports its kernels for composite kernels (internal).
 export { fusedNorm, type FusedNormWeights } from "./fused_norm.ts";
-export { packedMatMul, packedMatMulFits, PackedWeight, packWeight } from "./packed_matmul.ts";
+export {
+  packedMatMul,
+  packedMatMulFits,
+  type PackedProjection,
+  PackedWeight,
+  packWeight,
+} from "./packed_matmul.ts";
 export * from "./simd_product.ts";
 export { fusedAttention, fusedAttentionFits } from "./fused_attention.ts";
 export { fusedGeglu, fusedGegluFits } from "./fused_geglu.ts";
@@ -24,7 +30,6 @@ export {
   fusedAttentionBlock,
   fusedAttentionBlockFits,
   type FusedAttentionBlockParts,
-  type PackedProjection,
 } from "./fused_attention_block.ts";
 export {
   fusedResnetBlock,

@@ -13,7 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { registerWasmKernels, type WasmKernel, type WasmKernelArgs } from "./_kernel_registry.ts";
+import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import type { Tensor, Tensor1D, Tensor2D } from "../../core/tensor_types.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
@@ -63,16 +63,17 @@ function matMulKernel(args: WasmKernelArgs): tf.TensorInfo {
 const KERNELS = [[PACK, packKernel], [MATMUL, matMulKernel]] as const;
 
 /**
- * The packing and packed-product kernels as `[name, function]`, for composite kernels that call them directly instead of
- * through tfjs' engine (see fused_feed_forward.ts); registered with tfjs on first use.
+ * The packed product's kernel function (`{ x, packed, bias? }`, attribute `n`), for composite
+ * kernels that call it directly on the heap instead of through tfjs' engine.
  *
  * @example
  * ```ts
- * import { PACKED_MATMUL_KERNELS } from "./packed_matmul.ts";
- * console.log(PACKED_MATMUL_KERNELS.map(([name]) => name));
+ * import { packedProductKernel } from "./packed_matmul.ts";
+ * // inside a kernel: const y = packedProductKernel({ inputs: { x, packed }, backend, attrs: { n } });
+ * console.log(typeof packedProductKernel);
  * ```
  */
-export const PACKED_MATMUL_KERNELS: readonly WasmKernel[] = KERNELS;
+export const packedProductKernel = matMulKernel;
 
 /**
  * A constant matrix packed for {@linkcode packedMatMul}: `[k, n]` as panels of 8 columns.
@@ -98,6 +99,31 @@ export class PackedWeight {
   dispose(): void {
     this.panels.dispose();
   }
+}
+
+/** A frozen linear layer in kernel-ready form: w packed, wᵀ packed (its input gradient), bias. */
+export interface PackedProjection {
+  /** w [in, out] packed. */
+  w: PackedWeight;
+  /** w packed transposed. */
+  wT: PackedWeight;
+  /** [out], if the layer has one. */
+  bias?: Tensor1D;
+}
+
+/**
+ * Whether a {@linkcode PackedProjection} maps `k` inputs to `n` outputs (w, wᵀ and bias agree).
+ *
+ * @example
+ * ```ts
+ * import { type PackedProjection, projectionFits } from "./packed_matmul.ts";
+ * declare const p: PackedProjection;
+ * console.log(projectionFits(p, 32, 64));
+ * ```
+ */
+export function projectionFits(p: PackedProjection, k: number, n: number): boolean {
+  return p.w.k === k && p.w.n === n && p.wT.k === n && p.wT.n === k &&
+    (!p.bias || p.bias.shape[0] === n);
 }
 
 /**

@@ -135,12 +135,8 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
         gamma: tf.ones([8]) as Tensor1D,
         beta: tf.zeros([8]) as Tensor1D,
         eps: 1e-5,
-        w1: w1.w,
-        w1T: w1.wT,
-        b1: tf.zeros([32]) as Tensor1D,
-        w2: w2.w,
-        w2T: w2.wT,
-        b2: tf.zeros([8]) as Tensor1D,
+        ffIn: { ...w1, bias: tf.zeros([32]) as Tensor1D },
+        ffOut: { ...w2, bias: tf.zeros([8]) as Tensor1D },
       };
       assert.ok(fusedFeedForwardFits(tf.ones([2, 5, 8]), ff));
       assert.throws(
