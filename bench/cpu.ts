@@ -1,6 +1,6 @@
 /**
- * `deno task bench cpu [--threads 1,2] [--batches 2,16,64,256] [--iters 3] [--no-clip]
- * [--no-unet] [--no-torch] [--micro N]`: the CPU workloads side by side, one fresh process per
+ * `deno task bench cpu [--threads 1,2] [--batches 2,16,64,256] [--iters 3] [--rounds 3]
+ * [--no-clip] [--no-unet] [--no-torch] [--micro N]`: the CPU workloads side by side, one fresh process per
  * wasm thread count:
  *
  * - the SD 1.5 CLIP ViT-L/14 text encoder (random weights) with LoRA r16 on q/k/v/out, batch
@@ -17,9 +17,12 @@
  * `--micro N` (default 64) runs the UNet's forward + backward N samples at a time (a batch of
  * 256 in one pass outgrows the 4 GB wasm heap; the trainer splits minibatches the same way).
  *
- * Prints wall-clock medians (of `--iters` calls at least, and of as many as fit in 3 s for short
- * ones, up to 25), the process CPU time per call, peak RSS, and the load average (timings on a
- * shared machine drift; compare rows of one run).
+ * Prints wall-clock medians, the process CPU time per call, peak RSS, and the load average
+ * (timings on a shared machine drift; compare rows of one run). The CLIP rows and products take
+ * `--iters` calls at least, and as many as fit in 3 s for short ones, up to 25. The UNet rows
+ * are timed in `--rounds` turns, each running every batch's forward and forward + backward
+ * (short ones repeated for 1 s, up to 12 calls), so that their per-sample times, compared with
+ * each other, come from the same stretches of the run.
  *
  * @module
  */
@@ -127,24 +130,92 @@ async function clipRows(iters: number): Promise<Row[]> {
   return rows;
 }
 
-async function unetRows(batches: number[], iters: number, micro: number): Promise<Row[]> {
+/** A workload timed in rounds with the others (see {@linkcode timedInRounds}). */
+interface RoundWorkload {
+  what: string;
+  batch: number;
+  fn: () => Promise<void>;
+}
+
+/** Each round gives a workload at least this much time (or MAX_RUNS_PER_ROUND calls). */
+const ROUND_SLOT_MS = 1000;
+const MAX_RUNS_PER_ROUND = 12;
+
+// The UNet's rows are compared with each other (the per-sample time over the best batch's), so
+// they are timed in turns: every round runs each workload, short ones repeated for
+// ROUND_SLOT_MS. One after the other, the batch-2 calls took their 3 s in one minute of a run and
+// the batch-256 ones theirs in another, and this machine's speed drifts by 20–40 % over seconds
+// (one thread, one process: batch 2 ran 43 ms a call for a while, then 70–78 ms, then 45 again),
+// so the ratio measured the drift as much as the batch.
+async function timedInRounds(work: RoundWorkload[], rounds: number): Promise<Row[]> {
+  const ms = work.map((): number[] => []);
+  const cpu = work.map((): number[] => []);
+  for (const w of work) {
+    const warm = performance.now();
+    for (
+      let i = 0;
+      i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS);
+      i++
+    ) {
+      await w.fn();
+    }
+  }
+  for (let round = 0; round < rounds; round++) {
+    for (const [k, w] of work.entries()) {
+      const started = performance.now();
+      for (
+        let i = 0;
+        i < 1 || (performance.now() - started < ROUND_SLOT_MS && i < MAX_RUNS_PER_ROUND);
+        i++
+      ) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        await w.fn();
+        ms[k].push(performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        cpu[k].push((c.user + c.system) / 1000);
+      }
+    }
+  }
+  return work.map((w, k) => {
+    const row = {
+      what: w.what,
+      batch: w.batch,
+      ms: median(ms[k]),
+      cpuMs: median(cpu[k]),
+      peakRss: peakRss(),
+    };
+    console.error(
+      `  ${w.what} batch ${w.batch}: ${row.ms.toFixed(0)} ms (cpu ${row.cpuMs.toFixed(0)} ms), ` +
+        `${ms[k].length} runs in ${rounds} rounds: ${ms[k].map((m) => m.toFixed(0)).join(", ")}`,
+    );
+    return row;
+  });
+}
+
+async function unetRows(batches: number[], rounds: number, micro: number): Promise<Row[]> {
   const { unet, inputs } = await tinyUNetWorkload();
-  const rows: Row[] = [];
+  const work: RoundWorkload[] = [];
+  const made: tf.Tensor[] = [];
   for (const batch of batches) {
     const { x, states, t } = inputs(batch);
-    const runs = batch >= 64 ? 1 : iters;
-    rows.push(
-      await timed("tiny UNet forward", batch, runs, async () => {
+    made.push(x, states);
+    work.push({
+      what: "tiny UNet forward",
+      batch,
+      fn: async () => {
         const y = unet.forward(x, t, states);
         await y.data();
         y.dispose();
-      }),
-    );
+      },
+    });
     // Forward + backward into the encoder states, `micro` samples at a time (the gradient of a
     // per-sample loss needs no accumulation across chunks: each chunk's rows are its own).
     const chunk = micro > 0 ? Math.min(micro, batch) : batch;
-    rows.push(
-      await timed("tiny UNet forward+backward", batch, runs, async () => {
+    work.push({
+      what: "tiny UNet forward+backward",
+      batch,
+      fn: async () => {
         const parts: tf.Tensor[] = [];
         for (let s = 0; s < batch; s += chunk) {
           const n = Math.min(chunk, batch - s);
@@ -157,10 +228,11 @@ async function unetRows(batches: number[], iters: number, micro: number): Promis
           parts.push(g);
         }
         tf.dispose(parts);
-      }),
-    );
-    tf.dispose([x, states]);
+      },
+    });
   }
+  const rows = await timedInRounds(work, rounds);
+  tf.dispose(made);
   unet.dispose();
   return rows;
 }
@@ -174,7 +246,7 @@ async function child(values: Record<string, unknown>): Promise<void> {
   if (values.clip) rows.push(...await clipRows(iters));
   if (values.unet) {
     const batches = String(values.batches).split(",").map(Number);
-    rows.push(...await unetRows(batches, iters, Number(values.micro)));
+    rows.push(...await unetRows(batches, Number(values.rounds), Number(values.micro)));
   }
   const out: ChildResult = { threads, device: info.device, rows };
   console.log(MARK + JSON.stringify(out));
@@ -253,6 +325,7 @@ export default async function benchCpu(args: string[]): Promise<void> {
       batches: { type: "string", default: "2,16,64,256" },
       iters: { type: "string", default: "3" },
       micro: { type: "string", default: "64" },
+      rounds: { type: "string", default: "3" },
       clip: { type: "boolean", default: true },
       unet: { type: "boolean", default: true },
       torch: { type: "boolean", default: true },

@@ -37,6 +37,7 @@ import { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
 import { mergeUNetLora, type UNetLora } from "./unet_lora.ts";
 import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 import { recomputed } from "../nn/recompute.ts";
+import { silu } from "./_activations.ts";
 import { webgpuKernels } from "../webgpu/kernel_options.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
@@ -327,7 +328,8 @@ export class UNet2DConditionModel {
         c.flipSinToCos,
         c.freqShift,
       );
-      const emb = timestepEmbedding(w.timeEmbedding, tEmb);
+      // Every ResNet block activates the embedding by the same SiLU first: done once here.
+      const emb = silu(timestepEmbedding(w.timeEmbedding, tEmb)) as Tensor2D;
       let x: Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
       x = conv2d(x, w.convIn);
       const skips: Tensor4D[] = [x];

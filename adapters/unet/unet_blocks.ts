@@ -173,7 +173,8 @@ export async function loadDownBlock(
 }
 
 /**
- * Run a down block: returns its output and the skip connections it produces, in order.
+ * Run a down block: returns its output and the skip connections it produces, in order. `temb`
+ * is the time embedding after its SiLU (see {@linkcode resnetBlock}).
  *
  * @example
  * ```ts
@@ -249,7 +250,7 @@ export async function loadMidBlock(
 }
 
 /**
- * Run the mid block.
+ * Run the mid block. `temb` is the time embedding after its SiLU (see {@linkcode resnetBlock}).
  *
  * @example
  * ```ts
@@ -313,7 +314,8 @@ export async function loadUpBlock(
 
 /**
  * Run an up block on `x` with its skip connections (in the order the down path produced them;
- * the last one is consumed first). `upsampleSize` is the spatial size after the upsampler.
+ * the last one is consumed first). `upsampleSize` is the spatial size after the upsampler;
+ * `temb` is the time embedding after its SiLU (see {@linkcode resnetBlock}).
  *
  * @example
  * ```ts

@@ -1,5 +1,6 @@
 ;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts), CLIP's quick-GELU gradient
-;; (fused_quick_gelu.ts) and the fused norms' SiLU (fused_norm.ts), run on the wasm backend's own memory:
+;; (fused_quick_gelu.ts), the fused norms' SiLU (fused_norm.ts) and the ResNet blocks' time add
+;; (fused_resnet_block.ts), run on the wasm backend's own memory:
 ;; every pointer is a byte offset into tfjs' heap. A GEGLU input row holds 2·h float32 (the value
 ;; half, then the gate half; h a multiple of 4), its output row h. Four values per v128; plain
 ;; multiplies and adds (no relaxed FMA), so results are the same on every CPU.
@@ -141,6 +142,32 @@
           (f32.load (i32.add (local.get $b) (local.get $i)))))
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $l2))))
+
+;; h[s, p, j] += t[s, j] in place, for `samples` × `positions` rows of c values (c a multiple
+  ;; of 4): a ResNet block's per-sample time projection (fused_resnet_block.ts).
+  (func (export "add_per_sample") (param $h i32) (param $t i32) (param $samples i32)
+    (param $positions i32) (param $c i32)
+    (local $row i32) (local $end i32) (local $j i32) (local $s i32) (local $p i32)
+    (local.set $row (i32.shl (local.get $c) (i32.const 2)))
+    (block $ds (loop $ls
+      (br_if $ds (i32.ge_u (local.get $s) (local.get $samples)))
+      (local.set $p (i32.const 0))
+      (block $dp (loop $lp
+        (br_if $dp (i32.ge_u (local.get $p) (local.get $positions)))
+        (local.set $j (i32.const 0))
+        (block $dj (loop $lj
+          (br_if $dj (i32.ge_u (local.get $j) (local.get $row)))
+          (v128.store align=4 (i32.add (local.get $h) (local.get $j))
+            (f32x4.add (v128.load align=4 (i32.add (local.get $h) (local.get $j)))
+              (v128.load align=4 (i32.add (local.get $t) (local.get $j)))))
+          (local.set $j (i32.add (local.get $j) (i32.const 16)))
+          (br $lj)))
+        (local.set $h (i32.add (local.get $h) (local.get $row)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $lp)))
+      (local.set $t (i32.add (local.get $t) (local.get $row)))
+      (local.set $s (i32.add (local.get $s) (i32.const 1)))
+      (br $ls))))
 
   ;; out[r, j] = x[r, j] · x[r, h + j] · Φ(x[r, h + j]) over `rows` rows.
   (func (export "geglu") (param $x i32) (param $out i32) (param $rows i32) (param $h i32)

@@ -17,7 +17,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { directAdd, freeInfos, runWasmKernel } from "./_direct_kernels.ts";
-import type { WasmHeapBackend } from "./_wasm_heap.ts";
+import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
+import { activationSimdFor } from "./_activation_simd.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import { normKernels } from "./fused_norm.ts";
@@ -73,13 +74,16 @@ function conv(
 
 const normAttrs = (groups: number, eps: number) => normKernels.groupAttrs(groups, eps, true);
 
-// h[b, p, c] += t[b, c], in place on the block's own intermediate (float64 sums of two float32
-// values round to the float32 sum, so this is tfjs' broadcasting Add bit for bit).
+// h[b, p, c] += t[b, c], in place on the block's own intermediate: one SIMD pass
+// (activation_simd.wat) where the channels come in fours, else a JS loop (float64 sums of two
+// float32 values round to the float32 sum). Both are tfjs' broadcasting Add bit for bit.
 function addPerSample(backend: WasmHeapBackend, h: tf.TensorInfo, t: tf.TensorInfo): void {
   const [b, hh, ww, c] = h.shape;
+  const p = hh * ww;
+  const simd = c % 4 === 0 ? activationSimdFor(backend) : null;
+  if (simd) return simd.add_per_sample(heapOffset(backend, h), heapOffset(backend, t), b, p, c);
   const hs = backend.typedArrayFromHeap(h);
   const ts = backend.typedArrayFromHeap(t);
-  const p = hh * ww;
   for (let bi = 0, o = 0; bi < b; bi++) {
     const row = bi * c;
     for (let i = 0; i < p; i++) for (let ch = 0; ch < c; ch++, o++) hs[o] += ts[row + ch];
