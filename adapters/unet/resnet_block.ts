@@ -13,7 +13,7 @@ import {
   type FusedResnetBlockParts,
 } from "../wasm/fused_resnet_block.ts";
 import { groupNormThenSilu, type GroupNormWeights, loadGroupNorm } from "../nn/group_norm.ts";
-import { linear, type LinearWeights } from "../nn/linear.ts";
+import { linear, type LinearWeights, packedLinearOf } from "../nn/linear.ts";
 import type { WeightReader } from "../nn/weight_reader.ts";
 import { type LinearRegistry, loadRegisteredLinear } from "./_linear_registry.ts";
 import type { Tensor2D, Tensor4D } from "../../core/tensor_types.ts";
@@ -133,9 +133,16 @@ export function resnetBlock(
 ): Tensor4D {
   return tf.tidy(() => {
     if (w.timeEmbProj && !temb) throw new Error("resnetBlock: this block needs a time embedding");
-    const t = w.timeEmbProj && temb ? linear(temb, w.timeEmbProj) as Tensor2D : undefined;
     const fused = w.outputScaleFactor === 1 ? fusedParts(w) : null;
-    if (fused && fusedResnetBlockFits(x, fused, t)) return fusedResnetBlock(x, fused, t);
+    // The fused kernel projects the embedding itself where the projection is frozen and packed.
+    if (fused?.time && temb && fusedResnetBlockFits(x, fused, temb)) {
+      return fusedResnetBlock(x, fused, temb);
+    }
+    const t = w.timeEmbProj && temb ? linear(temb, w.timeEmbProj) as Tensor2D : undefined;
+    if (fused) {
+      const withT = { ...fused, time: undefined };
+      if (fusedResnetBlockFits(x, withT, t)) return fusedResnetBlock(x, withT, t);
+    }
     let h = conv2d(groupNormThenSilu(x, w.norm1) as Tensor4D, w.conv1);
     if (t) h = tf.add(h, t.reshape([t.shape[0], 1, 1, t.shape[1]]));
     h = conv2d(groupNormThenSilu(h, w.norm2) as Tensor4D, w.conv2);
@@ -149,7 +156,8 @@ function fusedParts(w: ResnetBlockWeights): FusedResnetBlockParts | null {
   const [conv1, conv2] = [sameConvOf(w.conv1), sameConvOf(w.conv2)];
   const shortcut = w.convShortcut ? sameConvOf(w.convShortcut) : undefined;
   if (!conv1 || !conv2 || shortcut === null) return null;
-  return { norm1: normPart(w.norm1), conv1, norm2: normPart(w.norm2), conv2, shortcut };
+  const time = w.timeEmbProj ? packedLinearOf(w.timeEmbProj) ?? undefined : undefined;
+  return { norm1: normPart(w.norm1), conv1, norm2: normPart(w.norm2), conv2, shortcut, time };
 }
 
 const normPart = (n: GroupNormWeights) => ({

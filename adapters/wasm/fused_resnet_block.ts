@@ -2,26 +2,29 @@
  * A ResNet block with frozen weights, `skip(x) + conv₂(SiLU(norm₂(conv₁(SiLU(norm₁(x))) + t)))`
  * (diffusers' `ResnetBlock2D` with output scale 1; `t` the time projection per sample and
  * channel, `skip` a 1×1 convolution or the identity), as one kernel forward and one backward
- * on the wasm backend.
+ * on the wasm backend. Where the time projection is frozen and packed, the kernel takes the
+ * (activated) time embedding and makes `t` itself with the packed product.
  *
  * Why: as tfjs ops it is six to seven nodes forward and about ten ops backward (gradient
  * convolutions, norm gradients, reshapes, an accumulation), each 25–60 µs of engine bookkeeping
- * beyond its kernel (see fused_feed_forward.ts). The kernels here call the same kernel
- * functions (fused_norm.ts, tfjs' FusedConv2D and Conv2D with the flipped filters conv2d.ts
- * keeps, the SIMD Add) in the same order on the same inputs, so x's gradient and the output are
- * bitwise those of the ops one by one. The time projection's gradient (a sum over positions,
- * needed only when something upstream of `t` is differentiated) is summed here in float64.
+ * beyond its kernel (see fused_feed_forward.ts), and the projection one more node per block. The
+ * kernels here call the same kernel functions (fused_norm.ts, tfjs' FusedConv2D and Conv2D with
+ * the flipped filters conv2d.ts keeps, the packed product, the SIMD Add) in the same order on
+ * the same inputs, so x's gradient and the output are bitwise those of the ops one by one. The
+ * time projection's gradient (a sum over positions, needed only when something upstream of `t`
+ * is differentiated) is summed here in float64, then multiplied by the packed Wᵀ.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
-import { directAdd, freeInfos, runWasmKernel } from "./_direct_kernels.ts";
+import { directAdd, directProduct, freeInfos, runWasmKernel } from "./_direct_kernels.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { activationSimdFor } from "./_activation_simd.ts";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../../core/tensor_types.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import { normKernels } from "./fused_norm.ts";
+import { type PackedProjection, projectionFits } from "./packed_matmul.ts";
 
 const BLOCK = "TexforceWasmResnetBlock";
 const BLOCK_GRAD = "TexforceWasmResnetBlockGrad";
@@ -35,6 +38,10 @@ interface BlockAttrs {
   k1: number;
   k2: number;
   time: boolean;
+  /** The time input is the embedding [B, T], projected here by the block's packed weights. */
+  project: boolean;
+  /** T, when projecting. */
+  embedWidth: number;
   shortcut: boolean;
 }
 
@@ -93,8 +100,10 @@ function addPerSample(backend: WasmHeapBackend, h: tf.TensorInfo, t: tf.TensorIn
 // Outputs: [the block's output, norm₁'s statistics, norm₂'s input, norm₂'s statistics].
 function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
-  const { x, t, g1, b1, f1, c1, g2, b2, f2, c2, fs, cs } = args.inputs;
+  const { x, t, wt, bt, g1, b1, f1, c1, g2, b2, f2, c2, fs, cs } = args.inputs;
   const a = args.attrs as unknown as BlockAttrs;
+  // The time projection of the embedding, by the product the layer's own node would run.
+  const tp = a.time && a.project ? directProduct(backend, t, wt, bt, f1.shape[3]) : t;
   const [n1, st1] = normKernels.forward({
     inputs: { x, gamma: g1, beta: b1 },
     backend,
@@ -102,7 +111,8 @@ function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   });
   const h = conv(backend, n1, f1, c1, a.k1);
   freeInfos(backend, n1);
-  if (a.time) addPerSample(backend, h, t);
+  if (a.time) addPerSample(backend, h, tp);
+  if (a.time && a.project) freeInfos(backend, tp);
   const [n2, st2] = normKernels.forward({
     inputs: { x: h, gamma: g2, beta: b2 },
     backend,
@@ -121,7 +131,7 @@ function blockKernel(args: WasmKernelArgs): tf.TensorInfo[] {
 // shortcut convolution)], dt = Σ over positions of norm₂'ᵀ(..).
 function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
-  const { dy, x, st1, h, st2, g1, b1, g2, b2, f1r, f2r, fsr } = args.inputs;
+  const { dy, x, st1, h, st2, g1, b1, g2, b2, f1r, f2r, fsr, wtT } = args.inputs;
   const a = args.attrs as unknown as BlockAttrs;
   const dn2 = runWasmKernel("Conv2D", backend, { x: dy, filter: f2r }, gradAttrs(a.k2));
   const [dh, dg2, db2] = normKernels.backward({
@@ -131,7 +141,12 @@ function blockGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   });
   freeInfos(backend, dn2, dg2, db2);
   const dn1 = runWasmKernel("Conv2D", backend, { x: dh, filter: f1r }, gradAttrs(a.k1));
-  const dt = a.time ? sumPositions(backend, dh) : null;
+  let dt = a.time ? sumPositions(backend, dh) : null;
+  if (dt && a.project) {
+    const dProjected = dt;
+    dt = directProduct(backend, dProjected, wtT, undefined, a.embedWidth);
+    freeInfos(backend, dProjected);
+  }
   freeInfos(backend, dh);
   const [dxNorm, dg1, db1] = normKernels.backward({
     inputs: { dy: dn1, x, stats: st1, gamma: g1, beta: b1 },
@@ -192,6 +207,12 @@ export interface FusedResnetBlockParts {
   conv2: ResnetConvPart;
   /** A 1×1 convolution of the input (when the channels change), else the identity. */
   shortcut?: ResnetConvPart;
+  /**
+   * The time projection [T, Cout], packed: with it the block takes the time embedding [B, T]
+   * and projects it inside its kernel (one tape node fewer per block); without it, the
+   * projection t [B, Cout] itself.
+   */
+  time?: PackedProjection;
 }
 
 const convFits = (c: ResnetConvPart, cin: number, cout: number, square?: number) => {
@@ -203,8 +224,9 @@ const convFits = (c: ResnetConvPart, cin: number, cout: number, square?: number)
 };
 
 /**
- * Whether {@linkcode fusedResnetBlock} takes x [B, H, W, Cin] (and the time projection
- * t [B, Cout]) with these weights now: the `fusedResnetBlock` and `fusedNorm` switches are on,
+ * Whether {@linkcode fusedResnetBlock} takes x [B, H, W, Cin] (and the time input: the
+ * embedding [B, T] where the parts hold the time projection, else the projection t [B, Cout])
+ * with these weights now: the `fusedResnetBlock` and `fusedNorm` switches are on,
  * the backend is wasm, the tensors are float32 and the shapes chain.
  *
  * @example
@@ -229,12 +251,14 @@ export function fusedResnetBlockFits(
   return normFits(p.norm1, cin) && convFits(p.conv1, cin, cout) && normFits(p.norm2, cout) &&
     convFits(p.conv2, cout, cout) &&
     (p.shortcut ? convFits(p.shortcut, cin, cout, 1) : cin === cout) &&
-    (!t || (t.rank === 2 && t.dtype === "float32" && t.shape[0] === b && t.shape[1] === cout));
+    (!t || (t.rank === 2 && t.dtype === "float32" && t.shape[0] === b &&
+      (p.time ? projectionFits(p.time, t.shape[1], cout) : t.shape[1] === cout)));
 }
 
 /**
  * `skip(x) + conv₂(SiLU(norm₂(conv₁(SiLU(norm₁(x))) + t)))` for x [B, H, W, Cin] and the
- * time projection t [B, Cout] (optional), differentiable in `x` and `t` (the weights are
+ * time projection t [B, Cout] (optional; with `p.time`, `t` is the embedding [B, T] and the
+ * projection `t · W + b` is made inside), differentiable in `x` and `t` (the weights are
  * constants): one node on the tape.
  *
  * @example
@@ -248,7 +272,9 @@ export function fusedResnetBlockFits(
 export function fusedResnetBlock(x: Tensor4D, p: FusedResnetBlockParts, t?: Tensor2D): Tensor4D {
   if (!fusedResnetBlockFits(x, p, t)) {
     throw new Error(
-      `fusedResnetBlock: needs a float32 x [B, H, W, Cin]${t ? " and t [B, Cout]" : ""} on ` +
+      `fusedResnetBlock: needs a float32 x [B, H, W, Cin]${
+        t ? (p.time ? ` and a time embedding [B, ${p.time.w.k}]` : " and t [B, Cout]") : ""
+      } on ` +
         `wasm with the fusedResnetBlock and fusedNorm switches on, odd square same-size ` +
         `convolutions and a 1×1 shortcut where the channels change (got x [${x.shape}]${
           t ? `, t [${t.shape}]` : ""
@@ -264,6 +290,8 @@ export function fusedResnetBlock(x: Tensor4D, p: FusedResnetBlockParts, t?: Tens
     k1: p.conv1.filter.shape[0],
     k2: p.conv2.filter.shape[0],
     time: t !== undefined,
+    project: t !== undefined && p.time !== undefined,
+    embedWidth: p.time?.w.k ?? 0,
     shortcut: p.shortcut !== undefined,
   } as never;
   const weights: tf.NamedTensorMap = {
@@ -280,6 +308,10 @@ export function fusedResnetBlock(x: Tensor4D, p: FusedResnetBlockParts, t?: Tens
     weights.fs = p.shortcut.filter;
     if (p.shortcut.bias) weights.cs = p.shortcut.bias;
   }
+  if (t && p.time) {
+    weights.wt = p.time.w.panels;
+    if (p.time.bias) weights.bt = p.time.bias;
+  }
   const flipped: tf.NamedTensorMap = {
     g1: p.norm1.gamma,
     b1: p.norm1.beta,
@@ -289,6 +321,7 @@ export function fusedResnetBlock(x: Tensor4D, p: FusedResnetBlockParts, t?: Tens
     f2r: p.conv2.flipped,
   };
   if (p.shortcut) flipped.fsr = p.shortcut.flipped;
+  if (t && p.time) flipped.wtT = p.time.wT.panels;
   const forward = (xx: Tensor, tt: Tensor | undefined, save: tf.GradSaveFunc): Tensor => {
     const inputs = tt ? { x: xx, t: tt, ...weights } : { x: xx, ...weights };
     const [out, ...saved] = tf.engine().runKernel(BLOCK, inputs, attrs) as Tensor[];

@@ -32,6 +32,14 @@ import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../../core/tensor_types.ts";
 
+// Every tensor in a tree of weights.
+const tensorsIn = (o: unknown): tf.Tensor[] =>
+  o instanceof tf.Tensor
+    ? [o]
+    : o && typeof o === "object"
+    ? Object.values(o).flatMap(tensorsIn)
+    : [];
+
 const shape = {
   inChannels: 8,
   outChannels: 16,
@@ -70,6 +78,46 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
       assert.notDeepEqual(Array.from(fused[2]), Array(24).fill(0), "d/d temb is not zero");
     });
   });
+
+  await t.step(
+    "ResNet projecting the time embedding in its kernel: same bits, one node",
+    async () => {
+      // Width 16: the time projection packs both ways, so the fused block takes the embedding.
+      const n0 = tf.memory().numTensors;
+      const wp = await loadResnetBlock(new RandomWeightReader(6), { ...shape, tembChannels: 16 });
+      keepFrozenCopies(wp);
+      assert.ok(packedLinearOf(wp.timeEmbProj!), "the projection is packed");
+      const [x, temb, dy] = tf.tidy(() => [
+        gen.normal([2, 4, 4, 8]) as Tensor4D,
+        gen.normal([2, 16]) as Tensor2D,
+        gen.normal([2, 4, 4, 16]),
+      ]);
+      const loss = (a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(resnetBlock(wp, a as Tensor4D, b as Tensor2D), dy));
+      const run = (on: boolean) =>
+        tf.tidy(() => {
+          const before = setWasmKernels({ fusedResnetBlock: on });
+          const out = [resnetBlock(wp, x, temb), ...tf.grads(loss)([x, temb])];
+          setWasmKernels(before);
+          return out.map((o) => o.dataSync());
+        });
+      const [fused, stock] = [run(true), run(false)];
+      assert.deepEqual(fused[0], stock[0], "output bitwise");
+      assert.deepEqual(fused[1], stock[1], "d/d x bitwise");
+      // Σ over positions in float64 here, tfjs' Sum in float32, then the same product.
+      const e = tf.tidy(() => tensorRelativeError(tf.tensor(fused[2]), tf.tensor(stock[2])));
+      assert.ok(e < 1e-6, `d/d temb: ${e}`);
+      const profile = await tf.profile(() => resnetBlock(wp, x, temb));
+      const names = profile.kernels.map((k) => k.name);
+      assert.ok(names.includes("TexforceWasmResnetBlock"), names.join(", "));
+      assert.ok(!names.includes("TexforceWasmPackedMatMul"), `no projection node: ${names}`);
+      tf.dispose(profile.result as tf.Tensor);
+      tf.dispose([x, temb, dy]);
+      releaseFrozenCopies(wp);
+      tf.dispose(tensorsIn(wp));
+      assert.equal(tf.memory().numTensors, n0, "no tensors left behind");
+    },
+  );
 
   await t.step("only frozen, registered weights are taken", () => {
     tf.tidy(() => {
