@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../../core/backend.ts";
-import { loadResnetBlock, resnetBlock } from "../../../adapters/unet/resnet_block.ts";
+import {
+  loadResnetBlock,
+  resnetBlock,
+  type ResnetBlockWeights,
+} from "../../../adapters/unet/resnet_block.ts";
 import { RandomWeightReader } from "../../../adapters/unet/random_weight_reader.ts";
 import { keepFrozenCopies, releaseFrozenCopies } from "../../../adapters/nn/frozen_copies.ts";
 import { sameConvOf } from "../../../adapters/nn/conv2d.ts";
@@ -40,6 +44,26 @@ const tensorsIn = (o: unknown): tf.Tensor[] =>
     ? Object.values(o).flatMap(tensorsIn)
     : [];
 
+// A ResNet block's output and its gradients into x and the time embedding (dataSync'd), with the
+// fused block on and off, for a weighted-sum loss along dy.
+function fusedAndStock(
+  w: ResnetBlockWeights,
+  x: Tensor4D,
+  temb: Tensor2D,
+  dy: tf.Tensor,
+): [Float32Array[], Float32Array[]] {
+  const loss = (a: tf.Tensor, b: tf.Tensor) =>
+    tf.sum(tf.mul(resnetBlock(w, a as Tensor4D, b as Tensor2D), dy));
+  const run = (on: boolean) =>
+    tf.tidy(() => {
+      const before = setWasmKernels({ fusedResnetBlock: on });
+      const out = [resnetBlock(w, x, temb), ...tf.grads(loss)([x, temb])];
+      setWasmKernels(before);
+      return out.map((o) => o.dataSync() as Float32Array);
+    });
+  return [run(true), run(false)];
+}
+
 const shape = {
   inChannels: 8,
   outChannels: 16,
@@ -61,15 +85,7 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
       const x = gen.normal([2, 4, 4, 8]) as Tensor4D;
       const temb = gen.normal([2, 12]) as Tensor2D;
       const dy = gen.normal([2, 4, 4, 16]);
-      const loss = (a: tf.Tensor, b: tf.Tensor) =>
-        tf.sum(tf.mul(resnetBlock(w, a as Tensor4D, b as Tensor2D), dy));
-      const run = (on: boolean) => {
-        const before = setWasmKernels({ fusedResnetBlock: on });
-        const out = [resnetBlock(w, x, temb), ...tf.grads(loss)([x, temb])];
-        setWasmKernels(before);
-        return out.map((o) => o.dataSync());
-      };
-      const [fused, stock] = [run(true), run(false)];
+      const [fused, stock] = fusedAndStock(w, x, temb, dy);
       assert.deepEqual(fused[0], stock[0], "output bitwise");
       assert.deepEqual(fused[1], stock[1], "d/d x bitwise");
       // Σ over positions in float64 here, tfjs' Sum in float32: equal to rounding.
@@ -92,16 +108,7 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
         gen.normal([2, 16]) as Tensor2D,
         gen.normal([2, 4, 4, 16]),
       ]);
-      const loss = (a: tf.Tensor, b: tf.Tensor) =>
-        tf.sum(tf.mul(resnetBlock(wp, a as Tensor4D, b as Tensor2D), dy));
-      const run = (on: boolean) =>
-        tf.tidy(() => {
-          const before = setWasmKernels({ fusedResnetBlock: on });
-          const out = [resnetBlock(wp, x, temb), ...tf.grads(loss)([x, temb])];
-          setWasmKernels(before);
-          return out.map((o) => o.dataSync());
-        });
-      const [fused, stock] = [run(true), run(false)];
+      const [fused, stock] = fusedAndStock(wp, x, temb, dy);
       assert.deepEqual(fused[0], stock[0], "output bitwise");
       assert.deepEqual(fused[1], stock[1], "d/d x bitwise");
       // Σ over positions in float64 here, tfjs' Sum in float32, then the same product.
