@@ -62,43 +62,64 @@ const MAX_WARM_UP_CALLS = 15;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** Wall and process CPU ms of each timed call. */
+interface Samples {
+  ms: number[];
+  cpu: number[];
+}
+
+// Warm-up: V8 compiles the hot paths in tiers over the first calls (the tiny UNet's batch-2
+// pass took 75–90 ms in its first five calls and about 60 from the tenth), so short calls
+// repeat for WARM_UP_MS before any is timed; long ones (a large batch) warm up once.
+async function warmUp(fn: () => Promise<void>): Promise<void> {
+  const warm = performance.now();
+  for (let i = 0; i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS); i++) {
+    await fn();
+  }
+}
+
+// At least `minCalls` timed calls, more while under `forMs` (at most `maxCalls`).
+async function timeCalls(
+  fn: () => Promise<void>,
+  into: Samples,
+  minCalls: number,
+  forMs: number,
+  maxCalls: number,
+): Promise<void> {
+  const started = performance.now();
+  for (let i = 0; i < minCalls || (performance.now() - started < forMs && i < maxCalls); i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await fn();
+    into.ms.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    into.cpu.push((c.user + c.system) / 1000);
+  }
+}
+
+// The row of the samples' medians, logged with every call's time after `how` ("runs", …).
+function rowOf(what: string, batch: number, s: Samples, how: string): Row {
+  const row = { what, batch, ms: median(s.ms), cpuMs: median(s.cpu), peakRss: peakRss() };
+  console.error(
+    `  ${what} batch ${batch}: ${row.ms.toFixed(0)} ms (cpu ${row.cpuMs.toFixed(0)} ms), ` +
+      `${how} ${s.ms.map((m) => m.toFixed(0)).join(", ")}`,
+  );
+  return row;
+}
+
 async function timed(
   what: string,
   batch: number,
   runs: number,
   fn: () => Promise<void>,
 ): Promise<Row> {
-  // Warm-up: V8 compiles the hot paths in tiers over the first calls (the tiny UNet's batch-2
-  // pass took 75–90 ms in its first five calls and about 60 from the tenth), so short calls
-  // repeat for WARM_UP_MS before any is timed; long ones (a large batch) warm up once.
-  const warm = performance.now();
-  for (let i = 0; i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS); i++) {
-    await fn();
-  }
-  const ms: number[] = [];
-  const cpu: number[] = [];
+  await warmUp(fn);
   // At least `runs` timed calls, more for short ones (until MIN_TIMED_MS, at most MAX_RUNS): on
   // this shared VM one call of the tiny UNet at batch 2 varied from 54 to 102 ms in a row, so a
   // median of three was a draw.
-  const started = performance.now();
-  for (
-    let i = 0;
-    i < runs || (performance.now() - started < MIN_TIMED_MS && i < MAX_RUNS);
-    i++
-  ) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    await fn();
-    ms.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  const row = { what, batch, ms: median(ms), cpuMs: median(cpu), peakRss: peakRss() };
-  console.error(
-    `  ${what} batch ${batch}: ${row.ms.toFixed(0)} ms (cpu ${row.cpuMs.toFixed(0)} ms), ` +
-      `runs ${ms.map((m) => m.toFixed(0)).join(", ")}`,
-  );
-  return row;
+  const s: Samples = { ms: [], cpu: [] };
+  await timeCalls(fn, s, runs, MIN_TIMED_MS, MAX_RUNS);
+  return rowOf(what, batch, s, "runs");
 }
 
 async function clipRows(iters: number): Promise<Row[]> {
@@ -148,49 +169,16 @@ const MAX_RUNS_PER_ROUND = 12;
 // (one thread, one process: batch 2 ran 43 ms a call for a while, then 70–78 ms, then 45 again),
 // so the ratio measured the drift as much as the batch.
 async function timedInRounds(work: RoundWorkload[], rounds: number): Promise<Row[]> {
-  const ms = work.map((): number[] => []);
-  const cpu = work.map((): number[] => []);
-  for (const w of work) {
-    const warm = performance.now();
-    for (
-      let i = 0;
-      i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS);
-      i++
-    ) {
-      await w.fn();
-    }
-  }
+  const samples = work.map((): Samples => ({ ms: [], cpu: [] }));
+  for (const w of work) await warmUp(w.fn);
   for (let round = 0; round < rounds; round++) {
     for (const [k, w] of work.entries()) {
-      const started = performance.now();
-      for (
-        let i = 0;
-        i < 1 || (performance.now() - started < ROUND_SLOT_MS && i < MAX_RUNS_PER_ROUND);
-        i++
-      ) {
-        const c0 = process.cpuUsage();
-        const t0 = performance.now();
-        await w.fn();
-        ms[k].push(performance.now() - t0);
-        const c = process.cpuUsage(c0);
-        cpu[k].push((c.user + c.system) / 1000);
-      }
+      await timeCalls(w.fn, samples[k], 1, ROUND_SLOT_MS, MAX_RUNS_PER_ROUND);
     }
   }
-  return work.map((w, k) => {
-    const row = {
-      what: w.what,
-      batch: w.batch,
-      ms: median(ms[k]),
-      cpuMs: median(cpu[k]),
-      peakRss: peakRss(),
-    };
-    console.error(
-      `  ${w.what} batch ${w.batch}: ${row.ms.toFixed(0)} ms (cpu ${row.cpuMs.toFixed(0)} ms), ` +
-        `${ms[k].length} runs in ${rounds} rounds: ${ms[k].map((m) => m.toFixed(0)).join(", ")}`,
-    );
-    return row;
-  });
+  return work.map((w, k) =>
+    rowOf(w.what, w.batch, samples[k], `${samples[k].ms.length} runs in ${rounds} rounds:`)
+  );
 }
 
 async function unetRows(batches: number[], rounds: number, micro: number): Promise<Row[]> {
