@@ -226,7 +226,8 @@ const convFits = (c: ResnetConvPart, cin: number, cout: number, square?: number)
 /**
  * Whether {@linkcode fusedResnetBlock} takes x [B, H, W, Cin] (and the time input: the
  * embedding [B, T] where the parts hold the time projection, else the projection t [B, Cout])
- * with these weights now: the `fusedResnetBlock` and `fusedNorm` switches are on,
+ * with these weights now: the `fusedResnetBlock` and `fusedNorm` switches are on (and
+ * `packedMatmul` to project the embedding),
  * the backend is wasm, the tensors are float32 and the shapes chain.
  *
  * @example
@@ -252,7 +253,10 @@ export function fusedResnetBlockFits(
     convFits(p.conv2, cout, cout) &&
     (p.shortcut ? convFits(p.shortcut, cin, cout, 1) : cin === cout) &&
     (!t || (t.rank === 2 && t.dtype === "float32" && t.shape[0] === b &&
-      (p.time ? projectionFits(p.time, t.shape[1], cout) : t.shape[1] === cout)));
+      (p.time
+        // Projecting inside takes the packed product, as the layer's own node would.
+        ? useWasmKernel("packedMatmul") && projectionFits(p.time, t.shape[1], cout)
+        : t.shape[1] === cout)));
 }
 
 /**

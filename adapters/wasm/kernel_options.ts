@@ -65,12 +65,14 @@ export interface WasmKernelOptions {
   /**
    * A ResNet block with frozen weights (two GroupNorm + SiLU + convolution steps, the time
    * projection, the shortcut) as one kernel forward and one backward (fused_resnet_block.ts)
-   * instead of six or seven tfjs ops; needs the `fusedNorm` switch too.
+   * instead of seven or eight tfjs ops; needs the `fusedNorm` switch too (and `packedMatmul`
+   * to take the time projection in).
    */
   fusedResnetBlock: boolean;
   /**
-   * CLIP's quick GELU, `x · σ(1.702 x)`, as one SIMD kernel forward and one backward
-   * (fused_quick_gelu.ts) instead of three tfjs ops and about eight; needs `normSimd` too.
+   * CLIP's quick GELU, `x · σ(1.702 x)`, with its gradient as one SIMD kernel
+   * (fused_quick_gelu.ts) instead of about eight tfjs ops (the forward stays tfjs' three ops);
+   * needs `normSimd` too.
    */
   fusedQuickGelu: boolean;
 }

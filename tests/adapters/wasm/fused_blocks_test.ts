@@ -119,6 +119,13 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
       assert.ok(names.includes("TexforceWasmResnetBlock"), names.join(", "));
       assert.ok(!names.includes("TexforceWasmPackedMatMul"), `no projection node: ${names}`);
       tf.dispose(profile.result as tf.Tensor);
+      // Without the packed product the projection stays outside (tfjs' own product), so the
+      // fused block still matches the ops bit for bit.
+      const before = setWasmKernels({ packedMatmul: false });
+      const [unpacked, unpackedStock] = fusedAndStock(wp, x, temb, dy);
+      setWasmKernels(before);
+      assert.deepEqual(unpacked[0], unpackedStock[0], "packedMatmul off: output bitwise");
+      assert.deepEqual(unpacked[1], unpackedStock[1], "packedMatmul off: d/d x bitwise");
       tf.dispose([x, temb, dy]);
       releaseFrozenCopies(wp);
       tf.dispose(tensorsIn(wp));
