@@ -4,12 +4,17 @@
  * the 8 values of one k are one 32-byte load. The body is register-blocked 6 rows × 8 columns:
  * 12 accumulators, two B vectors and one broadcast A value fill 15 of x64's 16 vector
  * registers, and every multiply-add is one `f32x4.relaxed_madd` (a fused multiply-add where the
- * CPU has one). Tiles of 1–5 rows take the last rows. Each output is one chain of multiply-adds
- * over k in order, so results do not depend on how the panels are shared between threads.
+ * CPU has one). Tiles of 1–5 rows take the last rows. The k loop takes 4 steps an iteration
+ * (loads at constant offsets from the row pointers), then the rest one by one: each output is
+ * still one chain of multiply-adds over k in order, so results do not depend on the unrolling or
+ * on how the panels are shared between threads.
  *
- * Measured on this project's 2-core AMD EPYC (one thread): 21–24 GFLOP/s on CLIP's shapes
- * (154 × 768 · 768 × 3072) where XNNPACK's wasm SIMD kernel in tfjs 4.22 reaches 10–15 (it
- * has no relaxed-SIMD build and no FMA).
+ * Measured on this project's 2-core AMD EPYC (one thread, alternating kernels call by call):
+ * unrolling took CLIP's shapes (154 × 768 · 768 × 3072, 154 × 3072 · 3072 × 768, 154 × 768 ·
+ * 768 × 768) and attention's 77 × 64 · 64 × 80 from 29–41 to 33–49 GFLOP/s (1.16–1.19×, same
+ * bits; up to 51 when the VM runs fast), where XNNPACK's wasm SIMD kernel in tfjs 4.22 reaches
+ * 10–20 (it has no relaxed-SIMD build and no FMA). Packing A into row blocks as well gained less
+ * (1.03–1.09×).
  *
  * Written as a generator because the tiles are fully unrolled; `build_simd.ts` compiles it.
  *
@@ -20,6 +25,8 @@
 export const GEMM_TILE_ROWS = 6;
 /** Columns of a panel (two v128 vectors). */
 export const GEMM_PANEL_COLUMNS = 8;
+/** k steps per iteration of the tiles' inner loop. */
+export const GEMM_K_UNROLL = 4;
 
 function tile(rows: number): string {
   const acc = (r: number, h: number) => `$c${r}_${h}`;
@@ -30,7 +37,9 @@ function tile(rows: number): string {
   );
   for (let r = 0; r < rows; r++) out.push(`(local ${acc(r, 0)} v128) (local ${acc(r, 1)} v128)`);
   for (let r = 1; r < rows; r++) out.push(`(local $a${r} i32)`);
-  out.push(`(local $b0 v128) (local $b1 v128) (local $av v128) (local $z0 v128) (local $z1 v128)`);
+  out.push(
+    `(local $b0 v128) (local $b1 v128) (local $av v128) (local $z0 v128) (local $z1 v128) (local $blocks i32)`,
+  );
   // Accumulators start at the bias (or zero).
   out.push(`(if (local.get $bias) (then
     (local.set $z0 (v128.load (local.get $bias)))
@@ -44,20 +53,44 @@ function tile(rows: number): string {
     }
   }
   const row = (r: number) => r === 0 ? "$a" : `$a${r}`;
-  out.push(`(if (local.get $k) (then (loop $kl
-    (local.set $b0 (v128.load (local.get $b)))
-    (local.set $b1 (v128.load offset=16 (local.get $b)))`);
-  for (let r = 0; r < rows; r++) {
-    out.push(`(local.set $av (v128.load32_splat (local.get ${row(r)})))`);
-    for (let h = 0; h < 2; h++) {
-      out.push(
-        `(local.set ${acc(r, h)} (f32x4.relaxed_madd (local.get $av) (local.get $b${h})` +
-          ` (local.get ${acc(r, h)})))`,
-      );
+  // One k step at `u` steps past the pointers (constant load offsets).
+  const step = (u: number) => {
+    const s = [
+      `(local.set $b0 (v128.load offset=${32 * u} (local.get $b)))`,
+      `(local.set $b1 (v128.load offset=${32 * u + 16} (local.get $b)))`,
+    ];
+    for (let r = 0; r < rows; r++) {
+      s.push(`(local.set $av (v128.load32_splat offset=${4 * u} (local.get ${row(r)})))`);
+      for (let h = 0; h < 2; h++) {
+        s.push(
+          `(local.set ${acc(r, h)} (f32x4.relaxed_madd (local.get $av) (local.get $b${h})` +
+            ` (local.get ${acc(r, h)})))`,
+        );
+      }
     }
-    out.push(`(local.set ${row(r)} (i32.add (local.get ${row(r)}) (i32.const 4)))`);
-  }
-  out.push(`(local.set $b (i32.add (local.get $b) (i32.const 32)))
+    return s.join("\n    ");
+  };
+  // Move every pointer `steps` k steps on.
+  const advance = (steps: number) => {
+    const s = Array.from(
+      { length: rows },
+      (_, r) => `(local.set ${row(r)} (i32.add (local.get ${row(r)}) (i32.const ${4 * steps})))`,
+    );
+    s.push(`(local.set $b (i32.add (local.get $b) (i32.const ${32 * steps})))`);
+    return s.join("\n    ");
+  };
+  // k in blocks of GEMM_K_UNROLL steps, then the rest one by one: the same multiply-adds in the
+  // same order, with a quarter of the pointer updates and loop branches.
+  const unrolled = Array.from({ length: GEMM_K_UNROLL }, (_, u) => step(u)).join("\n    ");
+  out.push(`(local.set $blocks (i32.div_u (local.get $k) (i32.const ${GEMM_K_UNROLL})))
+  (local.set $k (i32.rem_u (local.get $k) (i32.const ${GEMM_K_UNROLL})))
+  (if (local.get $blocks) (then (loop $kb
+    ${unrolled}
+    ${advance(GEMM_K_UNROLL)}
+    (br_if $kb (local.tee $blocks (i32.sub (local.get $blocks) (i32.const 1)))))))
+  (if (local.get $k) (then (loop $kl
+    ${step(0)}
+    ${advance(1)}
     (br_if $kl (local.tee $k (i32.sub (local.get $k) (i32.const 1)))))))`);
   for (let r = 0; r < rows; r++) {
     out.push(`(v128.store (local.get $c) (local.get ${acc(r, 0)}))`);

@@ -5,8 +5,9 @@
  * order. The bias is added in the kernel (its accumulators start there), not by a second pass.
  *
  * Why: tfjs 4.22's XNNPACK build has no relaxed-SIMD (FMA) kernels; on this project's 2-core
- * AMD EPYC it multiplies CLIP's 154 × 768 · 768 × 3072 at 10 GFLOP/s on one thread, this kernel
- * at 21–24, and such products are three quarters of the text encoder's forward and backward.
+ * AMD EPYC it multiplies CLIP's 154 × 768 · 768 × 3072 at 10–20 GFLOP/s on one thread, this
+ * kernel at 33–49, and such products are three quarters of the text encoder's forward and
+ * backward.
  * With the threaded build, the panels are shared with texforce's own workers
  * (_gemm_threads.ts); every output is computed the same way whichever thread takes it.
  *

@@ -19,10 +19,14 @@ import { tensorRelativeError } from "../../_helpers.ts";
 Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise", async (t) => {
   await useBackend("wasm", { wasmThreads: 1 });
   const gen = new SeededNoise(3);
-  // [m, k, n]: every row remainder mod 6, k = 1, one panel, many panels.
+  // [m, k, n]: every row remainder mod 6, every k remainder mod 4 (the unrolled k loop and its
+  // rest; k < 4 has no unrolled block), k = 1, one panel, many panels.
   const shapes = [
     [1, 1, 8],
     [2, 5, 16],
+    [3, 2, 8],
+    [7, 6, 16],
+    [8, 11, 8],
     [3, 9, 8],
     [4, 16, 24],
     [5, 3, 8],
