@@ -10,6 +10,7 @@ import {
   SLOT,
   slotAt,
   takePanels,
+  takeSize,
   ticketOf,
 } from "../../../adapters/wasm/_gemm_slots.ts";
 
@@ -23,15 +24,21 @@ function post(control: Int32Array, seq: number, panels: number): void {
 Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures end the job", async (t) => {
   const control = new Int32Array(new SharedArrayBuffer(4 * slotAt(2)));
 
-  await t.step("every panel once, in claims of PANELS_PER_TAKE", () => {
-    post(control, 7, 10);
-    const runs: [number, number][] = [];
-    takePanels(control, (...args: number[]) => runs.push([args[9], args[10]]), 7);
-    const want: [number, number][] = [];
-    for (let p = 0; p < 10; p += PANELS_PER_TAKE) want.push([p, Math.min(p + PANELS_PER_TAKE, 10)]);
-    assert.deepEqual(runs, want);
-    assert.equal(control[JOB.completed], 10);
-    takePanels(control, () => assert.fail("no panel is left"), 7);
+  await t.step("every panel once, in claims shrinking to single panels", () => {
+    for (const panels of [10, 40]) {
+      post(control, 7, panels);
+      const runs: [number, number][] = [];
+      takePanels(control, (...args: number[]) => runs.push([args[9], args[10]]), 7);
+      const want: [number, number][] = [];
+      for (let p = 0; p < panels; p += takeSize(panels - p)) {
+        want.push([p, p + takeSize(panels - p)]);
+      }
+      assert.deepEqual(runs, want);
+      assert.equal(control[JOB.completed], panels);
+      takePanels(control, () => assert.fail("no panel is left"), 7);
+    }
+    // A quarter of what is left, at most PANELS_PER_TAKE, at least one.
+    assert.deepEqual([40, 16, 10, 7, 3, 1].map(takeSize), [PANELS_PER_TAKE, 4, 2, 1, 1, 1]);
   });
 
   await t.step("a thread holding an older job's number takes nothing", () => {
@@ -55,7 +62,7 @@ Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures 
         failedAt,
       ), /trap/);
     assert.equal(control[failedAt], 9, "the failure names the job");
-    assert.equal(control[JOB.completed], PANELS_PER_TAKE, "the claimed panels count");
+    assert.equal(control[JOB.completed], takeSize(12), "the claimed panels count");
     giveUpPanels(control, 9);
     assert.equal(control[JOB.completed], 12, "the job ends");
   });
