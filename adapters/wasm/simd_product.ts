@@ -35,6 +35,18 @@ function dims(a: number[], b: number[], { transposeA, transposeB }: ProductAttrs
   return [batch, transposeA ? ac : ar, transposeA ? ar : ac, transposeB ? br : bc];
 }
 
+/**
+ * Whether `aᵀ · b` (a [k, m], b [k, n]) is better taken as `(bᵀ · a)ᵀ`: transposing b [k, n]
+ * and the [n, m] result instead of a [k, m], with a packed as the right-hand side. That pays
+ * when m is much larger than n, as in LoRA's weight gradient `dyᵀ · h` (m = 768 features, n = 16
+ * ranks, k = 154 tokens): a 118 K-value transpose becomes two of 2.5 K and 12 K, and the product's
+ * 96 column panels (2 before) can be shared between threads. Every output is the same chain of
+ * multiply-adds over k in order either way, so the values are bitwise the same.
+ */
+function transposedRoute(m: number, k: number, n: number): boolean {
+  return k * m > k * n + n * m;
+}
+
 function productKernel(args: WasmKernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmHeapBackend;
   const { a, b } = args.inputs;
@@ -43,30 +55,46 @@ function productKernel(args: WasmKernelArgs): tf.TensorInfo {
   const out = backend.makeOutput([...a.shape.slice(0, -2), m, n], "float32");
   if (batch * m * n === 0) return out;
   const g = gemmSimdFor(backend, "simdProduct");
-  const padded = paddedColumns(n);
   const { _malloc: malloc, _free: free } = backend.wasm;
+  const swapped = attrs.transposeA && !attrs.transposeB && transposedRoute(m, k, n);
+  // The product run: [rows, cols] = [m, n], or [n, m] when swapped.
+  const [rows, cols] = swapped ? [n, m] : [m, n];
+  const padded = paddedColumns(cols);
   const packed = malloc(4 * Math.max(k, 1) * padded);
-  const cPad = padded === n ? 0 : malloc(4 * m * padded);
-  const aT = attrs.transposeA ? malloc(4 * m * k) : 0;
+  const cPad = padded === cols ? 0 : malloc(4 * rows * padded);
+  // The left operand transposed ([rows, k]), and the swapped product before its transpose.
+  const left = attrs.transposeA ? malloc(4 * rows * k) : 0;
+  const result = swapped ? malloc(4 * rows * cols) : 0;
   try {
     // Offsets after the allocations (tensor data does not move; the heap may grow).
     const [ao, bo, co] = [heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out)];
     for (let i = 0; i < batch; i++) {
-      let ai = ao + 4 * i * m * k;
+      const ai = ao + 4 * i * m * k;
       const bi = bo + 4 * i * k * n;
       const ci = co + 4 * i * m * n;
-      if (aT) {
-        g.transpose(ai, k, m, aT);
-        ai = aT;
+      if (swapped) {
+        // (bᵀ · a)ᵀ: bᵀ [n, k] times a [k, m] packed, then the [n, m] result transposed.
+        g.transpose(bi, k, n, left);
+        g.pack(ai, k, m, m, packed);
+        runGemmUnpadded(
+          backend,
+          g,
+          { m: n, n: m, k, a: left, b: packed, bias: 0, c: result },
+          cPad,
+        );
+        g.transpose(result, n, m, ci);
+        continue;
       }
+      if (left) g.transpose(ai, k, m, left);
       if (attrs.transposeB) g.pack_transposed(bi, n, k, k, packed);
       else g.pack(bi, k, n, n, packed);
-      runGemmUnpadded(backend, g, { m, n, k, a: ai, b: packed, bias: 0, c: ci }, cPad);
+      runGemmUnpadded(backend, g, { m, n, k, a: left || ai, b: packed, bias: 0, c: ci }, cPad);
     }
   } finally {
     free(packed);
     if (cPad) free(cPad);
-    if (aT) free(aT);
+    if (left) free(left);
+    if (result) free(result);
   }
   return out;
 }

@@ -13,13 +13,15 @@ import { tensorRelativeError } from "../../_helpers.ts";
 Deno.test("wasm SIMD product: equals tfjs' matMul with gradients, any shape", async (t) => {
   await useBackend("wasm", { wasmThreads: 1 });
   const gen = new SeededNoise(5);
-  // [batch, m, k, n]: attention's 77 × 77 (padded panel), LoRA's thin factors, ones.
+  // [batch, m, k, n]: attention's 77 × 77 (padded panel), LoRA's thin factors, ones; aᵀ · b with
+  // m ≫ n (154 × 16, 45 × 5 in batches, padded) takes the route through (bᵀ · a)ᵀ.
   const cases: [number[], number, number, number][] = [
     [[], 5, 7, 3],
     [[2, 3], 77, 64, 77],
     [[4], 1, 1, 1],
     [[2], 13, 9, 16],
     [[], 154, 96, 16],
+    [[3], 45, 6, 5],
   ];
   for (const [batch, m, k, n] of cases) {
     for (const ta of [false, true]) {
@@ -45,6 +47,17 @@ Deno.test("wasm SIMD product: equals tfjs' matMul with gradients, any shape", as
       }
     }
   }
+
+  await t.step("aᵀ · b is bitwise (aᵀ) · b, by either route", () => {
+    tf.tidy(() => {
+      for (const [m, k, n] of [[154, 96, 16], [45, 6, 5], [13, 9, 16]]) {
+        const a = gen.normal([k, m]);
+        const b = gen.normal([k, n]);
+        const direct = simdProduct(tf.transpose(a), b);
+        assert.deepEqual(simdProduct(a, b, true).dataSync(), direct.dataSync(), `${m}, ${k}, ${n}`);
+      }
+    });
+  });
 
   await t.step("refused: other backends' operands, broadcast batches, mismatched sizes", () => {
     tf.tidy(() => {
