@@ -683,7 +683,10 @@ Deno.test("cli: --backend tensorflow without tfjs-node fails with one clear mess
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /^error: backend 'tensorflow' needs @tensorflow\/tfjs-node/m);
   assert.ok(!/already registered/.test(r.stderr), "no kernel registration warnings");
-  assert.ok(r.stderr.trim().split("\n").length <= 3, r.stderr);
+  // Deno's own "Download …" lines (its npm cache filling on a fresh machine) are not the CLI's.
+  const lines = r.stderr.trim().split("\n")
+    .filter((l) => !/^(\[[0-9;]*m)*Download /.test(l.replaceAll("\u001b", "")));
+  assert.ok(lines.length <= 3, r.stderr);
 });
 
 Deno.test("cli: generate with several --lora draws a row for each and one with all", async () => {
