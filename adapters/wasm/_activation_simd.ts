@@ -16,6 +16,8 @@ export interface ActivationSimd {
   sigmoid(x: number, out: number, bytes: number): void;
   /** out = a + b over n values. */
   add(a: number, b: number, out: number, n: number): void;
+  /** out = x · s over n values (float32 products). */
+  scale(x: number, out: number, n: number, s: number): void;
   /** h[s, p, j] += t[s, j] in place (`samples` × `positions` rows of c values, c in fours). */
   add_per_sample(h: number, t: number, samples: number, positions: number, c: number): void;
 }

@@ -143,7 +143,27 @@
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $l2))))
 
-;; h[s, p, j] += t[s, j] in place, for `samples` × `positions` rows of c values (c a multiple
+;; out = x · s over n values (float32 products): four at a time, then the rest; the attention
+  ;; core's scaled queries (fused_attention.ts).
+  (func (export "scale") (param $x i32) (param $out i32) (param $n i32) (param $s f32)
+    (local $i i32) (local $bytes i32) (local $vec i32) (local $sv v128)
+    (local.set $bytes (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $vec (i32.and (local.get $bytes) (i32.const -16)))
+    (local.set $sv (f32x4.splat (local.get $s)))
+    (block $d (loop $l
+      (br_if $d (i32.ge_u (local.get $i) (local.get $vec)))
+      (v128.store align=4 (i32.add (local.get $out) (local.get $i))
+        (f32x4.mul (v128.load align=4 (i32.add (local.get $x) (local.get $i))) (local.get $sv)))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $l)))
+    (block $d2 (loop $l2
+      (br_if $d2 (i32.ge_u (local.get $i) (local.get $bytes)))
+      (f32.store (i32.add (local.get $out) (local.get $i))
+        (f32.mul (f32.load (i32.add (local.get $x) (local.get $i))) (local.get $s)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l2))))
+
+  ;; h[s, p, j] += t[s, j] in place, for `samples` × `positions` rows of c values (c a multiple
   ;; of 4): a ResNet block's per-sample time projection (fused_resnet_block.ts).
   (func (export "add_per_sample") (param $h i32) (param $t i32) (param $samples i32)
     (param $positions i32) (param $c i32)

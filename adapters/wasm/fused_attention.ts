@@ -21,6 +21,12 @@ import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { gemmSimdFor, paddedColumns, runGemmPanels, runGemmUnpadded } from "./_gemm_threads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
+import { activationSimdFor } from "./_activation_simd.ts";
+
+/** Whether a mask of `shape` is one [lq, lk] matrix (any leading axes of size 1). */
+const isOneMatrix = (shape: number[], lq: number, lk: number): boolean =>
+  shape.length >= 2 && shape.at(-2) === lq && shape.at(-1) === lk &&
+  shape.slice(0, -2).every((v) => v === 1);
 
 const ATTENTION = "TexforceWasmAttention";
 const ATTENTION_GRAD = "TexforceWasmAttentionGrad";
@@ -81,20 +87,30 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const out = backend.makeOutput([b, lq, dvAll], "float32");
   const scores = backend.makeOutput([b, heads, lq, lk], "float32");
   const g = gemmSimdFor(backend, "fusedAttention");
+  const simd = activationSimdFor(backend);
   const s = new Scratch(backend);
   let probs: tf.TensorInfo;
   try {
-    const qs = s.alloc(lq * d);
+    // The scaled queries: with the SIMD loops all heads at once ([B, Lq, D], read per head
+    // through the row stride), else one head at a time ([Lq, d]).
+    const qs = s.alloc(simd ? b * lq * dAll : lq * d);
     const packed = s.alloc(Math.max(d * paddedColumns(lk), lk * paddedColumns(dv)));
     const pad = s.alloc(lq * Math.max(paddedColumns(lk), paddedColumns(dv)));
     const heap = new Float32Array(heapMemory(backend)!.buffer);
     const [qo, ko, vo, so, oo] = [q, k, v, scores, out].map((t) => heapOffset(backend, t));
     const sc = Math.fround(scale);
+    if (simd) simd.scale(qo, qs, b * lq * dAll, sc);
     for (let i = 0; i < b; i++) {
       for (let h = 0; h < heads; h++) {
-        const qh = (qo >> 2) + i * lq * dAll + h * d;
-        for (let r = 0, o = qs >> 2; r < lq; r++) {
-          for (let j = qh + r * dAll, e = j + d; j < e; j++) heap[o++] = Math.fround(heap[j] * sc);
+        let qh = qs + 4 * (i * lq * dAll + h * d);
+        if (!simd) {
+          qh = qs;
+          const src = (qo >> 2) + i * lq * dAll + h * d;
+          for (let r = 0, o = qs >> 2; r < lq; r++) {
+            for (let j = src + r * dAll, e = j + d; j < e; j++) {
+              heap[o++] = Math.fround(heap[j] * sc);
+            }
+          }
         }
         g.pack_transposed(ko + 4 * (i * lk * dAll + h * d), lk, d, dAll, packed);
         const sh = so + 4 * (i * heads + h) * lq * lk;
@@ -102,8 +118,8 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
           m: lq,
           n: lk,
           k: d,
-          a: qs,
-          lda: d,
+          a: qh,
+          lda: simd ? dAll : d,
           b: packed,
           bias: 0,
           c: sh,
@@ -111,7 +127,13 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
         }, pad);
       }
     }
-    if (mask) {
+    if (mask && simd && mask.dtype === "float32" && isOneMatrix(mask.shape, lq, lk)) {
+      // One [Lq, Lk] mask for every batch entry and head: a SIMD add per score matrix.
+      const mo = heapOffset(backend, mask);
+      for (let j = 0; j < b * heads; j++) {
+        simd.add(so + 4 * j * lq * lk, mo, so + 4 * j * lq * lk, lq * lk);
+      }
+    } else if (mask) {
       addBroadcast(heap, so >> 2, [b, heads, lq, lk], backend.typedArrayFromHeap(mask), mask.shape);
     }
     probs = softmaxKernel(backend, scores);

@@ -53,6 +53,36 @@ Deno.test("wasm fused attention: equals tfjs' composition with gradients", async
     );
   }
 
+  await t.step("the SIMD query scale and mask add change no bit; other masks broadcast", () => {
+    tf.tidy(() => {
+      // b = Lq, so a per-sample key mask [B, 1, 1, Lk] has as many values as one [Lq, Lk] matrix.
+      const [b, lq, lk, d, heads] = [3, 3, 5, 8, 2];
+      const q = gen.normal([b, lq, d]);
+      const k = gen.normal([b, lk, d]);
+      const v = gen.normal([b, lk, d]);
+      const dy = gen.normal([b, lq, d]);
+      const matrix = gen.normal([lq, lk]);
+      const masks = [matrix.reshape([1, 1, lq, lk]), matrix, gen.normal([b, 1, 1, lk])];
+      for (const [i, mask] of masks.entries()) {
+        const run = () => {
+          const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+            tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
+          return [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+        };
+        const simd = run();
+        let before = setWasmKernels({ normSimd: false });
+        const js = run();
+        setWasmKernels(before);
+        simd.forEach((x, j) => assert.deepEqual(x.dataSync(), js[j].dataSync(), `mask ${i}, ${j}`));
+        before = setWasmKernels({ fusedAttention: false });
+        const stock = run();
+        setWasmKernels(before);
+        const errors = simd.map((f, j) => tensorRelativeError(f, stock[j]));
+        assert.ok(errors.every((e) => e < 1e-5), `mask ${i}: value, dq, dk, dv: ${errors}`);
+      }
+    });
+  });
+
   await t.step("refused: mismatched shapes, heads that do not divide D, switched off", () => {
     tf.tidy(() => {
       const q = tf.ones([1, 4, 8]);
