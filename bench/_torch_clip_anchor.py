@@ -5,7 +5,11 @@ CPU anchor: the SD 1.5 CLIP ViT-L/14 text encoder with LoRA r16 on q/k/v/out, ra
 batch 2 x 77, forward and forward + backward into the LoRA, in plain PyTorch (Debian's
 python3-torch, CPU). Same workload as `deno task bench clip`. Also raw fp32 matmul
 and 3x3 conv throughput. Prints JSON. Usage: OPENBLAS_NUM_THREADS=2 /usr/bin/python3 torch_cpu_anchor.py 1
-(needs: apt-get install python3-torch libopenblas0-pthread; Debian's default BLAS is ~30x slower)"""
+(needs: apt-get install python3-torch libopenblas0-pthread; Debian's default BLAS is ~30x slower)
+
+With --serve (added for bench/cpu.ts's turns), it builds the model, prints "@@turn ready", then
+answers one stdin line at a time: "fwd N" / "fb N" time N calls and print "@@turn [ms, ...]";
+"extras" prints "@@turn {...}", the figures above without the CLIP rows; "quit" ends."""
 import json, statistics, sys, time
 import torch
 import torch.nn as nn
@@ -78,8 +82,11 @@ def med(fn, n=5):
 
 m = TextModel()
 ids = torch.randint(0, V, (2, T))
-with torch.no_grad():
-    fwd = med(lambda: m(ids))
+
+
+def fwd_call():
+    with torch.no_grad():
+        m(ids)
 
 
 def fb():
@@ -87,18 +94,43 @@ def fb():
     m(ids).square().mean().backward()
 
 
+def extras():
+    a = torch.randn(512, 512); b = torch.randn(512, 512)
+    mm512 = med(lambda: a @ b, 20)
+    a2 = torch.randn(2048, 2048); b2 = torch.randn(2048, 2048)
+    mm2048 = med(lambda: a2 @ b2, 5)
+    x = torch.randn(2, 320, 64, 64); w = torch.randn(320, 320, 3, 3)
+    with torch.no_grad():
+        conv = med(lambda: F.conv2d(x, w, padding=1), 5)
+    return {
+        "torch": torch.__version__, "threads": threads,
+        "matmul512_gflops": round(2 * 512**3 / mm512 / 1e6, 1),
+        "matmul2048_gflops": round(2 * 2048**3 / mm2048 / 1e6, 1),
+        "conv3x3_2x320x64x64_gflops": round(2 * 2 * 320 * 320 * 9 * 64 * 64 / conv / 1e6, 1),
+    }
+
+
+def timed(fn, n):
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); ts.append(round((time.perf_counter() - t) * 1e3, 2))
+    return ts
+
+
+if "--serve" in sys.argv:
+    for _ in range(2):
+        fwd_call(); fb()
+    print("@@turn ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] == "extras":
+            print("@@turn " + json.dumps(extras()), flush=True)
+        else:
+            print("@@turn " + json.dumps(timed(fwd_call if cmd[0] == "fwd" else fb, int(cmd[1]))), flush=True)
+    sys.exit(0)
+
+fwd = med(fwd_call)
 fwdbwd = med(fb)
-a = torch.randn(512, 512); b = torch.randn(512, 512)
-mm512 = med(lambda: a @ b, 20)
-a2 = torch.randn(2048, 2048); b2 = torch.randn(2048, 2048)
-mm2048 = med(lambda: a2 @ b2, 5)
-x = torch.randn(2, 320, 64, 64); w = torch.randn(320, 320, 3, 3)
-with torch.no_grad():
-    conv = med(lambda: F.conv2d(x, w, padding=1), 5)
-print(json.dumps({
-    "torch": torch.__version__, "threads": threads,
-    "clip_text_fwd_ms": round(fwd, 1), "clip_text_fwd_bwd_ms": round(fwdbwd, 1),
-    "matmul512_gflops": round(2 * 512**3 / mm512 / 1e6, 1),
-    "matmul2048_gflops": round(2 * 2048**3 / mm2048 / 1e6, 1),
-    "conv3x3_2x320x64x64_gflops": round(2 * 2 * 320 * 320 * 9 * 64 * 64 / conv / 1e6, 1),
-}))
+print(json.dumps({**extras(), "clip_text_fwd_ms": round(fwd, 1), "clip_text_fwd_bwd_ms": round(fwdbwd, 1)}))

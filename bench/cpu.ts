@@ -9,7 +9,9 @@
  *   the encoder states, at each batch, with the per-sample time;
  * - when `python3` imports `torch` (Debian: `apt-get install python3-torch
  *   libopenblas0-pthread`), the same CLIP work in PyTorch on as many cores, in the same run, in
- *   the faster of two thread configurations (see `torchClip`), and the ratio texforce / PyTorch;
+ *   the faster of two thread configurations (see `torchClipConfigs`), and the ratio texforce /
+ *   PyTorch; the two sides then take turns (`--rounds` of 2 calls each, `_clip_turns.ts`), both
+ *   loaded at once, so their medians come from the same stretches of the run;
  * - a 2048² matMul on each side, the raw GEMM rate (GFLOP/s) both stacks' CLIP work rests on:
  *   tfjs' own (XNNPACK) and texforce's packed SIMD kernel (adapters/wasm/packed_matmul.ts),
  *   which the text encoder's products use.
@@ -33,8 +35,12 @@ import { useBackend, wasmThreadCount } from "../core/backend.ts";
 import { clipLoraWorkload, tinyUNetWorkload } from "./_cpu_workloads.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { packedMatMul, packWeight } from "../adapters/wasm/packed_matmul.ts";
+import { clipInTurns, serveClipTurns } from "./_clip_turns.ts";
 
 const MARK = "@@cpu ";
+
+/** Calls each side makes per turn of the CLIP-L comparison with PyTorch. */
+const TURN_CALLS = 2;
 
 /** One timed workload. */
 interface Row {
@@ -122,13 +128,17 @@ async function timed(
   return rowOf(what, batch, s, "runs");
 }
 
-async function clipRows(iters: number): Promise<Row[]> {
-  const clip = await clipLoraWorkload();
-  const rows = [
-    await timed("CLIP-L forward", 2, iters, clip.forward),
-    await timed("CLIP-L LoRA forward+backward", 2, iters, clip.forwardBackward),
-  ];
-  clip.dispose();
+// The CLIP-L rows (unless PyTorch's turns time them: `encoder` false) and the 2048² products.
+async function clipRows(iters: number, encoder: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  if (encoder) {
+    const clip = await clipLoraWorkload();
+    rows.push(
+      await timed("CLIP-L forward", 2, iters, clip.forward),
+      await timed("CLIP-L LoRA forward+backward", 2, iters, clip.forwardBackward),
+    );
+    clip.dispose();
+  }
   const a = tf.randomNormal([2048, 2048], 0, 1, "float32", 1);
   const b = tf.randomNormal([2048, 2048], 0, 1, "float32", 2);
   rows.push(
@@ -231,7 +241,7 @@ async function child(values: Record<string, unknown>): Promise<void> {
   console.error(`wasm, ${info.device}`);
   const iters = Number(values.iters);
   const rows: Row[] = [];
-  if (values.clip) rows.push(...await clipRows(iters));
+  if (values.clip) rows.push(...await clipRows(iters, !values["clip-turns"]));
   if (values.unet) {
     const batches = String(values.batches).split(",").map(Number);
     rows.push(...await unetRows(batches, Number(values.rounds), Number(values.micro)));
@@ -255,37 +265,6 @@ async function torchPython(): Promise<string | null> {
     } catch { /* not installed */ }
   }
   return null;
-}
-
-/**
- * PyTorch's CLIP anchor on `threads` cores, in its fastest configuration: torch's intra-op
- * threads and OpenBLAS's both at `threads`, and (for more than one) torch at one thread with
- * OpenBLAS at `threads`, which on this project's 2-core machine is markedly faster (the two
- * pools oversubscribe the cores). Returns the faster run's figures, with the configuration.
- */
-async function torchClip(py: string, threads: number): Promise<Record<string, number> | string> {
-  const script = new URL("./_torch_clip_anchor.py", import.meta.url).pathname;
-  const n = String(threads);
-  const configs = threads > 1 ? [threads, 1] : [1];
-  let best: Record<string, number> | null = null;
-  let failure = "failed";
-  for (const torchThreads of configs) {
-    const r = await new Deno.Command(py, {
-      args: [script, String(torchThreads)],
-      env: { OPENBLAS_NUM_THREADS: n, OMP_NUM_THREADS: String(torchThreads), MKL_NUM_THREADS: n },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(r.stdout).trim().split("\n").pop() ?? "";
-    if (!r.success) {
-      failure = new TextDecoder().decode(r.stderr).trim().split("\n").pop() ?? "failed";
-      continue;
-    }
-    const out = { ...JSON.parse(text), blas_threads: threads } as Record<string, number>;
-    console.error(`  PyTorch, torch threads ${torchThreads}, OpenBLAS threads ${n}: ${text}`);
-    if (!best || out.clip_text_fwd_bwd_ms < best.clip_text_fwd_bwd_ms) best = out;
-  }
-  return best ?? failure;
 }
 
 function loadAverage(): string {
@@ -318,18 +297,29 @@ export default async function benchCpu(args: string[]): Promise<void> {
       unet: { type: "boolean", default: true },
       torch: { type: "boolean", default: true },
       child: { type: "boolean", default: false },
+      // Internal: the child times no CLIP-L rows (the turns do); the turns' texforce process.
+      "clip-turns": { type: "boolean", default: false },
+      "clip-serve": { type: "boolean", default: false },
     },
     allowNegative: true,
   });
   if (values.child) return await child(values);
+  if (values["clip-serve"]) return await serveClipTurns(Number(values.threads));
   const all = wasmThreadCount();
   const threadList = (values.threads ?? (all > 1 ? `1,${all}` : "1")).split(",").map(Number);
   console.log(
     `bench cpu: ${navigator.hardwareConcurrency} logical cores, load average ${loadAverage()}`,
   );
+  const py = values.torch && values.clip ? await torchPython() : null;
+  if (values.torch && values.clip && !py) {
+    console.log("PyTorch: python3 cannot import torch; no comparison (see the module doc)");
+  }
+  const rounds = Number(values.rounds);
   const results: ChildResult[] = [];
+  const torch = new Map<number, Record<string, number> | string>();
   for (const threads of threadList) {
     const passOn = args.filter((a, i) => a !== "--threads" && args[i - 1] !== "--threads");
+    if (py) passOn.push("--clip-turns");
     const r = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -345,16 +335,17 @@ export default async function benchCpu(args: string[]): Promise<void> {
     }).output();
     const line = new TextDecoder().decode(r.stdout).split("\n").find((l) => l.startsWith(MARK));
     if (!r.success || !line) throw new Error(`bench cpu: the ${threads}-thread run failed`);
-    results.push(JSON.parse(line.slice(MARK.length)));
-  }
-  const torch = new Map<number, Record<string, number> | string>();
-  if (values.torch && values.clip) {
-    const py = await torchPython();
+    const result = JSON.parse(line.slice(MARK.length)) as ChildResult;
     if (py) {
-      for (const threads of threadList) torch.set(threads, await torchClip(py, threads));
-    } else {
-      console.log("PyTorch: python3 cannot import torch; no comparison (see the module doc)");
+      try {
+        const turns = await clipInTurns(py, threads, rounds, TURN_CALLS);
+        result.rows.unshift(...turns.rows);
+        torch.set(threads, turns.torch);
+      } catch (e) {
+        torch.set(threads, e instanceof Error ? e.message : String(e));
+      }
     }
+    results.push(result);
   }
   console.log(`\nload average after: ${loadAverage()}\n`);
   console.log(
