@@ -6,17 +6,15 @@
 // running at times as two and at times barely faster than one (PyTorch's own two-core speed-up
 // 1.2–1.6×, texforce's 1.1–2.0×, its 2048² matmul 114–202 GFLOP/s on two threads, with no steal
 // time reported).
-import process from "node:process";
 import { useBackend } from "../core/backend.ts";
 import { clipLoraWorkload } from "./_cpu_workloads.ts";
 import { peakRss } from "./_peak_rss.ts";
+import { type Samples, timeCalls } from "./_call_timer.ts";
 
 const TURN = "@@turn ";
 
 /** What a texforce turn reports: wall and process CPU ms per call, and the peak RSS. */
-interface TexforceTurn {
-  ms: number[];
-  cpu: number[];
+interface TexforceTurn extends Samples {
   peakRss: number;
 }
 
@@ -121,14 +119,7 @@ export async function serveClipTurns(threads: number): Promise<void> {
     if (!command || command === "quit") break;
     const fn = command === "fwd" ? clip.forward : clip.forwardBackward;
     const turn: TexforceTurn = { ms: [], cpu: [], peakRss: 0 };
-    for (let i = 0; i < Number(count); i++) {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      await fn();
-      turn.ms.push(performance.now() - t0);
-      const c = process.cpuUsage(c0);
-      turn.cpu.push((c.user + c.system) / 1000);
-    }
+    await timeCalls(fn, turn, Number(count), 0, Number(count));
     turn.peakRss = peakRss();
     console.log(TURN + JSON.stringify(turn));
   }

@@ -29,13 +29,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import process from "node:process";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend, wasmThreadCount } from "../core/backend.ts";
 import { clipLoraWorkload, tinyUNetWorkload } from "./_cpu_workloads.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { packedMatMul, packWeight } from "../adapters/wasm/packed_matmul.ts";
 import { clipInTurns, serveClipTurns } from "./_clip_turns.ts";
+import { type Samples, timeCalls } from "./_call_timer.ts";
 
 const MARK = "@@cpu ";
 
@@ -68,12 +68,6 @@ const MAX_WARM_UP_CALLS = 15;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Wall and process CPU ms of each timed call. */
-interface Samples {
-  ms: number[];
-  cpu: number[];
-}
-
 // Warm-up: V8 compiles the hot paths in tiers over the first calls (the tiny UNet's batch-2
 // pass took 75–90 ms in its first five calls and about 60 from the tenth), so short calls
 // repeat for WARM_UP_MS before any is timed; long ones (a large batch) warm up once.
@@ -81,25 +75,6 @@ async function warmUp(fn: () => Promise<void>): Promise<void> {
   const warm = performance.now();
   for (let i = 0; i < 1 || (i < MAX_WARM_UP_CALLS && performance.now() - warm < WARM_UP_MS); i++) {
     await fn();
-  }
-}
-
-// At least `minCalls` timed calls, more while under `forMs` (at most `maxCalls`).
-async function timeCalls(
-  fn: () => Promise<void>,
-  into: Samples,
-  minCalls: number,
-  forMs: number,
-  maxCalls: number,
-): Promise<void> {
-  const started = performance.now();
-  for (let i = 0; i < minCalls || (performance.now() - started < forMs && i < maxCalls); i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    await fn();
-    into.ms.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    into.cpu.push((c.user + c.system) / 1000);
   }
 }
 
