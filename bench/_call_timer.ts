@@ -1,5 +1,6 @@
-// Timing calls for the CPU benchmarks: each call's wall-clock and process CPU milliseconds (all
-// threads), shared by `bench cpu`'s rows and its turns with PyTorch (_clip_turns.ts).
+// Timing calls for the benchmarks: each call's wall-clock and process CPU milliseconds (all
+// threads), shared by `bench cpu`'s rows and its turns with PyTorch (_clip_turns.ts), and the
+// median the benchmarks report.
 import process from "node:process";
 
 /** Wall and process CPU ms of each timed call. */
@@ -37,3 +38,16 @@ export async function timeCalls(
     into.cpu.push((c.user + c.system) / 1000);
   }
 }
+
+/**
+ * The median of `xs` (for an even count, the upper of the two middle values: always a measured
+ * time).
+ *
+ * @example
+ * ```ts
+ * import { median } from "./_call_timer.ts";
+ * console.log(median([3, 1, 2])); // 2
+ * ```
+ */
+export const median = (xs: number[]): number =>
+  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

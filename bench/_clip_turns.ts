@@ -9,7 +9,7 @@
 import { useBackend } from "../core/backend.ts";
 import { clipLoraWorkload } from "./_cpu_workloads.ts";
 import { peakRss } from "./_peak_rss.ts";
-import { type Samples, timeCalls } from "./_call_timer.ts";
+import { median, type Samples, timeCalls } from "./_call_timer.ts";
 
 const TURN = "@@turn ";
 
@@ -38,8 +38,6 @@ export interface ClipTurns {
 // job (about 0.1 s), which would slow whichever process takes the next turn.
 const SETTLE_MS = 500;
 const settle = () => new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** A process answering one stdin line with one `@@turn` stdout line. */
 class TurnProcess {

@@ -9,6 +9,7 @@ import { RandomWeightReader } from "../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../core/seeded_noise.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { segmentCount, type SegmentTiming, timeSegments } from "./_unet_streamed.ts";
+import { median } from "./_call_timer.ts";
 
 /** SD 1.5's `unet/config.json` (the fields that differ from diffusers' defaults, and a few that don't). */
 export const SD15_UNET: Record<string, unknown> = {
@@ -81,8 +82,6 @@ export interface UNetBenchResult {
 }
 
 const SEGMENT_MARK = "@@segment ";
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Parse the arguments, run, print a table, and write `unet_<backend>.json` under `outDir`. */
 export async function runUNetBench(

@@ -35,7 +35,7 @@ import { clipLoraWorkload, tinyUNetWorkload } from "./_cpu_workloads.ts";
 import { formatBytes, peakRss } from "./_peak_rss.ts";
 import { packedMatMul, packWeight } from "../adapters/wasm/packed_matmul.ts";
 import { clipInTurns, serveClipTurns } from "./_clip_turns.ts";
-import { type Samples, timeCalls } from "./_call_timer.ts";
+import { median, type Samples, timeCalls } from "./_call_timer.ts";
 
 const MARK = "@@cpu ";
 
@@ -65,8 +65,6 @@ const MIN_TIMED_MS = 3000;
 const MAX_RUNS = 25;
 const WARM_UP_MS = 1500;
 const MAX_WARM_UP_CALLS = 15;
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 // Warm-up: V8 compiles the hot paths in tiers over the first calls (the tiny UNet's batch-2
 // pass took 75–90 ms in its first five calls and about 60 from the tenth), so short calls

@@ -48,6 +48,7 @@ import { PluginRegistry } from "../core/plugin.ts";
 import { parsePipeline } from "../core/pipeline_schema.ts";
 import { readMetrics } from "../core/report.ts";
 import { train } from "../core/train.ts";
+import { median } from "./_call_timer.ts";
 
 /** PyTorch 2.11 fp32 on the H200 (medians, ms), from `../shared/gpu/README.md`. */
 const PYTORCH_FP32_MS: Record<string, number> = {
@@ -136,8 +137,6 @@ function trimPool(): number | undefined {
   bm.numFreeBuffers = 0;
   return bm.numBytesAllocated;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const TINY_TEXT: ClipTextConfig = {
   ...SD15_TEXT,
