@@ -1,5 +1,6 @@
 // The SIMD loops of activation_simd.wat bound to the wasm backend's heap (every pointer a byte
-// offset into it), for the fused GEGLU and the fused norms' SiLU.
+// offset into it), for the fused GEGLU, the quick-GELU gradient, the fused norms' SiLU, the
+// ResNet blocks' time add and the attention core's query scale and mask add.
 import { ACTIVATION_SIMD } from "./_activation_simd_wasm.ts";
 import { heapInstance, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { useWasmKernel } from "./kernel_options.ts";

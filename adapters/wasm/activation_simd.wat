@@ -1,6 +1,7 @@
 ;; SIMD loops for the fused GEGLU kernels (fused_geglu.ts), CLIP's quick-GELU gradient
-;; (fused_quick_gelu.ts), the fused norms' SiLU (fused_norm.ts) and the ResNet blocks' time add
-;; (fused_resnet_block.ts), run on the wasm backend's own memory:
+;; (fused_quick_gelu.ts), the fused norms' SiLU (fused_norm.ts), the ResNet blocks' time add
+;; (fused_resnet_block.ts) and the attention core's query scale and mask add (fused_attention.ts),
+;; run on the wasm backend's own memory:
 ;; every pointer is a byte offset into tfjs' heap. A GEGLU input row holds 2·h float32 (the value
 ;; half, then the gate half; h a multiple of 4), its output row h. Four values per v128; plain
 ;; multiplies and adds (no relaxed FMA), so results are the same on every CPU.
@@ -143,7 +144,7 @@
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $l2))))
 
-;; out = x · s over n values (float32 products): four at a time, then the rest; the attention
+  ;; out = x · s over n values (float32 products): four at a time, then the rest; the attention
   ;; core's scaled queries (fused_attention.ts).
   (func (export "scale") (param $x i32) (param $out i32) (param $n i32) (param $s f32)
     (local $i i32) (local $bytes i32) (local $vec i32) (local $sv v128)
