@@ -36,14 +36,6 @@ import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../../core/tensor_types.ts";
 
-// Every tensor in a tree of weights.
-const tensorsIn = (o: unknown): tf.Tensor[] =>
-  o instanceof tf.Tensor
-    ? [o]
-    : o && typeof o === "object"
-    ? Object.values(o).flatMap(tensorsIn)
-    : [];
-
 // A ResNet block's output and its gradients into x and the time embedding (dataSync'd), with the
 // fused block on and off, for a weighted-sum loss along dy.
 function fusedAndStock(
@@ -128,7 +120,8 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
       assert.deepEqual(unpacked[1], unpackedStock[1], "packedMatmul off: d/d x bitwise");
       tf.dispose([x, temb, dy]);
       releaseFrozenCopies(wp);
-      tf.dispose(tensorsIn(wp));
+      // tf.dispose walks nested objects: every weight of the block.
+      tf.dispose(wp as unknown as tf.TensorContainer);
       assert.equal(tf.memory().numTensors, n0, "no tensors left behind");
     },
   );
@@ -229,5 +222,5 @@ Deno.test("wasm fused blocks: gradients, frozen weights only, refusals", async (
 
   assert.equal(tf.memory().numTensors, start, "no tensors left behind");
   releaseFrozenCopies(w);
-  tf.dispose(Object.values(w).flatMap((x) => typeof x === "object" ? Object.values(x) : []));
+  tf.dispose(w as unknown as tf.TensorContainer);
 });
