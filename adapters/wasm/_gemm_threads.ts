@@ -8,42 +8,32 @@
 // core) takes fewer instead of holding the others up. Each output panel is computed by one
 // thread with the same code whichever it is, so results are bitwise the same for any thread
 // count. Workers start on the first product and take work once all report ready (until then
-// the JS thread does it all: they must not be waited for while starting).
+// the JS thread does it all: they must not be waited for while starting). The same pool runs
+// the attention core's phases (_attention_heads.ts): there the threads claim (sample, head)
+// pairs one at a time, each pair's products on the thread that took it, where the products
+// alone (77 × 64 · 64 × 80 for CLIP-L, 256 × 16 · 16 × 256 for the tiny UNet) are too small
+// to share by panels.
 import { Worker } from "node:worker_threads";
 import { wasmThreadsInUse } from "../../core/backend.ts";
 import { heapInstance, heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
-import { GEMM_PANEL_COLUMNS } from "./gemm_simd_wat.ts";
+import { GEMM_PANEL_COLUMNS, type GemmJob, type GemmSimd, paddedColumns } from "./gemm_simd_wat.ts";
+
+export { type GemmJob, type GemmSimd, paddedColumns };
 import {
+  gemmPanels,
   giveUpPanels,
   JOB,
+  JOB_KIND,
   MAX_SHARED_PANELS,
+  PANELS_PER_TAKE,
+  PHASE_AT,
   SLOT,
   slotAt,
   takePanels,
   ticketOf,
 } from "./_gemm_slots.ts";
-
-/** The exports of gemm_simd_wat.ts. */
-export interface GemmSimd {
-  gemm(
-    m: number,
-    n: number,
-    k: number,
-    a: number,
-    lda: number,
-    b: number,
-    bias: number,
-    c: number,
-    ldc: number,
-    p0: number,
-    p1: number,
-  ): void;
-  pack(w: number, k: number, n: number, ldw: number, out: number): void;
-  pack_transposed(w: number, k: number, n: number, ldw: number, out: number): void;
-  transpose(src: number, rows: number, cols: number, dst: number): void;
-  unpad(src: number, m: number, padded: number, n: number, dst: number, ldd: number): void;
-}
+import { headMacs, PHASE, PHASE_FIELDS, runHeadPairs, serialProduct } from "./_attention_heads.ts";
 
 /**
  * gemm_simd_wat.ts instantiated on the backend's heap (once per heap); `who` names the caller
@@ -61,21 +51,6 @@ export function gemmSimdFor(backend: WasmHeapBackend, who: string): GemmSimd {
   const g = heapInstance<GemmSimd>(backend, GEMM_SIMD);
   if (!g) throw new Error(`${who}: the wasm backend's memory is not reachable`);
   return g;
-}
-
-/** One product's operands (byte offsets in the heap). */
-export interface GemmJob {
-  m: number;
-  n: number;
-  k: number;
-  a: number;
-  /** Values between A's rows (default k). */
-  lda?: number;
-  b: number;
-  bias: number;
-  c: number;
-  /** Values between C's rows (default n). */
-  ldc?: number;
 }
 
 // Below this many multiply-adds (1.5 M) a product runs on one thread: waking a worker costs
@@ -110,11 +85,9 @@ class GemmPool {
     return this.workers.every((_, i) => Atomics.load(this.control, slotAt(i) + SLOT.ready) === 1);
   }
 
-  /** Run the job's panels on this thread and every worker, each claiming them as it goes. */
+  /** Run the product's panels on this thread and every worker, each claiming them as it goes. */
   run(gemm: GemmSimd, job: GemmJob): void {
     const c = this.control;
-    const seq = ++this.#seq;
-    const panels = job.n / GEMM_PANEL_COLUMNS;
     [c[JOB.m], c[JOB.n], c[JOB.k], c[JOB.a], c[JOB.lda], c[JOB.b], c[JOB.bias], c[JOB.c]] = [
       job.m,
       job.n,
@@ -126,6 +99,36 @@ class GemmPool {
       job.c,
     ];
     c[JOB.ldc] = job.ldc ?? job.n;
+    shared.products++;
+    this.#share(
+      JOB_KIND.gemm,
+      job.n / GEMM_PANEL_COLUMNS,
+      PANELS_PER_TAKE,
+      gemmPanels(c, gemm.gemm),
+      () => `a [${job.m}, ${job.k}] product`,
+    );
+  }
+
+  /** Run an attention phase's (sample, head) pairs, one claim each, on every thread. */
+  runHeads(phase: Int32Array, pairs: number, local: (p0: number, p1: number) => void): void {
+    shared.headPhases++;
+    this.control.set(phase, PHASE_AT);
+    this.#share(JOB_KIND.heads, pairs, 1, local, () => `attention phase ${phase[PHASE.kind]}`);
+  }
+
+  // Post the job (its parameters already in the block), take panels here too, wait for the
+  // last one, then report a failure of this thread or of a worker.
+  #share(
+    kind: number,
+    panels: number,
+    take: number,
+    local: (p0: number, p1: number) => void,
+    what: () => string,
+  ): void {
+    const c = this.control;
+    const seq = ++this.#seq;
+    c[JOB.kind] = kind;
+    c[JOB.take] = take;
     c[JOB.panels] = panels;
     Atomics.store(c, JOB.completed, 0);
     Atomics.store(c, JOB.ticket, ticketOf(seq));
@@ -133,7 +136,7 @@ class GemmPool {
     Atomics.notify(c, JOB.seq);
     let error: unknown = null;
     try {
-      takePanels(c, gemm.gemm, seq);
+      takePanels(c, local, seq);
     } catch (e) {
       // The panels no thread has claimed are given up; claimed ones are written until done.
       error = e;
@@ -149,9 +152,7 @@ class GemmPool {
     }
     if (error) throw error;
     const failed = this.workers.findIndex((_, i) => c[slotAt(i) + SLOT.failed] === seq);
-    if (failed >= 0) {
-      throw new Error(`packed matMul: worker ${failed} failed on a [${job.m}, ${job.k}] product`);
-    }
+    if (failed >= 0) throw new Error(`packed matMul: worker ${failed} failed on ${what()}`);
   }
 
   stop(): void {
@@ -165,6 +166,21 @@ class GemmPool {
 }
 
 let pool: GemmPool | null = null;
+const shared = { products: 0, headPhases: 0 };
+
+/**
+ * How many products and attention phases this process has shared with the pool's workers so
+ * far (the tests check that a shape takes the shared path).
+ *
+ * @example
+ * ```ts
+ * import { sharedJobs } from "./_gemm_threads.ts";
+ * console.log(sharedJobs().headPhases);
+ * ```
+ */
+export function sharedJobs(): { products: number; headPhases: number } {
+  return { ...shared };
+}
 
 function poolFor(memory: WebAssembly.Memory, size: number): GemmPool {
   if (pool && (pool.memory !== memory || pool.workers.length !== size)) {
@@ -213,9 +229,59 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
   gemm.gemm(m, n, k, a, lda, b, bias, c, ldc, 0, panels);
 }
 
-/** Columns of a product padded to whole panels. */
-export const paddedColumns = (n: number): number =>
-  Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
+/**
+ * Run all `pairs` (sample, head) pairs of an attention phase (_attention_heads.ts): shared over
+ * the backend's threads where that pays (two pairs at least, 1.5 M multiply-adds in all), each
+ * pair's products then on the thread that took it; else one pair after the other here, each
+ * product shared by its panels as {@linkcode runGemmUnpadded} shares it. `phase` names its
+ * scratch: a stride per thread, for {@linkcode headThreads} threads.
+ *
+ * @example
+ * ```ts
+ * // inside the attention kernel: runHeadPhase(backend, gemm, phase, b * heads);
+ * ```
+ */
+export function runHeadPhase(
+  backend: WasmHeapBackend,
+  gemm: GemmSimd,
+  phase: Int32Array,
+  pairs: number,
+): void {
+  if (phase.length !== PHASE_FIELDS) throw new Error("runHeadPhase: not a phase");
+  const memory = heapMemory(backend);
+  if (!memory) throw new Error("runHeadPhase: the wasm backend's memory is not reachable");
+  const threads = headThreads(phase, pairs);
+  const local = (p0: number, p1: number) =>
+    runHeadPairs(phase, p0, p1, 0, gemm, new Float32Array(memory.buffer), serialProduct(gemm));
+  if (threads > 1 && memory.buffer instanceof SharedArrayBuffer) {
+    const p = poolFor(memory, threads - 1);
+    if (p.ready()) return p.runHeads(phase, pairs, local);
+  }
+  runHeadPairs(
+    phase,
+    0,
+    pairs,
+    0,
+    gemm,
+    new Float32Array(memory.buffer),
+    (job, pad) => runGemmUnpadded(backend, gemm, job, pad),
+  );
+}
+
+/**
+ * The threads that may take pairs of an attention phase of `pairs` pairs
+ * ({@linkcode runHeadPhase}): all of the backend's, or 1 where the phase runs here alone. The
+ * scratch must hold one stride per thread.
+ *
+ * @example
+ * ```ts
+ * // const scratch = malloc(4 * headThreads(phase, pairs) * strideValues);
+ * ```
+ */
+export function headThreads(phase: Int32Array, pairs: number): number {
+  const threads = wasmThreadsInUse();
+  return threads > 1 && pairs > 1 && headMacs(phase, pairs) >= MIN_SPLIT_MACS ? threads : 1;
+}
 
 /**
  * A product of any width n (B packed with its last panel padded): straight into C when n comes

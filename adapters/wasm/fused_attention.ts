@@ -19,7 +19,14 @@ import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
-import { gemmSimdFor, paddedColumns, runGemmPanels, runGemmUnpadded } from "./_gemm_threads.ts";
+import { gemmSimdFor, headThreads, runHeadPhase } from "./_gemm_threads.ts";
+import {
+  HEAD_PHASE,
+  headScratchValues,
+  PHASE,
+  PHASE_FIELDS,
+  setPhaseScale,
+} from "./_attention_heads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import { activationSimdFor } from "./_activation_simd.ts";
 
@@ -77,7 +84,8 @@ class Scratch {
  * Forward: `out` [B, Lq, Dv] and the probabilities [B, heads, Lq, Lk] (kept for the gradient).
  * Each head's columns are read and written in place (row strides), so there is no head split
  * or merge; the scale is applied to q as tfjs' Multiply would (float32 products), so the
- * values are those of the composition this kernel replaced, bit for bit.
+ * values are those of the composition this kernel replaced, bit for bit. The (sample, head)
+ * pairs' products are shared over the threads (_attention_heads.ts) where that pays.
  */
 function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
@@ -89,78 +97,66 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const g = gemmSimdFor(backend, "fusedAttention");
   const simd = activationSimdFor(backend);
   const s = new Scratch(backend);
+  const pairs = b * heads;
   let probs: tf.TensorInfo;
   try {
-    // The scaled queries: with the SIMD loops all heads at once ([B, Lq, D], read per head
-    // through the row stride), else one head at a time ([Lq, d]).
-    const qs = s.alloc(simd ? b * lq * dAll : lq * d);
-    const packed = s.alloc(Math.max(d * paddedColumns(lk), lk * paddedColumns(dv)));
-    const pad = s.alloc(lq * Math.max(paddedColumns(lk), paddedColumns(dv)));
-    const heap = new Float32Array(heapMemory(backend)!.buffer);
+    // The scaled queries of all heads, [B, Lq, D], read per head through the row stride.
+    const qs = s.alloc(b * lq * dAll);
     const [qo, ko, vo, so, oo] = [q, k, v, scores, out].map((t) => heapOffset(backend, t));
     const sc = Math.fround(scale);
+    const phase = headPhase(HEAD_PHASE.scores, { heads, lq, lk, dAll, d, dvAll, dv });
+    [phase[PHASE.q], phase[PHASE.k], phase[PHASE.p]] = [qs, ko, so];
+    const output = headPhase(HEAD_PHASE.output, { heads, lq, lk, dAll, d, dvAll, dv });
+    [output[PHASE.v], output[PHASE.out]] = [vo, oo];
+    const threads = Math.max(headThreads(phase, pairs), headThreads(output, pairs));
+    const stride = 4 * Math.max(
+      headScratchValues(HEAD_PHASE.scores, lq, lk, d, dv),
+      headScratchValues(HEAD_PHASE.output, lq, lk, d, dv),
+    );
+    const scratch = s.alloc(threads * stride / 4);
+    for (const p of [phase, output]) [p[PHASE.scratch], p[PHASE.stride]] = [scratch, stride];
+    const heap = new Float32Array(heapMemory(backend)!.buffer);
     if (simd) simd.scale(qo, qs, b * lq * dAll, sc);
-    for (let i = 0; i < b; i++) {
-      for (let h = 0; h < heads; h++) {
-        let qh = qs + 4 * (i * lq * dAll + h * d);
-        if (!simd) {
-          qh = qs;
-          const src = (qo >> 2) + i * lq * dAll + h * d;
-          for (let r = 0, o = qs >> 2; r < lq; r++) {
-            for (let j = src + r * dAll, e = j + d; j < e; j++) {
-              heap[o++] = Math.fround(heap[j] * sc);
-            }
-          }
-        }
-        g.pack_transposed(ko + 4 * (i * lk * dAll + h * d), lk, d, dAll, packed);
-        const sh = so + 4 * (i * heads + h) * lq * lk;
-        runGemmUnpadded(backend, g, {
-          m: lq,
-          n: lk,
-          k: d,
-          a: qh,
-          lda: simd ? dAll : d,
-          b: packed,
-          bias: 0,
-          c: sh,
-          ldc: lk,
-        }, pad);
+    else {
+      for (let j = qo >> 2, o = qs >> 2, e = j + b * lq * dAll; j < e; j++) {
+        heap[o++] = Math.fround(heap[j] * sc);
       }
     }
+    runHeadPhase(backend, g, phase, pairs);
     if (mask && simd && mask.dtype === "float32" && isOneMatrix(mask.shape, lq, lk)) {
       // One [Lq, Lk] mask for every batch entry and head: a SIMD add per score matrix.
       const mo = heapOffset(backend, mask);
-      for (let j = 0; j < b * heads; j++) {
+      for (let j = 0; j < pairs; j++) {
         simd.add(so + 4 * j * lq * lk, mo, so + 4 * j * lq * lk, lq * lk);
       }
     } else if (mask) {
       addBroadcast(heap, so >> 2, [b, heads, lq, lk], backend.typedArrayFromHeap(mask), mask.shape);
     }
     probs = softmaxKernel(backend, scores);
-    const po = heapOffset(backend, probs);
-    for (let i = 0; i < b; i++) {
-      for (let h = 0; h < heads; h++) {
-        g.pack(vo + 4 * (i * lk * dvAll + h * dv), lk, dv, dvAll, packed);
-        const ph = po + 4 * (i * heads + h) * lq * lk;
-        const oh = oo + 4 * (i * lq * dvAll + h * dv);
-        runGemmUnpadded(backend, g, {
-          m: lq,
-          n: dv,
-          k: lk,
-          a: ph,
-          lda: lk,
-          b: packed,
-          bias: 0,
-          c: oh,
-          ldc: dvAll,
-        }, pad);
-      }
-    }
+    output[PHASE.p] = heapOffset(backend, probs);
+    runHeadPhase(backend, g, output, pairs);
   } finally {
     s.free();
     backend.disposeData(scores.dataId);
   }
   return [out, probs];
+}
+
+/** A phase of `kind` for these shapes (offsets and scratch still to set). */
+function headPhase(
+  kind: number,
+  dims: Omit<AttentionDims, "b">,
+): Int32Array {
+  const phase = new Int32Array(PHASE_FIELDS);
+  phase[PHASE.kind] = kind;
+  phase[PHASE.heads] = dims.heads;
+  phase[PHASE.lq] = dims.lq;
+  phase[PHASE.lk] = dims.lk;
+  phase[PHASE.dAll] = dims.dAll;
+  phase[PHASE.d] = dims.d;
+  phase[PHASE.dvAll] = dims.dvAll;
+  phase[PHASE.dv] = dims.dv;
+  return phase;
 }
 
 /** x[i] += m[broadcast i] for x of `shape` at `xo` (float32 sums, as tfjs' Add). */
@@ -205,7 +201,8 @@ function softmaxKernel(backend: WasmHeapBackend, logits: tf.TensorInfo): tf.Tens
 /**
  * Gradient: dq, dk, dv from dy [B, Lq, Dv] and the saved q, k, v and probabilities. The score
  * gradient is `scale · P ⊙ (dP − rowsum(dP ⊙ P))`; with it dq = dS · k, dk = dSᵀ · q and
- * dv = Pᵀ · dy, head by head, each written into its columns in place.
+ * dv = Pᵀ · dy, head by head (each (sample, head) pair on one thread, _attention_heads.ts),
+ * each written into its columns in place.
  */
 function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WasmHeapBackend;
@@ -216,98 +213,28 @@ function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const g = gemmSimdFor(backend, "fusedAttention");
   const s = new Scratch(backend);
   try {
-    const lkp = paddedColumns(lk);
-    const packed = s.alloc(Math.max(dv * lkp, Math.max(lk, lq) * paddedColumns(Math.max(d, dv))));
-    const dp = s.alloc(lq * lkp);
-    const ds = s.alloc(lq * lk);
-    const at = s.alloc(lk * lq);
-    const pad = s.alloc(Math.max(lq, lk) * paddedColumns(Math.max(d, dv)));
-    const heap = new Float32Array(heapMemory(backend)!.buffer);
-    const [yo, qo, ko, vo, po] = [dy, q, k, v, probs].map((t) => heapOffset(backend, t));
-    const [dqo, dko, dvo] = [dq, dk, dvT].map((t) => heapOffset(backend, t));
-    for (let i = 0; i < b; i++) {
-      for (let h = 0; h < heads; h++) {
-        const yh = yo + 4 * (i * lq * dvAll + h * dv);
-        const qh = 4 * (i * lq * dAll + h * d);
-        const kh = 4 * (i * lk * dAll + h * d);
-        const vh = vo + 4 * (i * lk * dvAll + h * dv);
-        const ph = po + 4 * (i * heads + h) * lq * lk;
-        // dP = dy_h · v_hᵀ, kept padded (the loop below reads it with its row stride).
-        g.pack_transposed(vh, lk, dv, dvAll, packed);
-        runGemmPanels(backend, g, {
-          m: lq,
-          n: lkp,
-          k: dv,
-          a: yh,
-          lda: dvAll,
-          b: packed,
-          bias: 0,
-          c: dp,
-        });
-        softmaxGrad(heap, ph >> 2, dp >> 2, ds >> 2, lq, lk, lkp, scale);
-        g.pack(ko + kh, lk, d, dAll, packed);
-        runGemmUnpadded(backend, g, {
-          m: lq,
-          n: d,
-          k: lk,
-          a: ds,
-          lda: lk,
-          b: packed,
-          bias: 0,
-          c: dqo + qh,
-          ldc: dAll,
-        }, pad);
-        g.transpose(ds, lq, lk, at);
-        g.pack(qo + qh, lq, d, dAll, packed);
-        runGemmUnpadded(backend, g, {
-          m: lk,
-          n: d,
-          k: lq,
-          a: at,
-          lda: lq,
-          b: packed,
-          bias: 0,
-          c: dko + kh,
-          ldc: dAll,
-        }, pad);
-        g.transpose(ph, lq, lk, at);
-        g.pack(yh, lq, dv, dvAll, packed);
-        runGemmUnpadded(backend, g, {
-          m: lk,
-          n: dv,
-          k: lq,
-          a: at,
-          lda: lq,
-          b: packed,
-          bias: 0,
-          c: dvo + 4 * (i * lk * dvAll + h * dv),
-          ldc: dvAll,
-        }, pad);
-      }
-    }
+    const pairs = b * heads;
+    const phase = headPhase(HEAD_PHASE.grad, { heads, lq, lk, dAll, d, dvAll, dv });
+    const offsets = [dy, q, k, v, probs, dq, dk, dvT].map((t) => heapOffset(backend, t));
+    [
+      phase[PHASE.dy],
+      phase[PHASE.q],
+      phase[PHASE.k],
+      phase[PHASE.v],
+      phase[PHASE.p],
+      phase[PHASE.dq],
+      phase[PHASE.dk],
+      phase[PHASE.dvOut],
+    ] = offsets;
+    setPhaseScale(phase, scale);
+    const stride = 4 * headScratchValues(HEAD_PHASE.grad, lq, lk, d, dv);
+    phase[PHASE.scratch] = s.alloc(headThreads(phase, pairs) * stride / 4);
+    phase[PHASE.stride] = stride;
+    runHeadPhase(backend, g, phase, pairs);
   } finally {
     s.free();
   }
   return [dq, dk, dvT];
-}
-
-/** ds = scale · p ⊙ (dp − rowsum(dp ⊙ p)) for `rows` rows of n (dp's rows `ldp` apart). */
-function softmaxGrad(
-  heap: Float32Array,
-  p: number,
-  dp: number,
-  ds: number,
-  rows: number,
-  n: number,
-  ldp: number,
-  scale: number,
-): void {
-  for (let r = 0; r < rows; r++) {
-    const pr = p + r * n, dr = dp + r * ldp, sr = ds + r * n;
-    let dot = 0;
-    for (let j = 0; j < n; j++) dot += heap[dr + j] * heap[pr + j];
-    for (let j = 0; j < n; j++) heap[sr + j] = scale * heap[pr + j] * (heap[dr + j] - dot);
-  }
 }
 
 const KERNELS = [[ATTENTION, attentionKernel], [ATTENTION_GRAD, attentionGradKernel]] as const;

@@ -28,6 +28,54 @@ export const GEMM_PANEL_COLUMNS = 8;
 /** k steps per iteration of the tiles' inner loop. */
 export const GEMM_K_UNROLL = 4;
 
+/**
+ * Columns of a product padded to whole panels.
+ *
+ * @example
+ * ```ts
+ * import { paddedColumns } from "./gemm_simd_wat.ts";
+ * console.log(paddedColumns(77)); // 80
+ * ```
+ */
+export const paddedColumns = (n: number): number =>
+  Math.ceil(n / GEMM_PANEL_COLUMNS) * GEMM_PANEL_COLUMNS;
+
+/** The exports of gemm_simd_wat.ts. */
+export interface GemmSimd {
+  gemm(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    lda: number,
+    b: number,
+    bias: number,
+    c: number,
+    ldc: number,
+    p0: number,
+    p1: number,
+  ): void;
+  pack(w: number, k: number, n: number, ldw: number, out: number): void;
+  pack_transposed(w: number, k: number, n: number, ldw: number, out: number): void;
+  transpose(src: number, rows: number, cols: number, dst: number): void;
+  unpad(src: number, m: number, padded: number, n: number, dst: number, ldd: number): void;
+}
+
+/** One product's operands (byte offsets in the heap). */
+export interface GemmJob {
+  m: number;
+  n: number;
+  k: number;
+  a: number;
+  /** Values between A's rows (default k). */
+  lda?: number;
+  b: number;
+  bias: number;
+  c: number;
+  /** Values between C's rows (default n). */
+  ldc?: number;
+}
+
 function tile(rows: number): string {
   const acc = (r: number, h: number) => `$c${r}_${h}`;
   const out: string[] = [];

@@ -1,12 +1,14 @@
 // texforce's fused attention core (adapters/wasm/fused_attention.ts) against tfjs' composition
 // (the fusedAttention switch off): values and gradients for q, k and v, with and without a mask,
 // one head and several, key lengths that are not multiples of 4 or 8, no tensors left behind,
-// and the inputs it refuses.
+// the inputs it refuses, and the same bits whether its (sample, head) pairs run on one thread
+// or are shared over two.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../../core/backend.ts";
 import { fusedAttention, fusedAttentionFits } from "../../../adapters/wasm/fused_attention.ts";
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
+import { gemmHelpersReady, sharedJobs } from "../../../adapters/wasm/_gemm_threads.ts";
 import { multiHeadAttention } from "../../../adapters/nn/attention.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
@@ -95,4 +97,62 @@ Deno.test("wasm fused attention: equals tfjs' composition with gradients", async
       setWasmKernels(before);
     });
   });
+});
+
+Deno.test("wasm fused attention: (sample, head) pairs shared over threads, same bits", async (t) => {
+  // [batch, Lq, Lk, D, heads, masked]: the UNet's level-0 self-attention at batch 2, CLIP's
+  // causal self-attention, a cross-attention over 77 keys (padded panels); each phase has
+  // 1.5 M multiply-adds or more, so each is shared.
+  const cases: [number, number, number, number, number, boolean][] = [
+    [2, 256, 256, 32, 2, false],
+    [3, 77, 77, 128, 4, true],
+    [4, 256, 77, 32, 2, false],
+  ];
+  /** Values and gradients of every case, and how many phases the pool took. */
+  async function run(threads: number): Promise<{ values: Float32Array[]; shared: number }> {
+    await useBackend("wasm", { wasmThreads: threads });
+    const gen = new SeededNoise(5);
+    const start = tf.memory().numTensors;
+    const warm = gen.normal([2, 256, 32]);
+    tf.dispose(fusedAttention(warm, warm, warm, 2, 0.25));
+    warm.dispose();
+    // The pool's workers start on its first job and take work once they report ready.
+    for (let i = 0; threads > 1 && gemmHelpersReady() === 0 && i < 500; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const before = sharedJobs().headPhases;
+    const values: Float32Array[] = [];
+    for (const [b, lq, lk, d, heads, masked] of cases) {
+      const outs = tf.tidy(() => {
+        const q = gen.normal([b, lq, d]);
+        const k = gen.normal([b, lk, d]);
+        const v = gen.normal([b, lk, d]);
+        const dy = gen.normal([b, lq, d]);
+        const mask = masked
+          ? tf.linalg.bandPart(tf.ones([lq, lk]), -1, 0).sub(1).mul(1e9).reshape([1, 1, lq, lk])
+          : undefined;
+        const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+          tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
+        return [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+      });
+      for (const o of outs) values.push(o.dataSync() as Float32Array);
+      tf.dispose(outs);
+    }
+    assert.equal(tf.memory().numTensors, start, "no tensors left behind");
+    return { values, shared: sharedJobs().headPhases - before };
+  }
+  let two: Float32Array[] = [];
+  await t.step("two threads: every phase of every case is shared", async () => {
+    const r = await run(2);
+    // Per case: the scores and the output forward (twice: the value, then under the
+    // gradient), the backward once.
+    assert.equal(r.shared, 5 * cases.length);
+    two = r.values;
+  });
+  await t.step("one thread gives the same bits", async () => {
+    const r = await run(1);
+    assert.equal(r.shared, 0);
+    r.values.forEach((v, i) => assert.deepEqual(v, two[i], `output ${i}`));
+  });
+  await useBackend("wasm");
 });

@@ -1,7 +1,7 @@
 // The packed product's job protocol (adapters/wasm/_gemm_slots.ts), without threads: every
 // panel is claimed exactly once, a claim for another job's sequence number takes nothing, and
 // a failing share is reported and still ends the job (its panels, and the ones given up, count
-// as completed).
+// as completed); a job's take caps each claim.
 import assert from "node:assert/strict";
 import {
   giveUpPanels,
@@ -28,7 +28,7 @@ Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures 
     for (const panels of [10, 40]) {
       post(control, 7, panels);
       const runs: [number, number][] = [];
-      takePanels(control, (...args: number[]) => runs.push([args[9], args[10]]), 7);
+      takePanels(control, (p0, p1) => runs.push([p0, p1]), 7);
       const want: [number, number][] = [];
       for (let p = 0; p < panels; p += takeSize(panels - p)) {
         want.push([p, p + takeSize(panels - p)]);
@@ -38,7 +38,24 @@ Deno.test("gemm slots: panels claimed once each, stale jobs take none, failures 
       takePanels(control, () => assert.fail("no panel is left"), 7);
     }
     // A quarter of what is left, at most PANELS_PER_TAKE, at least one.
-    assert.deepEqual([40, 16, 10, 7, 3, 1].map(takeSize), [PANELS_PER_TAKE, 4, 2, 1, 1, 1]);
+    assert.deepEqual([40, 16, 10, 7, 3, 1].map((n) => takeSize(n)), [
+      PANELS_PER_TAKE,
+      4,
+      2,
+      1,
+      1,
+      1,
+    ]);
+  });
+
+  await t.step("a job's take caps its claims (attention pairs: one at a time)", () => {
+    post(control, 10, 40);
+    control[JOB.take] = 1;
+    const runs: [number, number][] = [];
+    takePanels(control, (p0, p1) => runs.push([p0, p1]), 10);
+    assert.deepEqual(runs, Array.from({ length: 40 }, (_, p) => [p, p + 1]));
+    assert.equal(control[JOB.completed], 40);
+    control[JOB.take] = 0;
   });
 
   await t.step("a thread holding an older job's number takes nothing", () => {
