@@ -13,12 +13,39 @@ import { multiHeadAttention } from "../../../adapters/nn/attention.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
 
+/** [batch, Lq, Lk, D, Dv, heads, causal]. */
+type AttentionShape = [number, number, number, number, number, number, boolean];
+
+/** Random q, k, v and output gradient of a shape, and its value and gradients (in a tidy). */
+function attentionCase(gen: SeededNoise, [b, lq, lk, d, dv, heads, masked]: AttentionShape): {
+  q: tf.Tensor;
+  k: tf.Tensor;
+  v: tf.Tensor;
+  run: () => tf.Tensor[];
+} {
+  const q = gen.normal([b, lq, d]);
+  const k = gen.normal([b, lk, d]);
+  const v = gen.normal([b, lk, dv]);
+  const dy = gen.normal([b, lq, dv]);
+  const mask = masked
+    ? tf.linalg.bandPart(tf.ones([lq, lk]), -1, 0).sub(1).mul(1e9).reshape([1, 1, lq, lk])
+    : undefined;
+  const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+    tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
+  return {
+    q,
+    k,
+    v,
+    run: () => [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])],
+  };
+}
+
 Deno.test("wasm fused attention: equals tfjs' composition with gradients", async (t) => {
   await useBackend("wasm", { wasmThreads: 1 });
   const gen = new SeededNoise(11);
   // [batch, Lq, Lk, D, Dv, heads, masked]: the UNet's self- and cross-attention shapes (small),
   // CLIP's causal self-attention, one head.
-  const cases: [number, number, number, number, number, number, boolean][] = [
+  const cases: AttentionShape[] = [
     [2, 16, 16, 8, 8, 2, false],
     [2, 16, 7, 8, 8, 2, false],
     [1, 5, 5, 12, 12, 3, true],
@@ -33,19 +60,11 @@ Deno.test("wasm fused attention: equals tfjs' composition with gradients", async
       () => {
         const start = tf.memory().numTensors;
         tf.tidy(() => {
-          const q = gen.normal([b, lq, d]);
-          const k = gen.normal([b, lk, d]);
-          const v = gen.normal([b, lk, dv]);
-          const dy = gen.normal([b, lq, dv]);
-          const mask = masked
-            ? tf.linalg.bandPart(tf.ones([lq, lk]), -1, 0).sub(1).mul(1e9).reshape([1, 1, lq, lk])
-            : undefined;
-          const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
-            tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
-          assert.ok(fusedAttentionFits(q, k, v, heads));
-          const fused = [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+          const c = attentionCase(gen, [b, lq, lk, d, dv, heads, masked]);
+          assert.ok(fusedAttentionFits(c.q, c.k, c.v, heads));
+          const fused = c.run();
           const before = setWasmKernels({ fusedAttention: false });
-          const stock = [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
+          const stock = c.run();
           setWasmKernels(before);
           const errors = fused.map((f, i) => tensorRelativeError(f, stock[i]));
           assert.ok(errors.every((e) => e < 1e-5), `value, dq, dk, dv: ${errors}`);
@@ -123,18 +142,7 @@ Deno.test("wasm fused attention: (sample, head) pairs shared over threads, same 
     const before = sharedJobs().headPhases;
     const values: Float32Array[] = [];
     for (const [b, lq, lk, d, heads, masked] of cases) {
-      const outs = tf.tidy(() => {
-        const q = gen.normal([b, lq, d]);
-        const k = gen.normal([b, lk, d]);
-        const v = gen.normal([b, lk, d]);
-        const dy = gen.normal([b, lq, d]);
-        const mask = masked
-          ? tf.linalg.bandPart(tf.ones([lq, lk]), -1, 0).sub(1).mul(1e9).reshape([1, 1, lq, lk])
-          : undefined;
-        const loss = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
-          tf.sum(tf.mul(multiHeadAttention(x, y, z, heads, mask), dy));
-        return [multiHeadAttention(q, k, v, heads, mask), ...tf.grads(loss)([q, k, v])];
-      });
+      const outs = tf.tidy(() => attentionCase(gen, [b, lq, lk, d, d, heads, masked]).run());
       for (const o of outs) values.push(o.dataSync() as Float32Array);
       tf.dispose(outs);
     }
