@@ -105,7 +105,7 @@ class GemmPool {
       job.n / GEMM_PANEL_COLUMNS,
       PANELS_PER_TAKE,
       gemmPanels(c, gemm.gemm),
-      () => `a [${job.m}, ${job.k}] product`,
+      (w) => `packed matMul: worker ${w} failed on a [${job.m}, ${job.k}] product`,
     );
   }
 
@@ -113,7 +113,13 @@ class GemmPool {
   runHeads(phase: Int32Array, pairs: number, local: (p0: number, p1: number) => void): void {
     shared.headPhases++;
     this.control.set(phase, PHASE_AT);
-    this.#share(JOB_KIND.heads, pairs, 1, local, () => `attention phase ${phase[PHASE.kind]}`);
+    this.#share(
+      JOB_KIND.heads,
+      pairs,
+      1,
+      local,
+      (w) => `fused attention: worker ${w} failed on a pair of phase ${phase[PHASE.kind]}`,
+    );
   }
 
   // Post the job (its parameters already in the block), take panels here too, wait for the
@@ -123,7 +129,7 @@ class GemmPool {
     panels: number,
     take: number,
     local: (p0: number, p1: number) => void,
-    what: () => string,
+    failure: (worker: number) => string,
   ): void {
     const c = this.control;
     const seq = ++this.#seq;
@@ -152,7 +158,7 @@ class GemmPool {
     }
     if (error) throw error;
     const failed = this.workers.findIndex((_, i) => c[slotAt(i) + SLOT.failed] === seq);
-    if (failed >= 0) throw new Error(`packed matMul: worker ${failed} failed on ${what()}`);
+    if (failed >= 0) throw new Error(failure(failed));
   }
 
   stop(): void {
