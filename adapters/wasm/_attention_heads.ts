@@ -58,7 +58,8 @@ export const PHASE = {
   dvOut: 16,
   /** float64 (Int32s 18 and 19: 8-byte aligned where the phase is). */
   scale: 18,
-  /** The first thread's scratch (bytes), and the bytes between two threads' scratch. */
+  /** The first thread's scratch (bytes), and the bytes between two threads' scratch (set by
+   * the runner, `runHeadPhase`). */
   scratch: 20,
   stride: 21,
 } as const;
@@ -77,22 +78,54 @@ export const PHASE_FIELDS = 22;
 /** A product of the phase: into `job.c`, through `pad` where n is not whole panels (0: it is). */
 export type HeadProduct = (job: GemmJob, pad: number) => void;
 
+/** The shapes of a phase: heads, lengths, widths of q/k and v, in all and per head. */
+export interface HeadDims {
+  heads: number;
+  lq: number;
+  lk: number;
+  dAll: number;
+  d: number;
+  dvAll: number;
+  dv: number;
+}
+
 /**
- * The float32 values a phase of `kind` needs as scratch per thread.
+ * A phase of `kind` for these shapes; the heap offsets (and, for the backward, the scale) are
+ * the caller's to set, the scratch is the runner's.
  *
  * @example
  * ```ts
- * import { HEAD_PHASE, headScratchValues } from "./_attention_heads.ts";
- * console.log(headScratchValues(HEAD_PHASE.grad, 77, 77, 64, 64));
+ * import { HEAD_PHASE, newPhase, PHASE } from "./_attention_heads.ts";
+ * const phase = newPhase(HEAD_PHASE.scores, { heads: 12, lq: 77, lk: 77, dAll: 768, d: 64, dvAll: 768, dv: 64 });
+ * console.log(phase[PHASE.d]); // 64
  * ```
  */
-export function headScratchValues(
-  kind: number,
-  lq: number,
-  lk: number,
-  d: number,
-  dv: number,
-): number {
+export function newPhase(kind: number, dims: HeadDims): Int32Array {
+  const phase = new Int32Array(PHASE_FIELDS);
+  phase[PHASE.kind] = kind;
+  phase[PHASE.heads] = dims.heads;
+  phase[PHASE.lq] = dims.lq;
+  phase[PHASE.lk] = dims.lk;
+  phase[PHASE.dAll] = dims.dAll;
+  phase[PHASE.d] = dims.d;
+  phase[PHASE.dvAll] = dims.dvAll;
+  phase[PHASE.dv] = dims.dv;
+  return phase;
+}
+
+/**
+ * The float32 values the phase needs as scratch per thread.
+ *
+ * @example
+ * ```ts
+ * import { HEAD_PHASE, headScratchValues, newPhase } from "./_attention_heads.ts";
+ * const dims = { heads: 12, lq: 77, lk: 77, dAll: 768, d: 64, dvAll: 768, dv: 64 };
+ * console.log(headScratchValues(newPhase(HEAD_PHASE.grad, dims)));
+ * ```
+ */
+export function headScratchValues(phase: Int32Array): number {
+  const [lq, lk, d, dv] = [phase[PHASE.lq], phase[PHASE.lk], phase[PHASE.d], phase[PHASE.dv]];
+  const kind = phase[PHASE.kind];
   const lkp = paddedColumns(lk);
   if (kind === HEAD_PHASE.scores) return d * lkp + lq * lkp;
   if (kind === HEAD_PHASE.output) return lk * paddedColumns(dv) + lq * paddedColumns(dv);

@@ -33,7 +33,14 @@ import {
   takePanels,
   ticketOf,
 } from "./_gemm_slots.ts";
-import { headMacs, PHASE, PHASE_FIELDS, runHeadPairs, serialProduct } from "./_attention_heads.ts";
+import {
+  headMacs,
+  headScratchValues,
+  PHASE,
+  PHASE_FIELDS,
+  runHeadPairs,
+  serialProduct,
+} from "./_attention_heads.ts";
 
 /**
  * gemm_simd_wat.ts instantiated on the backend's heap (once per heap); `who` names the caller
@@ -239,8 +246,8 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
  * Run all `pairs` (sample, head) pairs of an attention phase (_attention_heads.ts): shared over
  * the backend's threads where that pays (two pairs at least, 1.5 M multiply-adds in all), each
  * pair's products then on the thread that took it; else one pair after the other here, each
- * product shared by its panels as {@linkcode runGemmUnpadded} shares it. `phase` names its
- * scratch: a stride per thread, for {@linkcode headThreads} threads.
+ * product shared by its panels as {@linkcode runGemmUnpadded} shares it. The phase's scratch
+ * (one stride per thread that may take pairs) is allocated here, for the call.
  *
  * @example
  * ```ts
@@ -257,34 +264,34 @@ export function runHeadPhase(
   const memory = heapMemory(backend);
   if (!memory) throw new Error("runHeadPhase: the wasm backend's memory is not reachable");
   const threads = headThreads(phase, pairs);
-  const local = (p0: number, p1: number) =>
-    runHeadPairs(phase, p0, p1, 0, gemm, new Float32Array(memory.buffer), serialProduct(gemm));
-  if (threads > 1 && memory.buffer instanceof SharedArrayBuffer) {
-    const p = poolFor(memory, threads - 1);
-    if (p.ready()) return p.runHeads(phase, pairs, local);
+  const stride = 4 * headScratchValues(phase);
+  const scratch = backend.wasm._malloc(Math.max(threads * stride, 4));
+  [phase[PHASE.scratch], phase[PHASE.stride]] = [scratch, stride];
+  try {
+    // Views after the allocation, which can grow the heap.
+    const local = (p0: number, p1: number) =>
+      runHeadPairs(phase, p0, p1, 0, gemm, new Float32Array(memory.buffer), serialProduct(gemm));
+    if (threads > 1 && memory.buffer instanceof SharedArrayBuffer) {
+      const p = poolFor(memory, threads - 1);
+      if (p.ready()) return p.runHeads(phase, pairs, local);
+    }
+    runHeadPairs(
+      phase,
+      0,
+      pairs,
+      0,
+      gemm,
+      new Float32Array(memory.buffer),
+      (job, pad) => runGemmUnpadded(backend, gemm, job, pad),
+    );
+  } finally {
+    backend.wasm._free(scratch);
   }
-  runHeadPairs(
-    phase,
-    0,
-    pairs,
-    0,
-    gemm,
-    new Float32Array(memory.buffer),
-    (job, pad) => runGemmUnpadded(backend, gemm, job, pad),
-  );
 }
 
-/**
- * The threads that may take pairs of an attention phase of `pairs` pairs
- * ({@linkcode runHeadPhase}): all of the backend's, or 1 where the phase runs here alone. The
- * scratch must hold one stride per thread.
- *
- * @example
- * ```ts
- * // const scratch = malloc(4 * headThreads(phase, pairs) * strideValues);
- * ```
- */
-export function headThreads(phase: Int32Array, pairs: number): number {
+// The threads that may take pairs of the phase: all of the backend's, or 1 where it runs on
+// the JS thread alone.
+function headThreads(phase: Int32Array, pairs: number): number {
   const threads = wasmThreadsInUse();
   return threads > 1 && pairs > 1 && headMacs(phase, pairs) >= MIN_SPLIT_MACS ? threads : 1;
 }

@@ -19,14 +19,8 @@ import * as tf from "@tensorflow/tfjs";
 import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts";
 import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
-import { gemmSimdFor, headThreads, runHeadPhase } from "./_gemm_threads.ts";
-import {
-  HEAD_PHASE,
-  headScratchValues,
-  PHASE,
-  PHASE_FIELDS,
-  setPhaseScale,
-} from "./_attention_heads.ts";
+import { gemmSimdFor, runHeadPhase } from "./_gemm_threads.ts";
+import { HEAD_PHASE, newPhase, PHASE, setPhaseScale } from "./_attention_heads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import { activationSimdFor } from "./_activation_simd.ts";
 
@@ -104,25 +98,17 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
     const qs = s.alloc(b * lq * dAll);
     const [qo, ko, vo, so, oo] = [q, k, v, scores, out].map((t) => heapOffset(backend, t));
     const sc = Math.fround(scale);
-    const phase = headPhase(HEAD_PHASE.scores, { heads, lq, lk, dAll, d, dvAll, dv });
-    [phase[PHASE.q], phase[PHASE.k], phase[PHASE.p]] = [qs, ko, so];
-    const output = headPhase(HEAD_PHASE.output, { heads, lq, lk, dAll, d, dvAll, dv });
-    [output[PHASE.v], output[PHASE.out]] = [vo, oo];
-    const threads = Math.max(headThreads(phase, pairs), headThreads(output, pairs));
-    const stride = 4 * Math.max(
-      headScratchValues(HEAD_PHASE.scores, lq, lk, d, dv),
-      headScratchValues(HEAD_PHASE.output, lq, lk, d, dv),
-    );
-    const scratch = s.alloc(threads * stride / 4);
-    for (const p of [phase, output]) [p[PHASE.scratch], p[PHASE.stride]] = [scratch, stride];
-    const heap = new Float32Array(heapMemory(backend)!.buffer);
+    const dims = { heads, lq, lk, dAll, d, dvAll, dv };
+    const qk = newPhase(HEAD_PHASE.scores, dims);
+    [qk[PHASE.q], qk[PHASE.k], qk[PHASE.p]] = [qs, ko, so];
     if (simd) simd.scale(qo, qs, b * lq * dAll, sc);
     else {
+      const heap = new Float32Array(heapMemory(backend)!.buffer);
       for (let j = qo >> 2, o = qs >> 2, e = j + b * lq * dAll; j < e; j++) {
         heap[o++] = Math.fround(heap[j] * sc);
       }
     }
-    runHeadPhase(backend, g, phase, pairs);
+    runHeadPhase(backend, g, qk, pairs);
     if (mask && simd && mask.dtype === "float32" && isOneMatrix(mask.shape, lq, lk)) {
       // One [Lq, Lk] mask for every batch entry and head: a SIMD add per score matrix.
       const mo = heapOffset(backend, mask);
@@ -130,33 +116,26 @@ function attentionKernel(args: WasmKernelArgs): tf.TensorInfo[] {
         simd.add(so + 4 * j * lq * lk, mo, so + 4 * j * lq * lk, lq * lk);
       }
     } else if (mask) {
-      addBroadcast(heap, so >> 2, [b, heads, lq, lk], backend.typedArrayFromHeap(mask), mask.shape);
+      // A fresh view: the phase's scratch allocation may have grown (and, unshared, detached)
+      // the heap.
+      const grown = new Float32Array(heapMemory(backend)!.buffer);
+      addBroadcast(
+        grown,
+        so >> 2,
+        [b, heads, lq, lk],
+        backend.typedArrayFromHeap(mask),
+        mask.shape,
+      );
     }
     probs = softmaxKernel(backend, scores);
-    output[PHASE.p] = heapOffset(backend, probs);
+    const output = newPhase(HEAD_PHASE.output, dims);
+    [output[PHASE.v], output[PHASE.p], output[PHASE.out]] = [vo, heapOffset(backend, probs), oo];
     runHeadPhase(backend, g, output, pairs);
   } finally {
     s.free();
     backend.disposeData(scores.dataId);
   }
   return [out, probs];
-}
-
-/** A phase of `kind` for these shapes (offsets and scratch still to set). */
-function headPhase(
-  kind: number,
-  dims: Omit<AttentionDims, "b">,
-): Int32Array {
-  const phase = new Int32Array(PHASE_FIELDS);
-  phase[PHASE.kind] = kind;
-  phase[PHASE.heads] = dims.heads;
-  phase[PHASE.lq] = dims.lq;
-  phase[PHASE.lk] = dims.lk;
-  phase[PHASE.dAll] = dims.dAll;
-  phase[PHASE.d] = dims.d;
-  phase[PHASE.dvAll] = dims.dvAll;
-  phase[PHASE.dv] = dims.dv;
-  return phase;
 }
 
 /** x[i] += m[broadcast i] for x of `shape` at `xo` (float32 sums, as tfjs' Add). */
@@ -211,29 +190,20 @@ function attentionGradKernel(args: WasmKernelArgs): tf.TensorInfo[] {
   const { b, lq, lk, dAll, d, dvAll, dv } = dimsOf(q, v, k.shape[1], heads);
   const [dq, dk, dvT] = [q, k, v].map((t) => backend.makeOutput(t.shape, "float32"));
   const g = gemmSimdFor(backend, "fusedAttention");
-  const s = new Scratch(backend);
-  try {
-    const pairs = b * heads;
-    const phase = headPhase(HEAD_PHASE.grad, { heads, lq, lk, dAll, d, dvAll, dv });
-    const offsets = [dy, q, k, v, probs, dq, dk, dvT].map((t) => heapOffset(backend, t));
-    [
-      phase[PHASE.dy],
-      phase[PHASE.q],
-      phase[PHASE.k],
-      phase[PHASE.v],
-      phase[PHASE.p],
-      phase[PHASE.dq],
-      phase[PHASE.dk],
-      phase[PHASE.dvOut],
-    ] = offsets;
-    setPhaseScale(phase, scale);
-    const stride = 4 * headScratchValues(HEAD_PHASE.grad, lq, lk, d, dv);
-    phase[PHASE.scratch] = s.alloc(headThreads(phase, pairs) * stride / 4);
-    phase[PHASE.stride] = stride;
-    runHeadPhase(backend, g, phase, pairs);
-  } finally {
-    s.free();
-  }
+  const phase = newPhase(HEAD_PHASE.grad, { heads, lq, lk, dAll, d, dvAll, dv });
+  const offsets = [dy, q, k, v, probs, dq, dk, dvT].map((t) => heapOffset(backend, t));
+  [
+    phase[PHASE.dy],
+    phase[PHASE.q],
+    phase[PHASE.k],
+    phase[PHASE.v],
+    phase[PHASE.p],
+    phase[PHASE.dq],
+    phase[PHASE.dk],
+    phase[PHASE.dvOut],
+  ] = offsets;
+  setPhaseScale(phase, scale);
+  runHeadPhase(backend, g, phase, b * heads);
   return [dq, dk, dvT];
 }
 
