@@ -8,7 +8,8 @@ import * as tf from "@tensorflow/tfjs";
 import { useBackend } from "../../../core/backend.ts";
 import { fusedAttention, fusedAttentionFits } from "../../../adapters/wasm/fused_attention.ts";
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
-import { gemmHelpersReady, sharedJobs } from "../../../adapters/wasm/_gemm_threads.ts";
+import { sharedJobs } from "../../../adapters/wasm/_gemm_threads.ts";
+import { gemmHelpersJoined } from "./_gemm_helpers_joined.ts";
 import { multiHeadAttention } from "../../../adapters/nn/attention.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
@@ -136,9 +137,7 @@ Deno.test("wasm fused attention: (sample, head) pairs shared over threads, same 
     tf.dispose(fusedAttention(warm, warm, warm, 2, 0.25));
     warm.dispose();
     // The pool's workers start on its first job and take work once they report ready.
-    for (let i = 0; threads > 1 && gemmHelpersReady() === 0 && i < 500; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    if (threads > 1) assert.equal(await gemmHelpersJoined(), threads - 1, "the workers joined");
     const before = sharedJobs().headPhases;
     const values: Float32Array[] = [];
     for (const [b, lq, lk, d, heads, masked] of cases) {

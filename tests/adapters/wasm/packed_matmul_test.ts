@@ -12,7 +12,7 @@ import {
   packWeight,
 } from "../../../adapters/wasm/packed_matmul.ts";
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
-import { gemmHelpersReady } from "../../../adapters/wasm/_gemm_threads.ts";
+import { gemmHelpersJoined } from "./_gemm_helpers_joined.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
 
@@ -143,12 +143,8 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
     await useBackend("wasm", { wasmThreads: 2 });
     // The workers start on the first split product and join once ready.
     product();
-    for (let i = 0; i < 50 && gemmHelpersReady() === 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      product();
-    }
+    const helpers = await gemmHelpersJoined();
     const two = product();
-    const helpers = gemmHelpersReady();
     await useBackend("wasm", { wasmThreads: 1 });
     assert.equal(helpers, 1, "the worker joined");
     assert.deepEqual([...two], [...one]);
