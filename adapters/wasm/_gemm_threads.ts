@@ -60,11 +60,17 @@ export function gemmSimdFor(backend: WasmHeapBackend, who: string): GemmSimd {
   return g;
 }
 
-// Below this many multiply-adds (1.5 M) a product runs on one thread: waking a worker costs
-// 20–45 µs here, about what 1 M multiply-adds take, so splitting a product of 1 M gains nothing
-// and one of 1.9 M (CLIP's LoRA factors, 154 × 768 · 768 × 16) gains: 101–103 → 90–91 ms of
-// the CLIP-L LoRA forward + backward with two threads (from 2 M before).
-const MIN_SPLIT_MACS = 3 << 19;
+// Below this many multiply-adds (256 K) a product or an attention phase runs on one thread.
+// Waking a worker costs 20–45 µs here, about what 1 M multiply-adds take, but the calling
+// thread never waits for the wake-up (it starts on the panels at once, and a worker that wakes
+// late finds none left), and at small batches the jobs come back to back, so a worker woken
+// for one is often still awake for the next. The tiny UNet's batch-2 pass on two threads,
+// 256 K against 1.5 M paired in one process (a setting paired with itself: 0.99–1.00): forward
+// + backward 0.92, 0.94 and 1.01 of the time, forward 0.93, 0.97 and 0.99; CLIP-L's jobs are
+// all above 1.5 M.
+// At 1.5 M, one of 1.9 M (CLIP's LoRA factors, 154 × 768 · 768 × 16) gained 101–103 → 90–91 ms
+// of the CLIP-L LoRA forward + backward with two threads (from 2 M before).
+const MIN_SPLIT_MACS = 1 << 18;
 
 // How long the calling thread polls for the workers' last panels before it sleeps.
 const SPIN_MS = 0.05;
@@ -244,7 +250,7 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
 
 /**
  * Run all `pairs` (sample, head) pairs of an attention phase (_attention_heads.ts): shared over
- * the backend's threads where that pays (two pairs at least, 1.5 M multiply-adds in all), each
+ * the backend's threads where that pays (two pairs at least, 256 K multiply-adds in all), each
  * pair's products then on the thread that took it; else one pair after the other here, each
  * product shared by its panels as {@linkcode runGemmUnpadded} shares it. The phase's scratch
  * (one stride per thread that may take pairs) is allocated here, for the call.

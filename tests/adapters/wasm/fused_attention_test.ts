@@ -122,7 +122,7 @@ Deno.test("wasm fused attention: equals tfjs' composition with gradients", async
 Deno.test("wasm fused attention: (sample, head) pairs shared over threads, same bits", async (t) => {
   // [batch, Lq, Lk, D, heads, masked]: the UNet's level-0 self-attention at batch 2, CLIP's
   // causal self-attention, a cross-attention over 77 keys (padded panels); each phase has
-  // 1.5 M multiply-adds or more, so each is shared.
+  // 256 K multiply-adds or more, so each is shared.
   const cases: [number, number, number, number, number, boolean][] = [
     [2, 256, 256, 32, 2, false],
     [3, 77, 77, 128, 4, true],

@@ -128,7 +128,7 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
   });
 
   await t.step("two threads give bitwise the results of one", async () => {
-    // Big enough to be split (≥ 2 M multiply-adds), rows not a multiple of 6.
+    // Big enough to be split (≥ 256 K multiply-adds), rows not a multiple of 6.
     const [m, k, n] = [154, 256, 768];
     const xs = gen.normal([m, k]).dataSync().slice();
     const ws = gen.normal([k, n]).dataSync().slice();
