@@ -83,8 +83,10 @@ export interface HeadDims {
   heads: number;
   lq: number;
   lk: number;
+  /** q's and k's row length, and one head's share of it. */
   dAll: number;
   d: number;
+  /** v's row length, and one head's share of it. */
   dvAll: number;
   dv: number;
 }

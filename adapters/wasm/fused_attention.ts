@@ -20,7 +20,7 @@ import { registerWasmKernels, type WasmKernelArgs } from "./_kernel_registry.ts"
 import { heapMemory, heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 import type { Tensor } from "../../core/tensor_types.ts";
 import { gemmSimdFor, runHeadPhase } from "./_gemm_threads.ts";
-import { HEAD_PHASE, newPhase, PHASE, setPhaseScale } from "./_attention_heads.ts";
+import { HEAD_PHASE, type HeadDims, newPhase, PHASE, setPhaseScale } from "./_attention_heads.ts";
 import { useWasmKernel } from "./kernel_options.ts";
 import { activationSimdFor } from "./_activation_simd.ts";
 
@@ -37,18 +37,9 @@ interface AttentionAttrs {
   scale: number;
 }
 
-/** The shapes of one call: batch, lengths, widths of q/k and v, per head and in all. */
-interface AttentionDims {
+/** The shapes of one call: the phase's (heads, lengths, widths) and the batch. */
+interface AttentionDims extends HeadDims {
   b: number;
-  heads: number;
-  lq: number;
-  lk: number;
-  /** q's and k's row length, and one head's share of it. */
-  dAll: number;
-  d: number;
-  /** v's row length, and one head's share of it. */
-  dvAll: number;
-  dv: number;
 }
 
 function dimsOf(q: tf.TensorInfo, v: tf.TensorInfo, lk: number, heads: number): AttentionDims {
