@@ -65,7 +65,7 @@ export function gemmSimdFor(backend: WasmHeapBackend, who: string): GemmSimd {
 // thread never waits for the wake-up (it starts on the panels at once, and a worker that wakes
 // late finds none left), and at small batches the jobs come back to back, so a worker woken
 // for one is often still awake for the next. The tiny UNet's batch-2 pass on two threads,
-// 256 K against 1.5 M paired in one process (a setting paired with itself: 0.99–1.00): forward
+// 256 K against 1.5 M paired in one process (a setting paired with itself: 0.96–1.00): forward
 // + backward 0.92, 0.94 and 1.01 of the time, forward 0.93, 0.97 and 0.99; CLIP-L's jobs are
 // all above 1.5 M.
 // At 1.5 M, one of 1.9 M (CLIP's LoRA factors, 154 × 768 · 768 × 16) gained 101–103 → 90–91 ms
