@@ -10,9 +10,9 @@
 // count. Workers start on the first product and take work once all report ready (until then
 // the JS thread does it all: they must not be waited for while starting). The same pool runs
 // the attention core's phases (_attention_heads.ts): there the threads claim (sample, head)
-// pairs one at a time, each pair's products on the thread that took it, where the products
-// alone (77 × 64 · 64 × 80 for CLIP-L, 256 × 16 · 16 × 256 for the tiny UNet) are too small
-// to share by panels.
+// pairs one at a time, each pair's products on the thread that took it: one claim per head
+// instead of one per product, whose 10–32 panels (77 × 64 · 64 × 80 for CLIP-L, 256 × 16 ·
+// 16 × 256 for the tiny UNet) take a few µs each.
 import { Worker } from "node:worker_threads";
 import { wasmThreadsInUse } from "../../core/backend.ts";
 import { heapInstance, heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
@@ -67,9 +67,8 @@ export function gemmSimdFor(backend: WasmHeapBackend, who: string): GemmSimd {
 // for one is often still awake for the next. The tiny UNet's batch-2 pass on two threads,
 // 256 K against 1.5 M paired in one process (a setting paired with itself: 0.96–1.00): forward
 // + backward 0.92, 0.94 and 1.01 of the time, forward 0.93, 0.97 and 0.99; CLIP-L's jobs are
-// all above 1.5 M.
-// At 1.5 M, one of 1.9 M (CLIP's LoRA factors, 154 × 768 · 768 × 16) gained 101–103 → 90–91 ms
-// of the CLIP-L LoRA forward + backward with two threads (from 2 M before).
+// all above 1.5 M (sharing its LoRA factors, 1.9 M, gained 101–103 → 90–91 ms of its forward +
+// backward on two threads when the threshold went from 2 M to 1.5 M).
 const MIN_SPLIT_MACS = 1 << 18;
 
 // How long the calling thread polls for the workers' last panels before it sleeps.

@@ -13,6 +13,7 @@ import {
 } from "../../../adapters/wasm/packed_matmul.ts";
 import { setWasmKernels } from "../../../adapters/wasm/kernel_options.ts";
 import { gemmHelpersJoined } from "./_gemm_helpers_joined.ts";
+import { sharedJobs } from "../../../adapters/wasm/_gemm_threads.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { tensorRelativeError } from "../../_helpers.ts";
 
@@ -144,9 +145,12 @@ Deno.test("wasm packed matMul: equals tfjs' matMul, splits over threads bitwise"
     // The workers start on the first split product and join once ready.
     product();
     const helpers = await gemmHelpersJoined();
+    const before = sharedJobs().products;
     const two = product();
+    const shared = sharedJobs().products - before;
     await useBackend("wasm", { wasmThreads: 1 });
     assert.equal(helpers, 1, "the worker joined");
+    assert.equal(shared, 1, "the product went through the pool");
     assert.deepEqual([...two], [...one]);
   });
 });
