@@ -18,6 +18,12 @@ import { installWasmSliceKernels } from "./_wasm_kernels.ts";
 import { installTapeMemoryRelease } from "./_tape_memory.ts";
 import { patchedThreadedWasm, THREADED_SIMD_WASM } from "./_xnnpack_spin.ts";
 import {
+  attachXnnpackGate,
+  installXnnpackGate,
+  type PoolCountSite,
+  poolCountSite,
+} from "./_xnnpack_gate.ts";
+import {
   threadedGluePath,
   WASM_MAX_THREADS,
   wasmThreadsAvailable,
@@ -86,6 +92,9 @@ async function loadWasm(): Promise<void> {
         : dir,
     );
   }
+  // The gate goes in front of tfjs' own kernels first, so that the replacements below, which
+  // call some of them, reach them through it too.
+  installXnnpackGate();
   installWasmSliceKernels();
   wasmLoaded = true;
 }
@@ -141,6 +150,21 @@ function idleCores(): number {
   return Math.max(1, cores - Math.floor(load));
 }
 
+// Where the threaded binary keeps XNNPACK's pool size (core/_xnnpack_gate.ts), read once from
+// the package's own binary; null (no gate) where it cannot be read or has another shape.
+let poolSite: Promise<PoolCountSite | null> | undefined;
+function threadedPoolSite(): Promise<PoolCountSite | null> {
+  poolSite ??= (async () => {
+    if (!wasmEntry.startsWith("file:")) return null;
+    try {
+      return poolCountSite(await Deno.readFile(new URL(THREADED_SIMD_WASM, wasmEntry)));
+    } catch {
+      return null;
+    }
+  })();
+  return poolSite;
+}
+
 async function activateWasm(threads: number): Promise<boolean> {
   const wasm = await import("@tensorflow/tfjs-backend-wasm");
   if (wasmThreadsNow !== 0 && wasmThreadsNow !== threads) {
@@ -149,6 +173,7 @@ async function activateWasm(threads: number): Promise<boolean> {
     tf.removeBackend("wasm");
     if (factory) tf.registerBackend("wasm", factory, 2);
     wasmThreadsNow = 0;
+    attachXnnpackGate(null, null, 1);
   }
   wasm.setThreadsCount(threads);
   if (threads === 1) {
@@ -159,7 +184,10 @@ async function activateWasm(threads: number): Promise<boolean> {
   }
   if (wasmThreadsNow === threads) return await activate("wasm");
   const ok = await withWasmThreads(threads, threadedGluePath(wasmEntry), () => activate("wasm"));
-  if (ok) wasmThreadsNow = wasm.getThreadsCount();
+  if (ok) {
+    wasmThreadsNow = wasm.getThreadsCount();
+    attachXnnpackGate(tf.backend(), await threadedPoolSite(), wasmThreadsNow);
+  }
   return ok;
 }
 
