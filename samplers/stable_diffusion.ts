@@ -96,6 +96,9 @@ export async function loadStableDiffusion(
     if (options.unetLora) {
       unet.mergeLora(await loadUNetLora(options.unetLora), options.unetLoraScale ?? 1);
     }
+    // Small models on a threaded wasm backend: whole samples over the cores
+    // (UNet2DConditionModel.startSampleWorkers).
+    await unet.startDefaultSampleWorkers();
   } catch (e) {
     unet.dispose();
     vae?.dispose();

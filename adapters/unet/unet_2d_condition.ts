@@ -39,6 +39,8 @@ import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_typ
 import { recomputed } from "../nn/recompute.ts";
 import { silu } from "./_activations.ts";
 import { webgpuKernels } from "../webgpu/kernel_options.ts";
+import { SampleWorkers, type WeightTree } from "./_sample_workers.ts";
+import { wasmThreadsInUse } from "../../core/backend.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
 export { loadUNetLora, type LoraPair, type UNetLora } from "./unet_lora.ts";
@@ -86,6 +88,30 @@ export interface UNetLoadOptions {
 }
 
 /**
+ * A UNet's config and weights as plain values (each tensor as its shape and values), which
+ * structured cloning can send to a worker (`UNet2DConditionModel.snapshot` / `fromSnapshot`).
+ *
+ * @example
+ * ```ts
+ * import type { UNet2DConditionModel, UNetSnapshot } from "./unet_2d_condition.ts";
+ * declare const unet: UNet2DConditionModel;
+ * const s: UNetSnapshot = unet.snapshot();
+ * console.log(s.config.inChannels);
+ * ```
+ */
+export interface UNetSnapshot {
+  /** The validated config. */
+  config: UNetConfig;
+  /** Where the weights came from. */
+  source: string;
+  /** The weight tree, tensors as `{ shape, values }`. */
+  weights: WeightTree;
+}
+
+/** Parameters a UNet may have for sample workers to pay by default (each holds a copy). */
+const SAMPLE_WORKERS_MAX_PARAMETERS = 64 << 20;
+
+/**
  * A Stable Diffusion UNet.
  *
  * @example
@@ -120,6 +146,7 @@ export class UNet2DConditionModel {
   recomputeBlocks: boolean = webgpuKernels().recomputeBlocks;
   #w: UNetWeights;
   #linears: LinearRegistry;
+  #workers: SampleWorkers | null = null;
 
   private constructor(
     config: UNetConfig,
@@ -321,6 +348,9 @@ export class UNet2DConditionModel {
       );
     }
     const slice = this.attentionSlice;
+    if (this.#workers && b > 1 && tf.getBackend() === "wasm") {
+      return this.#workers.forward(sample, ts, encoderHiddenStates, slice);
+    }
     return tf.tidy(() => {
       const tEmb = sinusoidalTimestepEmbedding(
         ts,
@@ -392,6 +422,8 @@ export class UNet2DConditionModel {
    * ```
    */
   mergeLora(lora: UNetLora, scale = 1): number {
+    // The workers' copies would keep the old weights.
+    this.stopSampleWorkers();
     // Merging replaces linear weights: their copies go with them, the new ones get theirs.
     const linears = [...this.#linears.values()];
     releaseFrozenCopies(linears);
@@ -414,6 +446,161 @@ export class UNet2DConditionModel {
    */
   linearLayerNames(): string[] {
     return [...this.#linears.keys()];
+  }
+
+  /**
+   * This model's config and weights as plain values, for {@linkcode fromSnapshot} in a worker.
+   * Trainable weights (variables) are refused: a copy would not follow their updates.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * const copy = await UNet2DConditionModel.fromSnapshot(unet.snapshot());
+   * ```
+   */
+  snapshot(): UNetSnapshot {
+    const walk = (o: unknown, at: string): unknown => {
+      if (o instanceof tf.Variable) {
+        throw new Error(`UNet.snapshot: '${at}' is trainable; a copy would not follow it`);
+      }
+      if (o instanceof tf.Tensor) {
+        return { shape: o.shape, dtype: o.dtype, values: o.dataSync(), tensor: true };
+      }
+      if (Array.isArray(o)) return o.map((v, i) => walk(v, `${at}[${i}]`));
+      if (o && typeof o === "object") {
+        return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, walk(v, `${at}.${k}`)]));
+      }
+      return o;
+    };
+    return { config: this.config, source: this.source, weights: walk(this.#w, "weights") };
+  }
+
+  /**
+   * A model from a {@linkcode snapshot} (in a worker: on that thread's backend).
+   *
+   * @example
+   * ```ts
+   * import { UNet2DConditionModel, type UNetSnapshot } from "./unet_2d_condition.ts";
+   * declare const s: UNetSnapshot;
+   * const unet = await UNet2DConditionModel.fromSnapshot(s);
+   * ```
+   */
+  static fromSnapshot(s: UNetSnapshot): Promise<UNet2DConditionModel> {
+    const walk = (o: unknown): unknown => {
+      if (Array.isArray(o)) return o.map(walk);
+      if (o && typeof o === "object") {
+        const t = o as {
+          tensor?: boolean;
+          shape: number[];
+          dtype: tf.DataType;
+          values: Float32Array;
+        };
+        if (t.tensor === true) return tf.tensor(t.values, t.shape, t.dtype);
+        return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, walk(v)]));
+      }
+      return o;
+    };
+    const w = walk(s.weights) as UNetWeights;
+    return Promise.resolve(new UNet2DConditionModel(s.config, s.source, w, new Map(), []));
+  }
+
+  /**
+   * Share the samples of later calls (batches of 2 or more, on the wasm backend) over `count`
+   * module workers, each with its own single-threaded wasm backend and a copy of the weights
+   * (adapters/unet/_sample_workers.ts): at small batches a threaded backend keeps only one
+   * core busy, whole samples keep them all. Outputs and gradients into the encoder states are
+   * bitwise those of the model's own call. A tape may hold one such forward at a time (the
+   * trainer's PPO step has one). `mergeLora` and `dispose` stop the workers. Returns how many
+   * run.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * await unet.startSampleWorkers(2);
+   * ```
+   */
+  async startSampleWorkers(count: number): Promise<number> {
+    this.stopSampleWorkers();
+    const n = Math.floor(count);
+    if (!(n >= 2)) return 0;
+    this.#workers = await SampleWorkers.start(this.snapshot(), n);
+    return n;
+  }
+
+  /**
+   * Whether sample workers pay by default for this model on `threads` cores: two cores at
+   * least, and few enough parameters that a copy per worker is cheap (64 M; SD 1.5's UNet has
+   * 860 M).
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * if (unet.sampleWorkersPay(2)) await unet.startSampleWorkers(2);
+   * ```
+   */
+  sampleWorkersPay(threads: number): boolean {
+    return threads >= 2 && this.numParameters() <= SAMPLE_WORKERS_MAX_PARAMETERS;
+  }
+
+  /**
+   * Start the sample workers the environment asks for: `TEXFORCE_SAMPLE_WORKERS=off` none,
+   * `=N` N; unset, one per wasm thread where {@linkcode sampleWorkersPay} (the running backend
+   * must be wasm with two threads or more). Returns how many run.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * console.log(await unet.startDefaultSampleWorkers());
+   * ```
+   */
+  async startDefaultSampleWorkers(): Promise<number> {
+    const asked = Deno.env.get("TEXFORCE_SAMPLE_WORKERS");
+    if (asked === "off" || asked === "0") return 0;
+    if (asked !== undefined) {
+      const n = Number(asked);
+      if (!Number.isInteger(n) || n < 0) {
+        throw new Error(
+          `TEXFORCE_SAMPLE_WORKERS must be off or a whole number of workers (got '${asked}')`,
+        );
+      }
+      return await this.startSampleWorkers(n);
+    }
+    if (tf.getBackend() !== "wasm") return 0;
+    const threads = wasmThreadsInUse();
+    return this.sampleWorkersPay(threads) ? await this.startSampleWorkers(threads) : 0;
+  }
+
+  /**
+   * How many sample workers run (0: none).
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * console.log(unet.sampleWorkers);
+   * ```
+   */
+  get sampleWorkers(): number {
+    return this.#workers?.size ?? 0;
+  }
+
+  /**
+   * Stop the sample workers, if any; later calls run on this thread's backend.
+   *
+   * @example
+   * ```ts
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * unet.stopSampleWorkers();
+   * ```
+   */
+  stopSampleWorkers(): void {
+    this.#workers?.dispose();
+    this.#workers = null;
   }
 
   /**
@@ -447,6 +634,7 @@ export class UNet2DConditionModel {
    * ```
    */
   dispose(): void {
+    this.stopSampleWorkers();
     releaseFrozenCopies(this.#w);
     tf.dispose(this.#w as unknown as tf.TensorContainer);
     this.#linears.clear();
