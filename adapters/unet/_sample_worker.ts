@@ -4,7 +4,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { parentPort } from "node:worker_threads";
 import { useBackend } from "../../core/backend.ts";
-import { CALL, ERROR_BYTES, HEADER_BYTES } from "./_sample_workers.ts";
+import { CALL, ERROR_BYTES, HEADER_BYTES, shareLayout } from "./_sample_workers.ts";
 import { UNet2DConditionModel, type UNetSnapshot } from "./unet_2d_condition.ts";
 
 interface Call {
@@ -36,13 +36,14 @@ function run(m: Call): void {
   const header = new Int32Array(m.sab, 0, 4);
   const [b, h, w] = m.xShape;
   const epsSize = b * h * w * model.config.outChannels;
+  const at = shareLayout(epsSize);
   const floats = new Float32Array(m.sab, HEADER_BYTES);
   const x = tf.tensor4d(m.x, m.xShape);
   const states = tf.tensor3d(m.states, m.statesShape);
   try {
     if (m.kind === "forward") {
       const eps = model.forward(x, m.timesteps, states);
-      floats.set(eps.dataSync() as Float32Array, 0);
+      floats.set(eps.dataSync() as Float32Array, at.eps);
       eps.dispose();
       Atomics.store(header, 0, CALL.FORWARD_DONE);
       Atomics.notify(header, 0);
@@ -51,7 +52,7 @@ function run(m: Call): void {
     // The tape stays alive while this waits for the output's gradient.
     const g = tf.grad((s: tf.Tensor) => {
       const eps = model.forward(x, m.timesteps, s as tf.Tensor3D);
-      floats.set(eps.dataSync() as Float32Array, 0);
+      floats.set(eps.dataSync() as Float32Array, at.eps);
       Atomics.store(header, 0, CALL.FORWARD_DONE);
       Atomics.notify(header, 0);
       while (Atomics.load(header, 0) === CALL.FORWARD_DONE) {
@@ -59,11 +60,11 @@ function run(m: Call): void {
       }
       if (Atomics.load(header, 0) === CALL.CANCEL) return eps.mul(0).sum();
       // d(Σ eps·dy)/d eps is dy itself, bit for bit.
-      const dy = tf.tensor4d(floats.slice(epsSize, 2 * epsSize), eps.shape as typeof m.xShape);
+      const dy = tf.tensor4d(floats.slice(at.dy, at.dy + epsSize), eps.shape as typeof m.xShape);
       return eps.mul(dy).sum();
     })(states);
     const cancelled = Atomics.load(header, 0) === CALL.CANCEL;
-    if (!cancelled) floats.set(g.dataSync() as Float32Array, 2 * epsSize);
+    if (!cancelled) floats.set(g.dataSync() as Float32Array, at.dStates);
     g.dispose();
     if (!cancelled) {
       Atomics.store(header, 0, CALL.GRAD_DONE);

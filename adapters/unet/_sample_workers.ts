@@ -39,6 +39,21 @@ export const HEADER_BYTES = 16;
 /** Room for a worker's error message (UTF-8) at the end of the buffer. */
 export const ERROR_BYTES = 4096;
 
+/**
+ * Where a share's floats are in its call buffer (after the header), for an output of
+ * `epsSize` values: the output, its gradient, then the encoder states' gradient. Both sides
+ * read the layout from here.
+ *
+ * @example
+ * ```ts
+ * import { shareLayout } from "./_sample_workers.ts";
+ * console.log(shareLayout(1024)); // { eps: 0, dy: 1024, dStates: 2048 }
+ * ```
+ */
+export function shareLayout(epsSize: number): { eps: number; dy: number; dStates: number } {
+  return { eps: 0, dy: epsSize, dStates: 2 * epsSize };
+}
+
 /** A weights snapshot: the model's weight tree with each tensor as its values. */
 export type WeightTree = unknown;
 
@@ -226,7 +241,7 @@ export class SampleWorkers {
       const count = Math.floor(b / n) + (i < b % n ? 1 : 0);
       const epsSize = count * epsPer, statesSize = count * sPer;
       // Output, its gradient, the states' gradient; then the error text.
-      const floats = kind === "grad" ? 2 * epsSize + statesSize : epsSize;
+      const floats = kind === "grad" ? shareLayout(epsSize).dStates + statesSize : epsSize;
       const sab = new SharedArrayBuffer(HEADER_BYTES + 4 * floats + ERROR_BYTES);
       const share: Share = {
         header: new Int32Array(sab, 0, 4),
@@ -266,7 +281,7 @@ export class SampleWorkers {
     const out = new Float32Array(shares.reduce((n, sh) => n + sh.statesSize, 0));
     let epsAt = 0;
     for (const share of shares) {
-      share.floats.set(d.subarray(epsAt, epsAt + share.epsSize), share.epsSize);
+      share.floats.set(d.subarray(epsAt, epsAt + share.epsSize), shareLayout(share.epsSize).dy);
       epsAt += share.epsSize;
       Atomics.store(share.header, 0, CALL.DY_READY);
       Atomics.notify(share.header, 0);
@@ -274,7 +289,8 @@ export class SampleWorkers {
     let at = 0;
     for (const share of shares) {
       waitWhile(share, CALL.DY_READY, "backward");
-      out.set(share.floats.subarray(2 * share.epsSize, 2 * share.epsSize + share.statesSize), at);
+      const from = shareLayout(share.epsSize).dStates;
+      out.set(share.floats.subarray(from, from + share.statesSize), at);
       at += share.statesSize;
     }
     return out;
