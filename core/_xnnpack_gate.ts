@@ -251,6 +251,7 @@ let live: { count: Int32Array; at: number; threads: number } | null = null;
 let enabled = Deno.env.get("TEXFORCE_XNNPACK_GATE") !== "off";
 let sequential = 0;
 let threaded = 0;
+let pinned = false;
 
 /**
  * Turn the gate on or off for this process (on by default; `TEXFORCE_XNNPACK_GATE=off` in the
@@ -264,6 +265,25 @@ let threaded = 0;
  */
 export function setXnnpackGate(on: boolean): void {
   enabled = on;
+}
+
+/**
+ * Pin XNNPACK's pool to the calling thread (`on`), or give it back its own thread count: while
+ * pinned every operation runs on the calling thread, whatever its size. For work that runs
+ * beside other threads' own (core/backend.ts `holdCallingThread`). Without an attached gate
+ * this does nothing.
+ *
+ * @example
+ * ```ts
+ * import { pinXnnpackPool } from "./_xnnpack_gate.ts";
+ * pinXnnpackPool(true);
+ * pinXnnpackPool(false);
+ * ```
+ */
+export function pinXnnpackPool(on: boolean): void {
+  pinned = on;
+  const g = live;
+  if (g) g.count[g.at] = on ? 1 : g.threads;
 }
 
 /**
@@ -314,6 +334,7 @@ export function attachXnnpackGate(
   heap[at] = threads;
   if (seen !== 1) return false;
   live = { count: heap, at, threads };
+  if (pinned) heap[at] = 1;
   return true;
 }
 

@@ -20,6 +20,7 @@ import { patchedThreadedWasm, THREADED_SIMD_WASM } from "./_xnnpack_spin.ts";
 import {
   attachXnnpackGate,
   installXnnpackGate,
+  pinXnnpackPool,
   type PoolCountSite,
   poolCountSite,
 } from "./_xnnpack_gate.ts";
@@ -389,6 +390,48 @@ export function currentBackend(): BackendInfo {
  */
 export function wasmThreadsInUse(): number {
   return wasmThreadsNow;
+}
+
+let callingThreadHolds = 0;
+
+/**
+ * Keep the wasm backend's work on the calling thread until the returned release is called:
+ * XNNPACK's pool and texforce's own product pool both, whatever an operation's size. For work
+ * that runs beside other threads' work (a UNet's share of a batch next to its sample workers'
+ * shares, adapters/unet/_sample_workers.ts), where a pool's helpers would only take cores the
+ * others use. Holds nest; a release counts once. Results do not change (every kernel computes
+ * the same bits on any thread count).
+ *
+ * @example
+ * ```ts
+ * import { holdCallingThread, wasmThreadsToShare } from "@texforce/core";
+ * const release = holdCallingThread();
+ * console.log(wasmThreadsToShare()); // 1
+ * release();
+ * ```
+ */
+export function holdCallingThread(): () => void {
+  if (callingThreadHolds++ === 0) pinXnnpackPool(true);
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    if (--callingThreadHolds === 0) pinXnnpackPool(false);
+  };
+}
+
+/**
+ * Threads a texforce wasm kernel may share its work over now: {@linkcode wasmThreadsInUse}, or 1
+ * while {@linkcode holdCallingThread} holds the work on the calling thread.
+ *
+ * @example
+ * ```ts
+ * import { wasmThreadsToShare } from "@texforce/core";
+ * console.log(wasmThreadsToShare());
+ * ```
+ */
+export function wasmThreadsToShare(): number {
+  return callingThreadHolds > 0 ? 1 : wasmThreadsNow;
 }
 
 // Model code asks whether wasm's BatchMatMul already runs on XNNPACK (it then skips its own

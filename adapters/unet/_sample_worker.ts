@@ -1,98 +1,120 @@
 // A UNet sample worker (see _sample_workers.ts): its own single-threaded wasm backend and a copy
-// of the model, built from the snapshot it is sent; then each message is a share of a call,
-// answered through the call's SharedArrayBuffer.
+// of the model, built from the snapshot it is sent with its call buffer; then it sleeps in
+// Atomics.wait on that buffer, runs each call posted there and writes the answer back.
 import * as tf from "@tensorflow/tfjs";
 import { parentPort } from "node:worker_threads";
 import { useBackend } from "../../core/backend.ts";
-import { CALL, ERROR_BYTES, HEADER_BYTES, shareLayout } from "./_sample_workers.ts";
+import {
+  CALL,
+  CALL_AT,
+  callLayout,
+  ERROR_BYTES,
+  HEADER_BYTES,
+  readCallShape,
+  WORD,
+} from "./_sample_workers.ts";
 import { UNet2DConditionModel, type UNetSnapshot } from "./unet_2d_condition.ts";
 
-interface Call {
-  kind: "forward" | "grad";
-  sab: SharedArrayBuffer;
-  x: Float32Array;
-  xShape: [number, number, number, number];
-  timesteps: number[];
-  states: Float32Array;
-  statesShape: [number, number, number];
-  attentionSlice: number;
+function answer(header: Int32Array, state: number): void {
+  Atomics.store(header, WORD.STATE, state);
+  Atomics.notify(header, WORD.STATE);
 }
 
-let unet: UNet2DConditionModel | null = null;
-
-function fail(sab: SharedArrayBuffer, e: unknown): void {
-  const header = new Int32Array(sab, 0, 4);
+function fail(sab: SharedArrayBuffer, header: Int32Array, e: unknown): void {
   const text = new TextEncoder().encode(e instanceof Error ? e.stack ?? e.message : String(e));
   const n = Math.min(text.length, ERROR_BYTES);
-  new Uint8Array(sab, sab.byteLength - ERROR_BYTES, n).set(text.subarray(0, n));
-  header[1] = n;
-  Atomics.store(header, 0, CALL.FAILED);
-  Atomics.notify(header, 0);
+  new Uint8Array(sab, HEADER_BYTES, n).set(text.subarray(0, n));
+  header[WORD.ERROR_LENGTH] = n;
+  answer(header, CALL.FAILED);
 }
 
-function run(m: Call): void {
-  const model = unet!;
-  model.attentionSlice = m.attentionSlice;
-  const header = new Int32Array(m.sab, 0, 4);
-  const [b, h, w] = m.xShape;
-  const epsSize = b * h * w * model.config.outChannels;
-  const at = shareLayout(epsSize);
-  const floats = new Float32Array(m.sab, HEADER_BYTES);
-  const x = tf.tensor4d(m.x, m.xShape);
-  const states = tf.tensor3d(m.states, m.statesShape);
+// Sleep until the state leaves `state`; the new state.
+function waitWhile(header: Int32Array, state: number): number {
+  let now = Atomics.load(header, WORD.STATE);
+  while (now === state) {
+    // With a timeout: termination does not depend on interrupting the wait.
+    Atomics.wait(header, WORD.STATE, state, 1000);
+    now = Atomics.load(header, WORD.STATE);
+  }
+  return now;
+}
+
+function run(unet: UNet2DConditionModel, sab: SharedArrayBuffer, header: Int32Array): void {
+  const { shape, timesteps } = readCallShape(sab, CALL_AT);
+  const at = callLayout(shape);
+  const { b, h, w, c, l, d, out } = shape;
+  unet.attentionSlice = shape.attentionSlice;
+  const epsSize = b * h * w * out;
+  const x = tf.tensor4d(new Float32Array(sab, at.x, b * h * w * c).slice(), [b, h, w, c]);
+  const states = tf.tensor3d(new Float32Array(sab, at.states, b * l * d).slice(), [b, l, d]);
+  const write = (t: tf.Tensor, byte: number) =>
+    new Float32Array(sab, byte, t.size).set(t.dataSync() as Float32Array);
   try {
-    if (m.kind === "forward") {
-      const eps = model.forward(x, m.timesteps, states);
-      floats.set(eps.dataSync() as Float32Array, at.eps);
+    if (!shape.grad) {
+      const eps = unet.forward(x, timesteps, states);
+      write(eps, at.eps);
       eps.dispose();
-      Atomics.store(header, 0, CALL.FORWARD_DONE);
-      Atomics.notify(header, 0);
+      answer(header, CALL.FORWARD_DONE);
       return;
     }
     // The tape stays alive while this waits for the output's gradient.
-    const g = tf.grad((s: tf.Tensor) => {
-      const eps = model.forward(x, m.timesteps, s as tf.Tensor3D);
-      floats.set(eps.dataSync() as Float32Array, at.eps);
-      Atomics.store(header, 0, CALL.FORWARD_DONE);
-      Atomics.notify(header, 0);
-      while (Atomics.load(header, 0) === CALL.FORWARD_DONE) {
-        Atomics.wait(header, 0, CALL.FORWARD_DONE);
-      }
-      if (Atomics.load(header, 0) === CALL.CANCEL) return eps.mul(0).sum();
+    let cancelled = false;
+    const g = tf.grad((st: tf.Tensor) => {
+      const eps = unet.forward(x, timesteps, st as tf.Tensor3D);
+      write(eps, at.eps);
+      answer(header, CALL.FORWARD_DONE);
+      cancelled = waitWhile(header, CALL.FORWARD_DONE) !== CALL.DY_READY;
+      if (cancelled) return eps.mul(0).sum();
       // d(Σ eps·dy)/d eps is dy itself, bit for bit.
-      const dy = tf.tensor4d(floats.slice(at.dy, at.dy + epsSize), eps.shape as typeof m.xShape);
+      const dy = tf.tensor4d(new Float32Array(sab, at.dy, epsSize).slice(), [b, h, w, out]);
       return eps.mul(dy).sum();
     })(states);
-    const cancelled = Atomics.load(header, 0) === CALL.CANCEL;
-    if (!cancelled) floats.set(g.dataSync() as Float32Array, at.dStates);
+    if (!cancelled) write(g, at.dStates);
     g.dispose();
-    if (!cancelled) {
-      Atomics.store(header, 0, CALL.GRAD_DONE);
-      Atomics.notify(header, 0);
-    }
+    if (!cancelled) answer(header, CALL.GRAD_DONE);
   } finally {
     x.dispose();
     states.dispose();
   }
 }
 
-parentPort!.on("message", async (m: Call | { kind: "init"; snapshot: UNetSnapshot }) => {
-  if (m.kind === "init") {
+// Calls until told to stop; BUSY is 1 from a call's posting (the caller sets it) until the
+// worker is done with it, answer and all.
+function serve(unet: UNet2DConditionModel, sab: SharedArrayBuffer): void {
+  const header = new Int32Array(sab, 0, 4);
+  for (;;) {
+    let state = Atomics.load(header, WORD.STATE);
+    while (state !== CALL.POSTED && state !== CALL.STOP) {
+      Atomics.wait(header, WORD.STATE, state, 1000);
+      state = Atomics.load(header, WORD.STATE);
+    }
+    if (state === CALL.STOP) return;
+    try {
+      run(unet, sab, header);
+    } catch (e) {
+      fail(sab, header, e);
+    }
+    Atomics.store(header, WORD.BUSY, 0);
+    Atomics.notify(header, WORD.BUSY);
+  }
+}
+
+parentPort!.once(
+  "message",
+  async (m: { kind: "init"; snapshot: UNetSnapshot; sab: SharedArrayBuffer }) => {
+    let unet: UNet2DConditionModel;
     try {
       await useBackend("wasm", { wasmThreads: 1 });
       unet = await UNet2DConditionModel.fromSnapshot(m.snapshot);
-      parentPort!.postMessage({ kind: "ready" });
     } catch (e) {
       parentPort!.postMessage({
         kind: "failed",
         error: e instanceof Error ? e.message : String(e),
       });
+      return;
     }
-    return;
-  }
-  try {
-    run(m);
-  } catch (e) {
-    fail(m.sab, e);
-  }
-});
+    parentPort!.postMessage({ kind: "ready" });
+    // Let the message out before this thread stops taking events.
+    setTimeout(() => serve(unet, m.sab), 0);
+  },
+);

@@ -1,5 +1,6 @@
-// The UNet's samples shared over module workers, each with its own single-threaded wasm backend
-// and a copy of the weights (_sample_worker.ts), for small batches on several cores.
+// The UNet's samples shared between the calling thread and module workers, each worker with its
+// own single-threaded wasm backend and a copy of the weights (_sample_worker.ts), for small
+// batches on several cores.
 //
 // At small batches the threaded backend cannot keep a second core busy: each of the ~240 kernels
 // of a tiny-UNet forward is too short to share, and tfjs' and texforce's JavaScript between them
@@ -8,85 +9,216 @@
 // (forward) and 33.5 ms (forward + backward) a sample together, where one two-threaded process
 // took 22.2 and 49.5 at batch 2, and 14.2 and 31.1 at batch 64 (this project's 2-vCPU VM).
 //
-// Every call is synchronous, as a tfjs op must be: the calling thread posts each worker its
-// contiguous run of samples with a SharedArrayBuffer for the answer and sleeps in Atomics.wait
-// until the worker has written it. Under a gradient tape the forward is one half of a custom
-// gradient: the worker runs its samples inside `tf.grad`, writes the output, and waits there,
-// tape kept, for the output's gradient, which the custom gradient's backward writes into the
-// same buffer; the worker then back-propagates and writes the encoder states' gradient. So a
-// forward + backward costs what it costs on one backend, not a second forward. Each sample's
-// output and gradient are bitwise those of the model's own batched call (a batch's samples never
-// mix in the UNet, and the kernels compute a sample's values the same way at any batch and on
-// any thread count: tests/adapters/unet/sample_workers_test.ts).
+// The calling thread takes the first share itself, with its kernels held on it (core/backend.ts
+// `holdCallingThread`), so n threads need n − 1 workers and no thread sits waiting.
+//
+// Every call is synchronous, as a tfjs op must be, and goes through one growable
+// SharedArrayBuffer per worker (`callLayout`): the calling thread writes a share's inputs there
+// and wakes the worker, which sleeps in Atomics.wait between calls (a posted message took 1 ms to
+// reach it, at the 90th percentile 5.6 ms, on the critical path of a 30 ms call); the calling
+// thread then runs its own share and sleeps in Atomics.wait until the worker has written its
+// output. Under a gradient tape the forward is one half of a custom gradient: the worker runs
+// its samples inside `tf.grad`, writes the output, and waits there, tape kept, for the output's
+// gradient, which the custom gradient's backward writes into the same buffer; the worker then
+// back-propagates and writes the encoder states' gradient. So a forward + backward costs what
+// it costs on one backend, not a second forward. Each sample's output and gradient are bitwise
+// those of the model's own batched call (a batch's samples never mix in the UNet, and the
+// kernels compute a sample's values the same way at any batch and on any thread count:
+// tests/adapters/unet/sample_workers_test.ts).
 import * as tf from "@tensorflow/tfjs";
 import { Worker } from "node:worker_threads";
 import type { Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
+import { holdCallingThread } from "../../core/backend.ts";
 
 const WORKER_URL = new URL("./_sample_worker.ts", import.meta.url);
 
-/** Header states of a call's buffer (Int32 at 0). */
+/** States of a worker's call (Int32 word 0 of its buffer). */
 export const CALL = {
-  POSTED: 0,
-  FORWARD_DONE: 1,
-  DY_READY: 2,
-  CANCEL: 3,
-  GRAD_DONE: 4,
+  /** Waiting for a call (after start-up, and after a cancelled one). */
+  IDLE: 0,
+  POSTED: 1,
+  FORWARD_DONE: 2,
+  DY_READY: 3,
+  CANCEL: 4,
+  GRAD_DONE: 5,
+  /** The worker is to return from its loop (then it is terminated). */
+  STOP: 6,
   FAILED: -1,
 } as const;
 
-/** Bytes before the floats: the state, the error text's length, two spare words. */
-export const HEADER_BYTES = 16;
-/** Room for a worker's error message (UTF-8) at the end of the buffer. */
+/** Int32 words of the header: the state, the error text's length, busy (1 while a call runs). */
+export const WORD = { STATE: 0, ERROR_LENGTH: 1, BUSY: 2 } as const;
+
+/** Bytes before the call: the header's words, then room for an error message (UTF-8). */
+export const HEADER_BYTES = 64;
 export const ERROR_BYTES = 4096;
+/** A call's numbers before its timesteps (Float64 each): see {@linkcode callLayout}. */
+export const META = 9;
+/** Where a call's numbers start in a worker's buffer (whatever its shape). */
+export const CALL_AT = HEADER_BYTES + ERROR_BYTES;
+/** Largest buffer a worker's calls may grow to (address space reserved, not memory). */
+export const MAX_CALL_BYTES = 2 ** 31;
+
+/** What a call is: its kind (0 forward, 1 forward + backward), shapes and attention slice. */
+export interface CallShape {
+  grad: boolean;
+  /** x [b, h, w, c]; states [b, l, d]; output [b, h, w, out]. */
+  b: number;
+  h: number;
+  w: number;
+  c: number;
+  l: number;
+  d: number;
+  out: number;
+  attentionSlice: number;
+}
 
 /**
- * Where a share's floats are in its call buffer (after the header), for an output of
- * `epsSize` values: the output, its gradient, then the encoder states' gradient. Both sides
- * read the layout from here.
+ * Where a call's parts are in a worker's buffer, in bytes from its start: its numbers (META
+ * Float64 values, then the timesteps), then Float32 x, the states, the output, its gradient and
+ * the states' gradient (the last two only for a forward + backward); `bytes` the total. Both
+ * sides read the layout from here.
  *
  * @example
  * ```ts
- * import { shareLayout } from "./_sample_workers.ts";
- * console.log(shareLayout(1024)); // { eps: 0, dy: 1024, dStates: 2048 }
+ * import { callLayout } from "./_sample_workers.ts";
+ * const at = callLayout({ grad: false, b: 1, h: 2, w: 2, c: 4, l: 3, d: 8, out: 4, attentionSlice: 0 });
+ * console.log(at.x, at.bytes); // 4240 4432
  * ```
  */
-export function shareLayout(epsSize: number): { eps: number; dy: number; dStates: number } {
-  return { eps: 0, dy: epsSize, dStates: 2 * epsSize };
+export function callLayout(
+  s: CallShape,
+): {
+  meta: number;
+  x: number;
+  states: number;
+  eps: number;
+  dy: number;
+  dStates: number;
+  bytes: number;
+} {
+  const meta = CALL_AT;
+  const x = meta + 8 * (META + s.b);
+  const states = x + 4 * s.b * s.h * s.w * s.c;
+  const eps = states + 4 * s.b * s.l * s.d;
+  const dy = eps + 4 * s.b * s.h * s.w * s.out;
+  const dStates = dy + (s.grad ? 4 * s.b * s.h * s.w * s.out : 0);
+  const bytes = dStates + (s.grad ? 4 * s.b * s.l * s.d : 0);
+  return { meta, x, states, eps, dy, dStates, bytes };
+}
+
+/**
+ * Write a call's numbers (its shape and timesteps) at `meta`, or read them back.
+ *
+ * @example
+ * ```ts
+ * import { readCallShape, writeCallShape } from "./_sample_workers.ts";
+ * const sab = new SharedArrayBuffer(8 * 16);
+ * // at 0 here; in a worker's buffer at callLayout(shape).meta
+ * const shape = { grad: true, b: 2, h: 8, w: 8, c: 4, l: 77, d: 32, out: 4, attentionSlice: 0 };
+ * writeCallShape(sab, 0, shape, [999, 500]);
+ * console.log(readCallShape(sab, 0).timesteps); // [999, 500]
+ * ```
+ */
+export function writeCallShape(
+  sab: SharedArrayBuffer,
+  meta: number,
+  s: CallShape,
+  timesteps: number[],
+): void {
+  const f = new Float64Array(sab, meta, META + s.b);
+  f.set([s.grad ? 1 : 0, s.b, s.h, s.w, s.c, s.l, s.d, s.out, s.attentionSlice]);
+  f.set(timesteps, META);
+}
+
+/**
+ * See {@linkcode writeCallShape}.
+ *
+ * @example
+ * ```ts
+ * import { CALL_AT, readCallShape } from "./_sample_workers.ts";
+ * declare const sab: SharedArrayBuffer;
+ * console.log(readCallShape(sab, CALL_AT).shape.b);
+ * ```
+ */
+export function readCallShape(
+  sab: SharedArrayBuffer,
+  meta: number,
+): { shape: CallShape; timesteps: number[] } {
+  const head = new Float64Array(sab, meta, META);
+  const [grad, b, h, w, c, l, d, out, attentionSlice] = head;
+  const timesteps = Array.from(new Float64Array(sab, meta + 8 * META, b));
+  return { shape: { grad: grad === 1, b, h, w, c, l, d, out, attentionSlice }, timesteps };
 }
 
 /** A weights snapshot: the model's weight tree with each tensor as its values. */
 export type WeightTree = unknown;
 
-/** One worker's share of a call. */
-interface Share {
-  header: Int32Array;
-  floats: Float32Array;
+/** One worker and its call buffer. */
+interface Lane {
+  worker: Worker;
   sab: SharedArrayBuffer;
-  /** Samples [first, first + count). */
-  first: number;
-  count: number;
-  epsSize: number;
-  statesSize: number;
+  header: Int32Array;
 }
 
-// Wait while the share's state is `state` (a worker never takes minutes; a dead one would).
-function waitWhile(s: Share, state: number, what: string): number {
-  const deadline = performance.now() + 30 * 60_000;
-  let now = Atomics.load(s.header, 0);
-  while (now === state) {
+/** One worker's share of a call. */
+interface Share {
+  lane: Lane;
+  shape: CallShape;
+  /** Samples [first, first + count) of the batch. */
+  first: number;
+  count: number;
+}
+
+/** A forward under a tape: its workers' shares, and how far its backward has come. */
+interface Call {
+  shares: Share[];
+  /** Held from the first output gradient handed over until the last answer is in. */
+  backwardHold: (() => void) | null;
+  /** Shares whose gradient into the states is in. */
+  collected: number;
+}
+
+/** The model's own call on this thread, for this thread's share. */
+export type ShareHere = (x: Tensor4D, timesteps: number[], states: Tensor3D) => Tensor4D;
+
+/**
+ * `batch` samples in `parts` contiguous shares, as even as they come (the first ones larger),
+ * no empty share: fewer shares than `parts` for a small batch.
+ *
+ * @example
+ * ```ts
+ * import { shareCounts } from "./_sample_workers.ts";
+ * console.log(shareCounts(5, 2), shareCounts(2, 3)); // [3, 2] [1, 1]
+ * ```
+ */
+export function shareCounts(batch: number, parts: number): number[] {
+  const n = Math.min(batch, parts);
+  return Array.from({ length: n }, (_, i) => Math.floor(batch / n) + (i < batch % n ? 1 : 0));
+}
+
+// A worker never takes minutes over a call; a dead one would.
+const NO_ANSWER_MS = 30 * 60_000;
+
+// Wait while word `word` of the lane's header is `value`; then the state, unless it says the
+// worker failed (its error is thrown).
+function waitWhile(lane: Lane, word: number, value: number, what: string): number {
+  const deadline = performance.now() + NO_ANSWER_MS;
+  while (Atomics.load(lane.header, word) === value) {
     if (performance.now() > deadline) {
       throw new Error(`UNet sample workers: no answer for the ${what} after 30 minutes`);
     }
-    Atomics.wait(s.header, 0, state, 1000);
-    now = Atomics.load(s.header, 0);
+    Atomics.wait(lane.header, word, value, 1000);
   }
-  if (now === CALL.FAILED) {
-    const n = s.header[1];
-    const at = s.sab.byteLength - ERROR_BYTES;
-    const text = new TextDecoder().decode(new Uint8Array(s.sab, at, n).slice());
+  const state = Atomics.load(lane.header, WORD.STATE);
+  if (state === CALL.FAILED) {
+    const n = lane.header[WORD.ERROR_LENGTH];
+    const text = new TextDecoder().decode(new Uint8Array(lane.sab, HEADER_BYTES, n).slice());
+    // The worker is back in its loop: the next call starts afresh.
+    Atomics.store(lane.header, WORD.STATE, CALL.IDLE);
     throw new Error(`UNet sample worker (${what}): ${text}`);
   }
-  return now;
+  return state;
 }
 
 // Whether tfjs is recording a tape here (its engine's own test: inside a gradient, not in a
@@ -98,36 +230,40 @@ function tapeOn(): boolean {
   return state.gradientDepth > 0 && state.kernelDepth === 0;
 }
 
+const floatsAt = (sab: SharedArrayBuffer, byte: number, n: number) =>
+  new Float32Array(sab, byte, n);
+
 /**
- * Workers that each hold a copy of a UNet and run a contiguous share of a batch's samples.
+ * Workers that each hold a copy of a UNet and run a contiguous share of a batch's samples,
+ * beside the calling thread's own share.
  *
  * @example
  * ```ts
  * import { SampleWorkers } from "./_sample_workers.ts";
- * declare const snapshot: { config: unknown; weights: unknown };
- * const workers = await SampleWorkers.start(snapshot, 2);
+ * declare const snapshot: { config: { outChannels: number }; weights: unknown };
+ * const workers = await SampleWorkers.start(snapshot, 1);
  * workers.dispose();
  * ```
  */
 export class SampleWorkers {
-  readonly #workers: Worker[];
+  readonly #lanes: Lane[];
   readonly #outChannels: number;
-  /** The shares of a forward whose gradient has not been asked for yet (workers waiting). */
-  #pending: Share[] | null = null;
+  /** The forward under a tape whose gradients are not all in yet (workers waiting). */
+  #pending: Call | null = null;
 
-  private constructor(workers: Worker[], outChannels: number) {
-    this.#workers = workers;
+  private constructor(lanes: Lane[], outChannels: number) {
+    this.#lanes = lanes;
     this.#outChannels = outChannels;
   }
 
   /** How many workers run. */
   get size(): number {
-    return this.#workers.length;
+    return this.#lanes.length;
   }
 
   /**
    * Start `count` workers, each building the model from `snapshot` on its own single-threaded
-   * wasm backend; resolves once all are ready.
+   * wasm backend; resolves once all are ready (and waiting for calls).
    *
    * @example
    * ```ts
@@ -141,46 +277,55 @@ export class SampleWorkers {
     snapshot: { config: { outChannels: number }; weights: WeightTree },
     count: number,
   ): Promise<SampleWorkers> {
-    const workers: Worker[] = [];
+    const lanes: Lane[] = [];
     try {
-      for (let i = 0; i < count; i++) workers.push(new Worker(WORKER_URL));
-      await Promise.all(workers.map((w, i) =>
-        new Promise<void>((resolve, reject) => {
-          const onMessage = (m: { kind: string; error?: string }) => {
-            w.off("message", onMessage);
-            w.off("error", onError);
-            if (m.kind === "ready") resolve();
-            else reject(new Error(`UNet sample worker ${i} did not start: ${m.error}`));
-          };
-          const onError = (e: Error) => {
-            w.off("message", onMessage);
-            reject(new Error(`UNet sample worker ${i} did not start: ${e.message}`));
-          };
-          w.on("message", onMessage);
-          w.on("error", onError);
-          w.postMessage({ kind: "init", snapshot });
-        })
-      ));
+      for (let i = 0; i < count; i++) {
+        const sab = new SharedArrayBuffer(HEADER_BYTES + ERROR_BYTES, {
+          maxByteLength: MAX_CALL_BYTES,
+        });
+        lanes.push({ worker: new Worker(WORKER_URL), sab, header: new Int32Array(sab, 0, 4) });
+      }
+      await Promise.all(
+        lanes.map(({ worker: w, sab }, i) =>
+          new Promise<void>((resolve, reject) => {
+            const onMessage = (m: { kind: string; error?: string }) => {
+              w.off("message", onMessage);
+              w.off("error", onError);
+              if (m.kind === "ready") resolve();
+              else reject(new Error(`UNet sample worker ${i} did not start: ${m.error}`));
+            };
+            const onError = (e: Error) => {
+              w.off("message", onMessage);
+              reject(new Error(`UNet sample worker ${i} did not start: ${e.message}`));
+            };
+            w.on("message", onMessage);
+            w.on("error", onError);
+            w.postMessage({ kind: "init", snapshot, sab });
+          })
+        ),
+      );
     } catch (e) {
-      for (const w of workers) w.terminate();
+      for (const l of lanes) l.worker.terminate();
       throw e;
     }
     // Idle workers must not keep the process alive.
-    for (const w of workers) w.unref();
-    return new SampleWorkers(workers, snapshot.config.outChannels);
+    for (const l of lanes) l.worker.unref();
+    return new SampleWorkers(lanes, snapshot.config.outChannels);
   }
 
   /**
    * The UNet's output for `sample` [B, H, W, C] at `timesteps` (one per sample) with `states`
-   * [B, L, D], its B samples shared over the workers; under a gradient tape, with the gradient
-   * into `states`.
+   * [B, L, D], its B samples shared between this thread (the first share, by `here`, the
+   * model's own call, with the work held on this thread) and the workers; under a gradient
+   * tape, with the gradient into `states` (as every share's: `sample` gets none).
    *
    * @example
    * ```ts
    * import * as tf from "@tensorflow/tfjs";
    * import type { SampleWorkers } from "./_sample_workers.ts";
    * declare const w: SampleWorkers;
-   * const eps = w.forward(tf.zeros([2, 16, 16, 4]), [999, 500], tf.zeros([2, 77, 32]), 0);
+   * declare const unetHere: (x: tf.Tensor4D, t: number[], s: tf.Tensor3D) => tf.Tensor4D;
+   * const eps = w.forward(tf.zeros([2, 16, 16, 4]), [999, 500], tf.zeros([2, 77, 32]), 0, unetHere);
    * ```
    */
   forward(
@@ -188,123 +333,190 @@ export class SampleWorkers {
     timesteps: number[],
     states: Tensor3D,
     attentionSlice: number,
+    here: ShareHere,
   ): Tensor4D {
     // A forward whose gradient never came (a tape that did not reach it): its workers are
     // still waiting inside their gradient; let them go before anything else.
     this.#cancelPending();
-    const [b, h, w] = sample.shape;
-    const outShape: [number, number, number, number] = [b, h, w, this.#outChannels];
+    const [b, h, w, c] = sample.shape;
+    const [, l, d] = states.shape;
+    const counts = shareCounts(b, this.#lanes.length + 1);
     const grad = tapeOn();
     const x = sample.dataSync() as Float32Array;
     const s = states.dataSync() as Float32Array;
-    const shares = this.#post(
-      grad ? "grad" : "forward",
-      x,
-      sample.shape,
-      timesteps,
-      s,
-      states.shape,
-      attentionSlice,
-    );
-    const eps = new Float32Array(b * h * w * this.#outChannels);
-    for (const share of shares) {
-      waitWhile(share, CALL.POSTED, "forward");
-      eps.set(share.floats.subarray(0, share.epsSize), share.first * h * w * this.#outChannels);
-    }
-    if (!grad) return tf.tensor4d(eps, outShape);
-    this.#pending = shares;
-    const sShape = states.shape;
-    const op = tf.customGrad((_st) => ({
-      value: tf.tensor4d(eps, outShape),
-      gradFunc: (dy: tf.Tensor | tf.Tensor[]) =>
-        tf.tensor3d(this.#backward(shares, dy as tf.Tensor), sShape),
-    }));
-    return op(states) as Tensor4D;
-  }
-
-  #post(
-    kind: "forward" | "grad",
-    x: Float32Array,
-    xShape: number[],
-    timesteps: number[],
-    s: Float32Array,
-    sShape: number[],
-    attentionSlice: number,
-  ): Share[] {
-    const b = xShape[0];
-    const n = Math.min(b, this.#workers.length);
-    const xPer = x.length / b, sPer = s.length / b;
-    const epsPer = xShape[1] * xShape[2] * this.#outChannels;
     const shares: Share[] = [];
-    let first = 0;
-    for (let i = 0; i < n; i++) {
-      const count = Math.floor(b / n) + (i < b % n ? 1 : 0);
-      const epsSize = count * epsPer, statesSize = count * sPer;
-      // Output, its gradient, the states' gradient; then the error text.
-      const floats = kind === "grad" ? shareLayout(epsSize).dStates + statesSize : epsSize;
-      const sab = new SharedArrayBuffer(HEADER_BYTES + 4 * floats + ERROR_BYTES);
-      const share: Share = {
-        header: new Int32Array(sab, 0, 4),
-        floats: new Float32Array(sab, HEADER_BYTES, floats),
-        sab,
-        first,
-        count,
-        epsSize,
-        statesSize,
-      };
-      this.#workers[i].postMessage({
-        kind,
-        sab,
-        x: x.slice(first * xPer, (first + count) * xPer),
-        xShape: [count, xShape[1], xShape[2], xShape[3]],
-        timesteps: timesteps.slice(first, first + count),
-        states: s.slice(first * sPer, (first + count) * sPer),
-        statesShape: [count, sShape[1], sShape[2]],
+    let first = counts[0];
+    for (let i = 1; i < counts.length; i++) {
+      const count = counts[i];
+      const shape: CallShape = {
+        grad,
+        b: count,
+        h,
+        w,
+        c,
+        l,
+        d,
+        out: this.#outChannels,
         attentionSlice,
-      });
-      shares.push(share);
+      };
+      shares.push(this.#post(this.#lanes[i - 1], shape, first, x, s, timesteps));
       first += count;
     }
-    return shares;
+    const call: Call = { shares, backwardHold: null, collected: 0 };
+    const mine = counts[0];
+    // This thread's share runs beside the workers': its kernels keep to this thread.
+    const release = holdCallingThread();
+    try {
+      return tf.tidy(() => {
+        // A tensor of its own: like the workers' shares, this one takes no gradient into x.
+        const xHere = tf.tensor4d(x.subarray(0, mine * h * w * c), [mine, h, w, c]);
+        const tHere = timesteps.slice(0, mine);
+        if (!grad) {
+          const epsHere = here(xHere, tHere, states.slice(0, mine));
+          return tf.concat([epsHere, ...shares.map((sh) => this.#output(sh))]);
+        }
+        // The workers' gradients come in two ops each, recorded around this thread's share so
+        // that back-propagation (which runs a tape's ops last to first) hands each worker its
+        // output's gradient first, runs this thread's share backward meanwhile, and only then
+        // waits for the workers' answers.
+        const parts = tf.split(states, counts);
+        const tokens = shares.map((sh, i) => this.#collector(call, sh)(parts[i + 1]));
+        const epsHere = here(xHere, tHere, parts[0] as Tensor3D);
+        const rest = shares.map((sh, i) => this.#answer(call, sh, this.#output(sh))(tokens[i]));
+        this.#pending = call;
+        return tf.concat([epsHere, ...rest]);
+      }) as Tensor4D;
+    } finally {
+      release();
+    }
   }
 
-  #backward(shares: Share[], dy: tf.Tensor): Float32Array {
-    if (this.#pending !== shares) {
+  // Write a share's inputs into its lane's buffer and wake the worker.
+  #post(
+    lane: Lane,
+    shape: CallShape,
+    first: number,
+    x: Float32Array,
+    s: Float32Array,
+    timesteps: number[],
+  ): Share {
+    // The worker may still be finishing a call let go of (a cancelled gradient).
+    waitWhile(lane, WORD.BUSY, 1, "previous call");
+    const at = callLayout(shape);
+    if (at.bytes > lane.sab.maxByteLength) {
       throw new Error(
-        "UNet sample workers: the gradient of a forward was asked after a later forward; " +
-          "a gradient tape may hold one UNet forward at a time here (or stop the workers: " +
-          "unet.stopSampleWorkers())",
+        `UNet sample workers: a share of ${shape.b} samples needs ${at.bytes} bytes, more than ` +
+          `a worker's buffer may grow to (${lane.sab.maxByteLength}); stop the workers ` +
+          `(unet.stopSampleWorkers()) or call with smaller batches`,
       );
     }
-    this.#pending = null;
-    const d = dy.dataSync() as Float32Array;
-    const out = new Float32Array(shares.reduce((n, sh) => n + sh.statesSize, 0));
-    let epsAt = 0;
-    for (const share of shares) {
-      share.floats.set(d.subarray(epsAt, epsAt + share.epsSize), shareLayout(share.epsSize).dy);
-      epsAt += share.epsSize;
-      Atomics.store(share.header, 0, CALL.DY_READY);
-      Atomics.notify(share.header, 0);
+    if (lane.sab.byteLength < at.bytes) {
+      lane.sab.grow(Math.min(lane.sab.maxByteLength, Math.max(at.bytes, 2 * lane.sab.byteLength)));
     }
-    let at = 0;
-    for (const share of shares) {
-      waitWhile(share, CALL.DY_READY, "backward");
-      const from = shareLayout(share.epsSize).dStates;
-      out.set(share.floats.subarray(from, from + share.statesSize), at);
-      at += share.statesSize;
-    }
-    return out;
+    const xPer = shape.h * shape.w * shape.c, sPer = shape.l * shape.d;
+    writeCallShape(lane.sab, at.meta, shape, timesteps.slice(first, first + shape.b));
+    floatsAt(lane.sab, at.x, shape.b * xPer).set(
+      x.subarray(first * xPer, (first + shape.b) * xPer),
+    );
+    floatsAt(lane.sab, at.states, shape.b * sPer).set(
+      s.subarray(first * sPer, (first + shape.b) * sPer),
+    );
+    Atomics.store(lane.header, WORD.BUSY, 1);
+    Atomics.store(lane.header, WORD.STATE, CALL.POSTED);
+    Atomics.notify(lane.header, WORD.STATE);
+    return { lane, shape, first, count: shape.b };
+  }
+
+  // A worker's output, once it has written it.
+  #output(share: Share): Tensor4D {
+    const { lane, shape } = share;
+    waitWhile(lane, WORD.STATE, CALL.POSTED, "forward");
+    const n = shape.b * shape.h * shape.w * shape.out;
+    return tf.tensor4d(floatsAt(lane.sab, callLayout(shape).eps, n).slice(), [
+      shape.b,
+      shape.h,
+      shape.w,
+      shape.out,
+    ]);
+  }
+
+  // The op standing for a worker's output under the tape: its gradient hands the output's
+  // gradient to the worker and returns at once (its input is a token).
+  #answer(call: Call, share: Share, eps: Tensor4D): (token: tf.Tensor) => tf.Tensor {
+    return tf.customGrad((_token) => ({
+      value: eps,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[]) => {
+        if (this.#pending !== call) {
+          throw new Error(
+            "UNet sample workers: the gradient of a forward was asked after a later forward; " +
+              "a gradient tape may hold one UNet forward at a time here (or stop the workers: " +
+              "unet.stopSampleWorkers())",
+          );
+        }
+        // This thread's share goes backward next, beside the workers'.
+        call.backwardHold ??= holdCallingThread();
+        const { lane, shape } = share;
+        const d = (dy as tf.Tensor).dataSync() as Float32Array;
+        floatsAt(lane.sab, callLayout(shape).dy, d.length).set(d);
+        Atomics.store(lane.header, WORD.STATE, CALL.DY_READY);
+        Atomics.notify(lane.header, WORD.STATE);
+        return tf.zeros([]);
+      },
+    }));
+  }
+
+  // The op between a worker's states and its token: its gradient (run after this thread's share
+  // went backward) waits for the worker's gradient into those states.
+  #collector(call: Call, share: Share): (part: tf.Tensor) => tf.Tensor {
+    return tf.customGrad((part) => {
+      const shape = (part as tf.Tensor).shape as [number, number, number];
+      return {
+        value: tf.zeros([]),
+        gradFunc: () => {
+          const { lane } = share;
+          const state = Atomics.load(lane.header, WORD.STATE);
+          if (state !== CALL.DY_READY && state !== CALL.GRAD_DONE && state !== CALL.FAILED) {
+            throw new Error(
+              "UNet sample workers: a share's gradient was asked before its output's",
+            );
+          }
+          waitWhile(lane, WORD.STATE, CALL.DY_READY, "backward");
+          const n = shape[0] * shape[1] * shape[2];
+          const g = tf.tensor3d(
+            floatsAt(lane.sab, callLayout(share.shape).dStates, n).slice(),
+            shape,
+          );
+          if (++call.collected === call.shares.length) this.#finish(call);
+          return g;
+        },
+      };
+    });
+  }
+
+  // The call's gradients are all in: nothing pending, this thread's kernels free again.
+  #finish(call: Call): void {
+    call.backwardHold?.();
+    call.backwardHold = null;
+    if (this.#pending === call) this.#pending = null;
   }
 
   #cancelPending(): void {
-    const shares = this.#pending;
-    if (!shares) return;
+    const call = this.#pending;
+    if (!call) return;
     this.#pending = null;
-    for (const share of shares) {
-      Atomics.store(share.header, 0, CALL.CANCEL);
-      Atomics.notify(share.header, 0);
+    call.backwardHold?.();
+    call.backwardHold = null;
+    // A worker still waiting for its output's gradient is let go; one that has it finishes
+    // its gradient (discarded); the next call to either waits until it is free.
+    for (const { lane } of call.shares) {
+      const was = Atomics.compareExchange(
+        lane.header,
+        WORD.STATE,
+        CALL.FORWARD_DONE,
+        CALL.CANCEL,
+      );
+      if (was === CALL.FORWARD_DONE) Atomics.notify(lane.header, WORD.STATE);
     }
-    // The workers finish their (discarded) gradient before taking the next message.
   }
 
   /**
@@ -319,6 +531,10 @@ export class SampleWorkers {
    */
   dispose(): void {
     this.#cancelPending();
-    for (const w of this.#workers) w.terminate();
+    for (const { worker, header } of this.#lanes) {
+      Atomics.store(header, WORD.STATE, CALL.STOP);
+      Atomics.notify(header, WORD.STATE);
+      worker.terminate();
+    }
   }
 }

@@ -326,7 +326,6 @@ export class UNet2DConditionModel {
     timesteps: number | number[] | Tensor,
     encoderHiddenStates: Tensor3D,
   ): Tensor4D {
-    const w = this.#w;
     const c = this.config;
     const b = sample.shape[0];
     let ts: number[];
@@ -347,10 +346,23 @@ export class UNet2DConditionModel {
         `UNet.forward: encoder states have batch ${encoderHiddenStates.shape[0]}, the sample ${b}`,
       );
     }
-    const slice = this.attentionSlice;
     if (this.#workers && b > 1 && tf.getBackend() === "wasm") {
-      return this.#workers.forward(sample, ts, encoderHiddenStates, slice);
+      return this.#workers.forward(
+        sample,
+        ts,
+        encoderHiddenStates,
+        this.attentionSlice,
+        (x, t, s) => this.#forwardHere(x, t, s),
+      );
     }
+    return this.#forwardHere(sample, ts, encoderHiddenStates);
+  }
+
+  // The forward on this thread's backend (inputs checked, one timestep per sample).
+  #forwardHere(sample: Tensor4D, ts: number[], encoderHiddenStates: Tensor3D): Tensor4D {
+    const w = this.#w;
+    const c = this.config;
+    const slice = this.attentionSlice;
     return tf.tidy(() => {
       const tEmb = sinusoidalTimestepEmbedding(
         ts,
@@ -506,25 +518,26 @@ export class UNet2DConditionModel {
   }
 
   /**
-   * Share the samples of later calls (batches of 2 or more, on the wasm backend) over `count`
-   * module workers, each with its own single-threaded wasm backend and a copy of the weights
-   * (adapters/unet/_sample_workers.ts): at small batches a threaded backend keeps only one
-   * core busy, whole samples keep them all. Outputs and gradients into the encoder states are
-   * bitwise those of the model's own call. A tape may hold one such forward at a time (the
-   * trainer's PPO step has one). `mergeLora` and `dispose` stop the workers. Returns how many
-   * run.
+   * Share the samples of later calls (batches of 2 or more, on the wasm backend) between this
+   * thread and `count` module workers, each with its own single-threaded wasm backend and a
+   * copy of the weights (adapters/unet/_sample_workers.ts): at small batches a threaded
+   * backend keeps only one core busy, whole samples keep them all. This thread's share runs
+   * with its kernels held on this thread, beside the workers'. Outputs and gradients into the
+   * encoder states are bitwise those of the model's own call. A tape may hold one such forward
+   * at a time (the trainer's PPO step has one). `mergeLora` and `dispose` stop the workers.
+   * Returns how many run.
    *
    * @example
    * ```ts
    * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
    * declare const unet: UNet2DConditionModel;
-   * await unet.startSampleWorkers(2);
+   * await unet.startSampleWorkers(1); // two shares: this thread's and the worker's
    * ```
    */
   async startSampleWorkers(count: number): Promise<number> {
     this.stopSampleWorkers();
     const n = Math.floor(count);
-    if (!(n >= 2)) return 0;
+    if (!(n >= 1)) return 0;
     this.#workers = await SampleWorkers.start(this.snapshot(), n);
     return n;
   }
@@ -538,7 +551,7 @@ export class UNet2DConditionModel {
    * ```ts
    * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
    * declare const unet: UNet2DConditionModel;
-   * if (unet.sampleWorkersPay(2)) await unet.startSampleWorkers(2);
+   * if (unet.sampleWorkersPay(2)) await unet.startSampleWorkers(1);
    * ```
    */
   sampleWorkersPay(threads: number): boolean {
@@ -546,9 +559,11 @@ export class UNet2DConditionModel {
   }
 
   /**
-   * Start the sample workers the environment asks for: `TEXFORCE_SAMPLE_WORKERS=off` none,
-   * `=N` N; unset, one per wasm thread where {@linkcode sampleWorkersPay} (the running backend
-   * must be wasm with two threads or more). Returns how many run.
+   * Start the sample workers the environment asks for (stopping any running):
+   * `TEXFORCE_SAMPLE_WORKERS=off` none,
+   * `=N` N (beside this thread); unset, one per wasm thread but this one where
+   * {@linkcode sampleWorkersPay} (the running backend must be wasm with two threads or more).
+   * Returns how many run.
    *
    * @example
    * ```ts
@@ -559,7 +574,10 @@ export class UNet2DConditionModel {
    */
   async startDefaultSampleWorkers(): Promise<number> {
     const asked = Deno.env.get("TEXFORCE_SAMPLE_WORKERS");
-    if (asked === "off" || asked === "0") return 0;
+    if (asked === "off" || asked === "0") {
+      this.stopSampleWorkers();
+      return 0;
+    }
     if (asked !== undefined) {
       const n = Number(asked);
       if (!Number.isInteger(n) || n < 0) {
@@ -569,9 +587,12 @@ export class UNet2DConditionModel {
       }
       return await this.startSampleWorkers(n);
     }
-    if (tf.getBackend() !== "wasm") return 0;
-    const threads = wasmThreadsInUse();
-    return this.sampleWorkersPay(threads) ? await this.startSampleWorkers(threads) : 0;
+    const threads = tf.getBackend() === "wasm" ? wasmThreadsInUse() : 0;
+    if (!this.sampleWorkersPay(threads)) {
+      this.stopSampleWorkers();
+      return 0;
+    }
+    return await this.startSampleWorkers(threads - 1);
   }
 
   /**

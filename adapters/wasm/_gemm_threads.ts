@@ -3,7 +3,7 @@
 // on the JS thread alone.
 //
 // XNNPACK's pthread pool is internal to tfjs, so the pool here is separate: as many threads
-// in all as tfjs uses (`wasmThreadsInUse`). Threads take a few panels at a time from a shared
+// in all as tfjs uses (`wasmThreadsToShare`: 1 while the work is held on the calling thread). Threads take a few panels at a time from a shared
 // counter until none are left, so a thread slowed down (a busy core, a virtual CPU sharing its
 // core) takes fewer instead of holding the others up. Each output panel is computed by one
 // thread with the same code whichever it is, so results are bitwise the same for any thread
@@ -14,7 +14,7 @@
 // instead of one per product, whose 10–32 panels (77 × 64 · 64 × 80 for CLIP-L, 256 × 16 ·
 // 16 × 256 for the tiny UNet) take a few µs each.
 import { Worker } from "node:worker_threads";
-import { wasmThreadsInUse } from "../../core/backend.ts";
+import { wasmThreadsToShare } from "../../core/backend.ts";
 import { heapInstance, heapMemory, type WasmHeapBackend } from "./_wasm_heap.ts";
 import { GEMM_SIMD } from "./_gemm_simd_wasm.ts";
 import { GEMM_PANEL_COLUMNS, type GemmJob, type GemmSimd, paddedColumns } from "./gemm_simd_wat.ts";
@@ -234,7 +234,7 @@ export function runGemmPanels(backend: WasmHeapBackend, gemm: GemmSimd, job: Gem
   const { m, n, k, a, b, bias, c } = job;
   const [lda, ldc] = [job.lda ?? k, job.ldc ?? n];
   const panels = n / GEMM_PANEL_COLUMNS;
-  const threads = wasmThreadsInUse();
+  const threads = wasmThreadsToShare();
   const memory = heapMemory(backend);
   if (
     threads > 1 && panels > 1 && panels <= MAX_SHARED_PANELS && m * n * k >= MIN_SPLIT_MACS &&
@@ -297,7 +297,7 @@ export function runHeadPhase(
 // The threads that may take pairs of the phase: all of the backend's, or 1 where it runs on
 // the JS thread alone.
 function headThreads(phase: Int32Array, pairs: number): number {
-  const threads = wasmThreadsInUse();
+  const threads = wasmThreadsToShare();
   return threads > 1 && pairs > 1 && headMacs(phase, pairs) >= MIN_SPLIT_MACS ? threads : 1;
 }
 

@@ -16,7 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { wasmThreadsInUse } from "../../core/backend.ts";
+import { wasmThreadsToShare } from "../../core/backend.ts";
 import { activationSimdFor } from "./_activation_simd.ts";
 import { heapOffset, type WasmHeapBackend } from "./_wasm_heap.ts";
 
@@ -37,7 +37,7 @@ function simdAdd(
     if (a.shape[i] !== b.shape[i]) return null;
     n *= a.shape[i];
   }
-  if (n > SIMD_ADD_MAX_THREADED && wasmThreadsInUse() > 1) return null;
+  if (n > SIMD_ADD_MAX_THREADED && wasmThreadsToShare() > 1) return null;
   const backend = args.backend as WasmHeapBackend;
   const simd = activationSimdFor(backend);
   if (!simd) return null;

@@ -1,11 +1,17 @@
 // The gate on XNNPACK's thread pool (core/_xnnpack_gate.ts): the pool's count is found through
 // the exported `get_threads_count` (in a synthetic module and in the installed tfjs binary), a
 // module of another shape is refused, small operations run on the calling thread and large ones
-// on the pool, the count is restored after each, and the gate changes no bit.
+// on the pool, the count is restored after each, a hold keeps every operation on the calling
+// thread until released, and the gate changes no bit.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import wabtInit from "wabt";
-import { useBackend } from "../../core/backend.ts";
+import {
+  holdCallingThread,
+  useBackend,
+  wasmThreadsInUse,
+  wasmThreadsToShare,
+} from "../../core/backend.ts";
 import {
   MIN_THREADED_MACS,
   poolCountSite,
@@ -84,6 +90,35 @@ Deno.test("XNNPACK pool gate: small operations on one thread, no bit changed", a
       conv(64, 64);
       after = xnnpackGateStats();
       assert.ok(after.threaded > before.threaded, "the large convolution used the pool");
+    });
+
+    await t.step("held on the calling thread: a large convolution too, until released", () => {
+      const big = () =>
+        tf.tidy(() =>
+          tf.conv2d(
+            tf.ones([1, 64, 64, 64]) as tf.Tensor4D,
+            tf.ones([3, 3, 64, 64]) as tf.Tensor4D,
+            1,
+            "same",
+          )
+            .dataSync()
+        );
+      const outer = holdCallingThread();
+      const inner = holdCallingThread();
+      assert.equal(poolThreads(), 1);
+      assert.equal(wasmThreadsToShare(), 1, "texforce's product pool keeps to this thread too");
+      assert.equal(wasmThreadsInUse(), 2, "the backend's own thread count is unchanged");
+      const before = xnnpackGateStats();
+      big();
+      assert.equal(xnnpackGateStats().threaded, before.threaded, "not on the pool");
+      inner();
+      inner();
+      assert.equal(poolThreads(), 1, "a release counts once; the outer hold still holds");
+      outer();
+      assert.equal(poolThreads(), 2);
+      assert.equal(wasmThreadsToShare(), 2);
+      big();
+      assert.ok(xnnpackGateStats().threaded > before.threaded, "the pool again");
     });
 
     await t.step(

@@ -4,7 +4,7 @@
 // returns the calls to the calling thread.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { useBackend } from "../../../core/backend.ts";
+import { useBackend, wasmThreadsToShare } from "../../../core/backend.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../../../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../../../adapters/unet/random_weight_reader.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
@@ -38,14 +38,14 @@ Deno.test("UNet sample workers", async (t) => {
     const plain = [run(2), run(3)];
 
     await t.step(
-      "two workers start (with a cold type-check cache this takes a while)",
+      "a worker starts (with a cold type-check cache this takes a while)",
       async () => {
-        assert.equal(await unet.startSampleWorkers(2), 2);
-        assert.equal(unet.sampleWorkers, 2);
+        assert.equal(await unet.startSampleWorkers(1), 1);
+        assert.equal(unet.sampleWorkers, 1);
       },
     );
 
-    await t.step("batches of 2 and 3: the same bits as the model's own call", () => {
+    const sameBits = () => {
       const before = tf.memory().numTensors;
       for (const [i, b] of [2, 3].entries()) {
         const shared = run(b);
@@ -53,6 +53,13 @@ Deno.test("UNet sample workers", async (t) => {
         assert.equal(differing(shared[1], plain[i][1]), 0, `batch ${b}: gradient`);
       }
       assert.equal(tf.memory().numTensors, before, "no tensor leaks");
+      assert.equal(wasmThreadsToShare(), 2, "the calling thread's kernels are free again");
+    };
+    await t.step("this thread and one worker, batches of 2 and 3: the model's own bits", sameBits);
+
+    await t.step("this thread and two workers: the same", async () => {
+      assert.equal(await unet.startSampleWorkers(2), 2);
+      sameBits();
     });
 
     await t.step("a forward under a tape whose gradient never comes does not block", () => {
@@ -63,7 +70,29 @@ Deno.test("UNet sample workers", async (t) => {
         .dispose();
       const again = run(2);
       assert.equal(differing(again[1], plain[0][1]), 0, "the next gradient is right");
+      assert.equal(wasmThreadsToShare(), 2);
       tf.dispose([xs, sb]);
+    });
+
+    await t.step("TEXFORCE_SAMPLE_WORKERS: a bad value is named; off and N are taken", async () => {
+      const was = Deno.env.get("TEXFORCE_SAMPLE_WORKERS");
+      try {
+        Deno.env.set("TEXFORCE_SAMPLE_WORKERS", "two");
+        await assert.rejects(
+          () => unet.startDefaultSampleWorkers(),
+          /TEXFORCE_SAMPLE_WORKERS must be off or a whole number of workers \(got 'two'\)/,
+        );
+        Deno.env.set("TEXFORCE_SAMPLE_WORKERS", "off");
+        assert.equal(await unet.startDefaultSampleWorkers(), 0);
+        assert.equal(unet.sampleWorkers, 0, "off stops the running ones");
+        Deno.env.set("TEXFORCE_SAMPLE_WORKERS", "1");
+        assert.equal(await unet.startDefaultSampleWorkers(), 1);
+        Deno.env.delete("TEXFORCE_SAMPLE_WORKERS");
+        assert.equal(await unet.startDefaultSampleWorkers(), 1, "unset: one per thread but this");
+      } finally {
+        if (was === undefined) Deno.env.delete("TEXFORCE_SAMPLE_WORKERS");
+        else Deno.env.set("TEXFORCE_SAMPLE_WORKERS", was);
+      }
     });
 
     await t.step("stopping: later calls run on this thread, the same bits", () => {
