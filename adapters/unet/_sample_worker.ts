@@ -62,8 +62,11 @@ function run(unet: UNet2DConditionModel, sab: SharedArrayBuffer, header: Int32Ar
     const g = tf.grad((st: tf.Tensor) => {
       const eps = unet.forward(x, timesteps, st as tf.Tensor3D);
       write(eps, at.eps);
-      answer(header, CALL.FORWARD_DONE);
-      cancelled = waitWhile(header, CALL.FORWARD_DONE) !== CALL.DY_READY;
+      // The caller may have let this call go already (CANCEL while POSTED): then no answer.
+      const was = Atomics.compareExchange(header, WORD.STATE, CALL.POSTED, CALL.FORWARD_DONE);
+      if (was === CALL.POSTED) Atomics.notify(header, WORD.STATE);
+      cancelled = was !== CALL.POSTED ||
+        waitWhile(header, CALL.FORWARD_DONE) !== CALL.DY_READY;
       if (cancelled) return eps.mul(0).sum();
       // d(Σ eps·dy)/d eps is dy itself, bit for bit.
       const dy = tf.tensor4d(new Float32Array(sab, at.dy, epsSize).slice(), [b, h, w, out]);
@@ -78,19 +81,24 @@ function run(unet: UNet2DConditionModel, sab: SharedArrayBuffer, header: Int32Ar
   }
 }
 
-// Calls until told to stop; BUSY is 1 from a call's posting (the caller sets it) until the
-// worker is done with it, answer and all.
+// Calls until told to stop: each call posted (WORD.CALLS counts them) is run, unless let go
+// before it started (CANCEL); BUSY is 1 from its posting (the caller sets it) until the worker
+// is done with it, answer and all.
 function serve(unet: UNet2DConditionModel, sab: SharedArrayBuffer): void {
   const header = new Int32Array(sab, 0, 4);
+  // From 0, the fresh buffer's count: a call may come before this loop starts.
+  let seen = 0;
   for (;;) {
-    let state = Atomics.load(header, WORD.STATE);
-    while (state !== CALL.POSTED && state !== CALL.STOP) {
-      Atomics.wait(header, WORD.STATE, state, 1000);
-      state = Atomics.load(header, WORD.STATE);
+    let calls = Atomics.load(header, WORD.CALLS);
+    while (calls === seen && Atomics.load(header, WORD.STATE) !== CALL.STOP) {
+      // With a timeout: termination does not depend on interrupting the wait.
+      Atomics.wait(header, WORD.CALLS, seen, 1000);
+      calls = Atomics.load(header, WORD.CALLS);
     }
-    if (state === CALL.STOP) return;
+    if (Atomics.load(header, WORD.STATE) === CALL.STOP) return;
+    seen = calls;
     try {
-      run(unet, sab, header);
+      if (Atomics.load(header, WORD.STATE) !== CALL.CANCEL) run(unet, sab, header);
     } catch (e) {
       fail(sab, header, e);
     }

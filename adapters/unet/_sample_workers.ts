@@ -46,8 +46,12 @@ export const CALL = {
   FAILED: -1,
 } as const;
 
-/** Int32 words of the header: the state, the error text's length, busy (1 while a call runs). */
-export const WORD = { STATE: 0, ERROR_LENGTH: 1, BUSY: 2 } as const;
+/**
+ * Int32 words of the header: the state, the error text's length, busy (1 from a call's posting
+ * until the worker is done with it), and the count of calls posted (what a worker waits on: a
+ * call may be let go, its state CANCEL, before the worker has even seen it POSTED).
+ */
+export const WORD = { STATE: 0, ERROR_LENGTH: 1, BUSY: 2, CALLS: 3 } as const;
 
 /** Bytes before the call: the header's words, then room for an error message (UTF-8). */
 export const HEADER_BYTES = 64;
@@ -83,7 +87,7 @@ export interface CallShape {
  * ```ts
  * import { callLayout } from "./_sample_workers.ts";
  * const at = callLayout({ grad: false, b: 1, h: 2, w: 2, c: 4, l: 3, d: 8, out: 4, attentionSlice: 0 });
- * console.log(at.x, at.bytes); // 4240 4432
+ * console.log(at.x, at.bytes); // 4240 4464
  * ```
  */
 export function callLayout(
@@ -363,6 +367,8 @@ export class SampleWorkers {
       first += count;
     }
     const call: Call = { shares, backwardHold: null, collected: 0 };
+    // Pending from here: should this thread's share fail, the next call lets the workers go.
+    if (grad) this.#pending = call;
     const mine = counts[0];
     // This thread's share runs beside the workers': its kernels keep to this thread.
     const release = holdCallingThread();
@@ -383,7 +389,6 @@ export class SampleWorkers {
         const tokens = shares.map((sh, i) => this.#collector(call, sh)(parts[i + 1]));
         const epsHere = here(xHere, tHere, parts[0] as Tensor3D);
         const rest = shares.map((sh, i) => this.#answer(call, sh, this.#output(sh))(tokens[i]));
-        this.#pending = call;
         return tf.concat([epsHere, ...rest]);
       }) as Tensor4D;
     } finally {
@@ -423,7 +428,8 @@ export class SampleWorkers {
     );
     Atomics.store(lane.header, WORD.BUSY, 1);
     Atomics.store(lane.header, WORD.STATE, CALL.POSTED);
-    Atomics.notify(lane.header, WORD.STATE);
+    Atomics.add(lane.header, WORD.CALLS, 1);
+    Atomics.notify(lane.header, WORD.CALLS);
     return { lane, shape, first, count: shape.b };
   }
 
@@ -506,16 +512,16 @@ export class SampleWorkers {
     this.#pending = null;
     call.backwardHold?.();
     call.backwardHold = null;
-    // A worker still waiting for its output's gradient is let go; one that has it finishes
-    // its gradient (discarded); the next call to either waits until it is free.
+    // A worker still running its forward (this thread's share failed) or waiting for its
+    // output's gradient is let go; one that has the gradient finishes it (discarded); the next
+    // call to either waits until it is free.
     for (const { lane } of call.shares) {
-      const was = Atomics.compareExchange(
-        lane.header,
-        WORD.STATE,
-        CALL.FORWARD_DONE,
-        CALL.CANCEL,
-      );
-      if (was === CALL.FORWARD_DONE) Atomics.notify(lane.header, WORD.STATE);
+      for (const from of [CALL.POSTED, CALL.FORWARD_DONE]) {
+        if (Atomics.compareExchange(lane.header, WORD.STATE, from, CALL.CANCEL) === from) {
+          Atomics.notify(lane.header, WORD.STATE);
+          break;
+        }
+      }
     }
   }
 
@@ -533,7 +539,7 @@ export class SampleWorkers {
     this.#cancelPending();
     for (const { worker, header } of this.#lanes) {
       Atomics.store(header, WORD.STATE, CALL.STOP);
-      Atomics.notify(header, WORD.STATE);
+      Atomics.notify(header, WORD.CALLS);
       worker.terminate();
     }
   }

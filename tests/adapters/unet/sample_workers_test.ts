@@ -7,6 +7,7 @@ import * as tf from "@tensorflow/tfjs";
 import { useBackend, wasmThreadsToShare } from "../../../core/backend.ts";
 import { parseUNetConfig, UNet2DConditionModel } from "../../../adapters/unet/unet_2d_condition.ts";
 import { RandomWeightReader } from "../../../adapters/unet/random_weight_reader.ts";
+import { SampleWorkers } from "../../../adapters/unet/_sample_workers.ts";
 import { SeededNoise } from "../../../core/seeded_noise.ts";
 import { TINY_UNET } from "../../../bench/_unet_bench.ts";
 
@@ -100,6 +101,39 @@ Deno.test("UNet sample workers", async (t) => {
       assert.equal(unet.sampleWorkers, 0);
       assert.equal(differing(run(2)[1], plain[0][1]), 0);
     });
+    await t.step(
+      "this thread's share failing leaves the worker free for the next call",
+      async () => {
+        const workers = await SampleWorkers.start(unet.snapshot(), 1);
+        try {
+          const xs = x.slice(0, 2), sb = states.slice(0, 2);
+          const fails = () => {
+            throw new Error("this thread's share failed");
+          };
+          assert.throws(
+            () =>
+              tf.grad((e: tf.Tensor) =>
+                workers.forward(xs, [999, 500], e as tf.Tensor3D, 0, fails).sum()
+              )(sb),
+            /this thread's share failed/,
+          );
+          const g = tf.grad((e: tf.Tensor) =>
+            workers.forward(
+              xs,
+              [999, 500],
+              e as tf.Tensor3D,
+              0,
+              (a, ts, s) => unet.forward(a, ts, s),
+            )
+              .square().sum()
+          )(sb);
+          assert.equal(differing(g.dataSync() as Float32Array, plain[0][1]), 0);
+          tf.dispose([xs, sb, g]);
+        } finally {
+          workers.dispose();
+        }
+      },
+    );
     tf.dispose([x, states]);
   } finally {
     unet.dispose();
