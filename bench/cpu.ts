@@ -7,8 +7,9 @@
  *   2 × 77: forward, and forward + backward into the LoRA;
  * - the tiny UNet (the test fixture's shape, random weights) forward, and forward + backward into
  *   the encoder states, at each batch, with the per-sample time (with two threads or more,
- *   batches of 2 and up run on sample workers, as loadStableDiffusion sets them up;
- *   `TEXFORCE_SAMPLE_WORKERS=off` times the threaded backend alone);
+ *   batches of 2 and up are shared between this thread and sample workers, as
+ *   loadStableDiffusion sets them up; `TEXFORCE_SAMPLE_WORKERS=off` times the threaded backend
+ *   alone);
  * - when `python3` imports `torch` (Debian: `apt-get install python3-torch
  *   libopenblas0-pthread`), the same CLIP work in PyTorch on as many cores, in the same run, in
  *   the faster of two thread configurations (see `torchClipConfigs`), and the ratio texforce /
@@ -169,9 +170,13 @@ async function timedInRounds(work: RoundWorkload[], rounds: number): Promise<Row
 async function unetRows(batches: number[], rounds: number, micro: number): Promise<Row[]> {
   const { unet, inputs } = await tinyUNetWorkload();
   // As loadStableDiffusion does: with two threads or more, batches of 2 and up are shared by
-  // whole samples over workers (UNet2DConditionModel.startSampleWorkers).
+  // whole samples between this thread and workers (UNet2DConditionModel.startSampleWorkers).
   const workers = await unet.startDefaultSampleWorkers();
-  console.error(`tiny UNet: ${workers ? `${workers} sample workers` : "no sample workers"}`);
+  console.error(
+    `tiny UNet: ${
+      workers ? `${workers} sample worker(s) beside this thread` : "no sample workers"
+    }`,
+  );
   const work: RoundWorkload[] = [];
   const made: tf.Tensor[] = [];
   for (const batch of batches) {

@@ -6,7 +6,6 @@ import { parentPort } from "node:worker_threads";
 import { useBackend } from "../../core/backend.ts";
 import {
   CALL,
-  CALL_AT,
   callLayout,
   ERROR_BYTES,
   HEADER_BYTES,
@@ -40,7 +39,7 @@ function waitWhile(header: Int32Array, state: number): number {
 }
 
 function run(unet: UNet2DConditionModel, sab: SharedArrayBuffer, header: Int32Array): void {
-  const { shape, timesteps } = readCallShape(sab, CALL_AT);
+  const { shape, timesteps } = readCallShape(sab);
   const at = callLayout(shape);
   const { b, h, w, c, l, d, out } = shape;
   unet.attentionSlice = shape.attentionSlice;

@@ -29,12 +29,13 @@ import * as tf from "@tensorflow/tfjs";
 import { Worker } from "node:worker_threads";
 import type { Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 import { holdCallingThread } from "../../core/backend.ts";
+import type { UNetSnapshot } from "./unet_2d_condition.ts";
 
 const WORKER_URL = new URL("./_sample_worker.ts", import.meta.url);
 
 /** States of a worker's call (Int32 word 0 of its buffer). */
 export const CALL = {
-  /** Waiting for a call (after start-up, and after a cancelled one). */
+  /** No call yet, or a failed one's error has been read. */
   IDLE: 0,
   POSTED: 1,
   FORWARD_DONE: 2,
@@ -78,10 +79,10 @@ export interface CallShape {
 }
 
 /**
- * Where a call's parts are in a worker's buffer, in bytes from its start: its numbers (META
- * Float64 values, then the timesteps), then Float32 x, the states, the output, its gradient and
- * the states' gradient (the last two only for a forward + backward); `bytes` the total. Both
- * sides read the layout from here.
+ * Where a call's parts are in a worker's buffer, in bytes from its start: after its numbers
+ * (at {@linkcode CALL_AT}: META Float64 values, then the timesteps), Float32 x, the states, the
+ * output, its gradient and the states' gradient (the last two only for a forward + backward);
+ * `bytes` the total. Both sides read the layout from here.
  *
  * @example
  * ```ts
@@ -93,7 +94,6 @@ export interface CallShape {
 export function callLayout(
   s: CallShape,
 ): {
-  meta: number;
   x: number;
   states: number;
   eps: number;
@@ -101,36 +101,29 @@ export function callLayout(
   dStates: number;
   bytes: number;
 } {
-  const meta = CALL_AT;
-  const x = meta + 8 * (META + s.b);
+  const x = CALL_AT + 8 * (META + s.b);
   const states = x + 4 * s.b * s.h * s.w * s.c;
   const eps = states + 4 * s.b * s.l * s.d;
   const dy = eps + 4 * s.b * s.h * s.w * s.out;
   const dStates = dy + (s.grad ? 4 * s.b * s.h * s.w * s.out : 0);
   const bytes = dStates + (s.grad ? 4 * s.b * s.l * s.d : 0);
-  return { meta, x, states, eps, dy, dStates, bytes };
+  return { x, states, eps, dy, dStates, bytes };
 }
 
 /**
- * Write a call's numbers (its shape and timesteps) at `meta`, or read them back.
+ * Write a call's numbers (its shape and timesteps) at {@linkcode CALL_AT}, or read them back.
  *
  * @example
  * ```ts
- * import { readCallShape, writeCallShape } from "./_sample_workers.ts";
- * const sab = new SharedArrayBuffer(8 * 16);
- * // at 0 here; in a worker's buffer at callLayout(shape).meta
+ * import { CALL_AT, readCallShape, writeCallShape } from "./_sample_workers.ts";
+ * const sab = new SharedArrayBuffer(CALL_AT + 8 * 16);
  * const shape = { grad: true, b: 2, h: 8, w: 8, c: 4, l: 77, d: 32, out: 4, attentionSlice: 0 };
- * writeCallShape(sab, 0, shape, [999, 500]);
- * console.log(readCallShape(sab, 0).timesteps); // [999, 500]
+ * writeCallShape(sab, shape, [999, 500]);
+ * console.log(readCallShape(sab).timesteps); // [999, 500]
  * ```
  */
-export function writeCallShape(
-  sab: SharedArrayBuffer,
-  meta: number,
-  s: CallShape,
-  timesteps: number[],
-): void {
-  const f = new Float64Array(sab, meta, META + s.b);
+export function writeCallShape(sab: SharedArrayBuffer, s: CallShape, timesteps: number[]): void {
+  const f = new Float64Array(sab, CALL_AT, META + s.b);
   f.set([s.grad ? 1 : 0, s.b, s.h, s.w, s.c, s.l, s.d, s.out, s.attentionSlice]);
   f.set(timesteps, META);
 }
@@ -140,23 +133,16 @@ export function writeCallShape(
  *
  * @example
  * ```ts
- * import { CALL_AT, readCallShape } from "./_sample_workers.ts";
+ * import { readCallShape } from "./_sample_workers.ts";
  * declare const sab: SharedArrayBuffer;
- * console.log(readCallShape(sab, CALL_AT).shape.b);
+ * console.log(readCallShape(sab).shape.b);
  * ```
  */
-export function readCallShape(
-  sab: SharedArrayBuffer,
-  meta: number,
-): { shape: CallShape; timesteps: number[] } {
-  const head = new Float64Array(sab, meta, META);
-  const [grad, b, h, w, c, l, d, out, attentionSlice] = head;
-  const timesteps = Array.from(new Float64Array(sab, meta + 8 * META, b));
+export function readCallShape(sab: SharedArrayBuffer): { shape: CallShape; timesteps: number[] } {
+  const [grad, b, h, w, c, l, d, out, attentionSlice] = new Float64Array(sab, CALL_AT, META);
+  const timesteps = Array.from(new Float64Array(sab, CALL_AT + 8 * META, b));
   return { shape: { grad: grad === 1, b, h, w, c, l, d, out, attentionSlice }, timesteps };
 }
-
-/** A weights snapshot: the model's weight tree with each tensor as its values. */
-export type WeightTree = unknown;
 
 /** One worker and its call buffer. */
 interface Lane {
@@ -165,13 +151,10 @@ interface Lane {
   header: Int32Array;
 }
 
-/** One worker's share of a call. */
+/** One worker's share of a call: its lane, and the call as that worker sees it. */
 interface Share {
   lane: Lane;
   shape: CallShape;
-  /** Samples [first, first + count) of the batch. */
-  first: number;
-  count: number;
 }
 
 /** A forward under a tape: its workers' shares, and how far its backward has come. */
@@ -244,7 +227,8 @@ const floatsAt = (sab: SharedArrayBuffer, byte: number, n: number) =>
  * @example
  * ```ts
  * import { SampleWorkers } from "./_sample_workers.ts";
- * declare const snapshot: { config: { outChannels: number }; weights: unknown };
+ * import type { UNetSnapshot } from "./unet_2d_condition.ts";
+ * declare const snapshot: UNetSnapshot;
  * const workers = await SampleWorkers.start(snapshot, 1);
  * workers.dispose();
  * ```
@@ -272,13 +256,14 @@ export class SampleWorkers {
    * @example
    * ```ts
    * import { SampleWorkers } from "./_sample_workers.ts";
-   * declare const snapshot: { config: { outChannels: number }; weights: unknown };
+   * import type { UNetSnapshot } from "./unet_2d_condition.ts";
+   * declare const snapshot: UNetSnapshot;
    * const w = await SampleWorkers.start(snapshot, 2);
    * console.log(w.size); // 2
    * ```
    */
   static async start(
-    snapshot: { config: { outChannels: number }; weights: WeightTree },
+    snapshot: UNetSnapshot,
     count: number,
   ): Promise<SampleWorkers> {
     const lanes: Lane[] = [];
@@ -419,7 +404,7 @@ export class SampleWorkers {
       lane.sab.grow(Math.min(lane.sab.maxByteLength, Math.max(at.bytes, 2 * lane.sab.byteLength)));
     }
     const xPer = shape.h * shape.w * shape.c, sPer = shape.l * shape.d;
-    writeCallShape(lane.sab, at.meta, shape, timesteps.slice(first, first + shape.b));
+    writeCallShape(lane.sab, shape, timesteps.slice(first, first + shape.b));
     floatsAt(lane.sab, at.x, shape.b * xPer).set(
       x.subarray(first * xPer, (first + shape.b) * xPer),
     );
@@ -430,7 +415,7 @@ export class SampleWorkers {
     Atomics.store(lane.header, WORD.STATE, CALL.POSTED);
     Atomics.add(lane.header, WORD.CALLS, 1);
     Atomics.notify(lane.header, WORD.CALLS);
-    return { lane, shape, first, count: shape.b };
+    return { lane, shape };
   }
 
   // A worker's output, once it has written it.

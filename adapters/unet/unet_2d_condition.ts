@@ -39,7 +39,7 @@ import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_typ
 import { recomputed } from "../nn/recompute.ts";
 import { silu } from "./_activations.ts";
 import { webgpuKernels } from "../webgpu/kernel_options.ts";
-import { SampleWorkers, type WeightTree } from "./_sample_workers.ts";
+import { SampleWorkers } from "./_sample_workers.ts";
 import { wasmThreadsInUse } from "../../core/backend.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
@@ -104,8 +104,8 @@ export interface UNetSnapshot {
   config: UNetConfig;
   /** Where the weights came from. */
   source: string;
-  /** The weight tree, tensors as `{ shape, values }`. */
-  weights: WeightTree;
+  /** The weight tree, tensors as `{ shape, dtype, values, tensor: true }`. */
+  weights: unknown;
 }
 
 /** Parameters a UNet may have for sample workers to pay by default (each holds a copy). */

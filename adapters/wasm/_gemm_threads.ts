@@ -3,8 +3,8 @@
 // on the JS thread alone.
 //
 // XNNPACK's pthread pool is internal to tfjs, so the pool here is separate: as many threads
-// in all as tfjs uses (`wasmThreadsToShare`: 1 while the work is held on the calling thread). Threads take a few panels at a time from a shared
-// counter until none are left, so a thread slowed down (a busy core, a virtual CPU sharing its
+// in all as tfjs uses (`wasmThreadsToShare`: 1 while the work is held on the calling thread).
+// Threads take a few panels at a time from a shared counter until none are left, so a thread slowed down (a busy core, a virtual CPU sharing its
 // core) takes fewer instead of holding the others up. Each output panel is computed by one
 // thread with the same code whichever it is, so results are bitwise the same for any thread
 // count. Workers start on the first product and take work once all report ready (until then
