@@ -29,7 +29,6 @@ import * as tf from "@tensorflow/tfjs";
 import { Worker } from "node:worker_threads";
 import type { Tensor3D, Tensor4D } from "../../core/tensor_types.ts";
 import { holdCallingThread } from "../../core/backend.ts";
-import type { UNetSnapshot } from "./unet_2d_condition.ts";
 
 const WORKER_URL = new URL("./_sample_worker.ts", import.meta.url);
 
@@ -227,8 +226,7 @@ const floatsAt = (sab: SharedArrayBuffer, byte: number, n: number) =>
  * @example
  * ```ts
  * import { SampleWorkers } from "./_sample_workers.ts";
- * import type { UNetSnapshot } from "./unet_2d_condition.ts";
- * declare const snapshot: UNetSnapshot;
+ * declare const snapshot: { config: { outChannels: number } }; // a UNetSnapshot
  * const workers = await SampleWorkers.start(snapshot, 1);
  * workers.dispose();
  * ```
@@ -256,14 +254,15 @@ export class SampleWorkers {
    * @example
    * ```ts
    * import { SampleWorkers } from "./_sample_workers.ts";
-   * import type { UNetSnapshot } from "./unet_2d_condition.ts";
-   * declare const snapshot: UNetSnapshot;
+   * declare const snapshot: { config: { outChannels: number } }; // a UNetSnapshot
    * const w = await SampleWorkers.start(snapshot, 2);
    * console.log(w.size); // 2
    * ```
    */
   static async start(
-    snapshot: UNetSnapshot,
+    // A UNetSnapshot (unet_2d_condition.ts, which imports this module): sent to each worker as
+    // it is; only its output width is read here.
+    snapshot: { config: { outChannels: number } },
     count: number,
   ): Promise<SampleWorkers> {
     const lanes: Lane[] = [];
