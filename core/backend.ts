@@ -16,6 +16,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { installWasmSliceKernels } from "./_wasm_kernels.ts";
 import { installTapeMemoryRelease } from "./_tape_memory.ts";
+import { installUniformShapes } from "./_uniform_shapes.ts";
+import { installTensorTables } from "./_tensor_tables.ts";
 import { patchedThreadedWasm, THREADED_SIMD_WASM } from "./_xnnpack_spin.ts";
 import {
   attachXnnpackGate,
@@ -345,6 +347,10 @@ export async function useBackend(
     if (!(await activateWasm(wasmThreadCount(options)))) {
       throw new Error("backend 'wasm' failed to initialise");
     }
+    // One elements kind of shape array for V8 (core/_uniform_shapes.ts: a deoptimisation loop otherwise).
+    installUniformShapes(tf.backend());
+    // Maps, not WeakMaps, for tfjs' tensor tables (core/_tensor_tables.ts).
+    installTensorTables(tf.engine(), tf.backend());
     lastDevice = wasmThreadsNow > 1
       ? `WebAssembly (SIMD, ${wasmThreadsNow} threads)`
       : "WebAssembly (SIMD, single thread)";
