@@ -9,7 +9,7 @@
 // 92–98 times and `move` 63–68 times in 100 forward + backward calls (`--trace-deopt`), and
 // V8's compiler threads took 21–22 % of a core beside the calling thread doing it (perf, steady
 // state), cores that sample workers and wasm threads need. With one kind: 2–7 and 0
-// deoptimisations, the compiler threads' share 15–16 %, calls 3 % faster (median of 8 paired
+// deoptimisations, the compiler threads' share 15–17 %, calls 3 % faster (median of 8 paired
 // runs; 4–9 % in single pairs).
 //
 // The kind is holey because that is what tfjs makes: a copy into `new Array(n)` stays holey
