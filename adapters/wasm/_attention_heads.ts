@@ -202,14 +202,14 @@ export function serialProduct(g: GemmSimd): HeadProduct {
 
 /**
  * Run pairs p0 … p1 − 1 of `phase` on thread `thread` (its scratch: the phase's scratch plus
- * `thread` strides). `heap` is a view of the whole heap (the backward's softmax gradient).
+ * `thread` strides).
  *
  * @example
  * ```ts
  * import { runHeadPairs, serialProduct } from "./_attention_heads.ts";
  * import type { GemmSimd } from "./gemm_simd_wat.ts";
- * declare const [phase, g, heap]: [Int32Array, GemmSimd, Float32Array];
- * runHeadPairs(phase, 0, 4, 0, g, heap, serialProduct(g));
+ * declare const [phase, g]: [Int32Array, GemmSimd];
+ * runHeadPairs(phase, 0, 4, 0, g, serialProduct(g));
  * ```
  */
 export function runHeadPairs(
@@ -218,7 +218,6 @@ export function runHeadPairs(
   p1: number,
   thread: number,
   g: GemmSimd,
-  heap: Float32Array,
   product: HeadProduct,
 ): void {
   const f = (i: number) => phase[i];
@@ -255,7 +254,7 @@ export function runHeadPairs(
       const oh = f(PHASE.out) + 4 * (i * lq * dvAll + h * dv);
       product({ m: lq, n: dv, k: lk, a: ph, lda: lk, b: packed, bias: 0, c: oh, ldc: dvAll }, pad);
     } else {
-      headGrad(g, heap, product, scratch, {
+      headGrad(g, product, scratch, {
         lq,
         lk,
         lkp,
@@ -301,7 +300,6 @@ interface HeadGradArgs {
 // dv = Pᵀ · dy, each into this head's columns in place.
 function headGrad(
   g: GemmSimd,
-  heap: Float32Array,
   product: HeadProduct,
   scratch: number,
   a: HeadGradArgs,
@@ -316,7 +314,7 @@ function headGrad(
   // dP kept padded (the softmax gradient reads it with its row stride).
   g.pack_transposed(a.vh, lk, dv, dvAll, packed);
   product({ m: lq, n: lkp, k: dv, a: a.yh, lda: dvAll, b: packed, bias: 0, c: dp }, 0);
-  softmaxGrad(heap, a.ph >> 2, dp >> 2, ds >> 2, lq, lk, lkp, a.scale);
+  g.softmax_grad(a.ph, dp, ds, lq, lk, lkp, a.scale);
   g.pack(a.kh, lk, d, dAll, packed);
   product({ m: lq, n: d, k: lk, a: ds, lda: lk, b: packed, bias: 0, c: a.dqh, ldc: dAll }, pad);
   g.transpose(ds, lq, lk, at);
@@ -325,23 +323,4 @@ function headGrad(
   g.transpose(a.ph, lq, lk, at);
   g.pack(a.yh, lq, dv, dvAll, packed);
   product({ m: lk, n: dv, k: lq, a: at, lda: lq, b: packed, bias: 0, c: a.dvh, ldc: dvAll }, pad);
-}
-
-/** ds = scale · p ⊙ (dp − rowsum(dp ⊙ p)) for `rows` rows of n (dp's rows `ldp` apart). */
-function softmaxGrad(
-  heap: Float32Array,
-  p: number,
-  dp: number,
-  ds: number,
-  rows: number,
-  n: number,
-  ldp: number,
-  scale: number,
-): void {
-  for (let r = 0; r < rows; r++) {
-    const pr = p + r * n, dr = dp + r * ldp, sr = ds + r * n;
-    let dot = 0;
-    for (let j = 0; j < n; j++) dot += heap[dr + j] * heap[pr + j];
-    for (let j = 0; j < n; j++) heap[sr + j] = scale * heap[pr + j] * (heap[dr + j] - dot);
-  }
 }

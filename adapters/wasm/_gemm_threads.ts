@@ -273,9 +273,8 @@ export function runHeadPhase(
   const scratch = backend.wasm._malloc(Math.max(threads * stride, 4));
   [phase[PHASE.scratch], phase[PHASE.stride]] = [scratch, stride];
   try {
-    // Views after the allocation, which can grow the heap.
     const local = (p0: number, p1: number) =>
-      runHeadPairs(phase, p0, p1, 0, gemm, new Float32Array(memory.buffer), serialProduct(gemm));
+      runHeadPairs(phase, p0, p1, 0, gemm, serialProduct(gemm));
     if (threads > 1 && memory.buffer instanceof SharedArrayBuffer) {
       const p = poolFor(memory, threads - 1);
       if (p.ready()) return p.runHeads(phase, pairs, local);
@@ -286,7 +285,6 @@ export function runHeadPhase(
       pairs,
       0,
       gemm,
-      new Float32Array(memory.buffer),
       (job, pad) => runGemmUnpadded(backend, gemm, job, pad),
     );
   } finally {

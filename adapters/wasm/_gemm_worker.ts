@@ -32,11 +32,9 @@ for (;;) {
   if (seq === seen) continue;
   seen = seq;
   if (c[at + SLOT.stop]) break;
-  // The heap may have grown since the last job: a fresh view of all of it, per job.
-  const heap = c[JOB.kind] === JOB_KIND.gemm ? null : new Float32Array(memory.buffer);
-  const run = heap
-    ? (p0: number, p1: number) => runHeadPairs(phase, p0, p1, slot + 1, g, heap, product)
-    : panels;
+  const run = c[JOB.kind] === JOB_KIND.gemm
+    ? panels
+    : (p0: number, p1: number) => runHeadPairs(phase, p0, p1, slot + 1, g, product);
   // A trap is reported in the slot (its panels still count as completed, so the job ends).
   try {
     takePanels(c, run, seq, at + SLOT.failed);

@@ -59,6 +59,15 @@ export interface GemmSimd {
   pack_transposed(w: number, k: number, n: number, ldw: number, out: number): void;
   transpose(src: number, rows: number, cols: number, dst: number): void;
   unpad(src: number, m: number, padded: number, n: number, dst: number, ldd: number): void;
+  softmax_grad(
+    p: number,
+    dp: number,
+    ds: number,
+    rows: number,
+    n: number,
+    ldp: number,
+    scale: number,
+  ): void;
 }
 
 /** One product's operands (byte offsets in the heap). */
@@ -160,7 +169,9 @@ const TILE_CALL =
  * for none), `pack(w, k, n, ldw, out)` (w [k, n], rows `ldw` apart, into panels, the last
  * padded with zeros), `pack_transposed(w, k, n, ldw, out)` (wᵀ [n, k] into panels, for
  * `dy · wᵀ`), `transpose(src, rows, cols, dst)` and `unpad(src, m, padded, n, dst, ldd)` (rows
- * of a product with padded panels into rows of n, `ldd` apart); memory imported as
+ * of a product with padded panels into rows of n, `ldd` apart) and
+ * `softmax_grad(p, dp, ds, rows, n, ldp, scale)` (the attention's softmax gradient,
+ * `ds = scale · p ⊙ (dp − rowsum(dp ⊙ p))`, dp's rows `ldp` apart); memory imported as
  * `env.memory` (shared; `build_simd.ts` also makes a plain-memory build).
  *
  * @example
@@ -292,5 +303,60 @@ export function gemmSimdWat(): string {
       (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $ldd) (i32.const 2))))
       (local.set $m (i32.sub (local.get $m) (i32.const 1)))
       (br $rows))))
+  (func (export "softmax_grad") (param $p i32) (param $dp i32) (param $ds i32) (param $rows i32)
+    (param $n i32) (param $ldp i32) (param $scale f64)
+    (local $r i32) (local $j i32) (local $pr i32) (local $dr i32) (local $sr i32) (local $dot f64)
+    (local $s2 v128) (local $d2 v128) (local $pv v128) (local $dv v128) (local $lo v128)
+    (local $hi v128)
+    ;; In float64, as the JavaScript loop it replaced, so the bits are the same: each row's sum
+    ;; of dp ⊙ p in order, then (scale · p) · (dp − sum) rounded once to float32, two lanes of
+    ;; float64 at a time (each lane the scalar operations).
+    (local.set $s2 (f64x2.splat (local.get $scale)))
+    (block $done (loop $rs
+      (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $pr (i32.add (local.get $p) (i32.shl (i32.mul (local.get $r) (local.get $n)) (i32.const 2))))
+      (local.set $sr (i32.add (local.get $ds) (i32.shl (i32.mul (local.get $r) (local.get $n)) (i32.const 2))))
+      (local.set $dr (i32.add (local.get $dp) (i32.shl (i32.mul (local.get $r) (local.get $ldp)) (i32.const 2))))
+      (local.set $dot (f64.const 0))
+      (local.set $j (i32.const 0))
+      (block $sum_done (loop $sum
+        (br_if $sum_done (i32.ge_u (local.get $j) (local.get $n)))
+        (local.set $dot (f64.add (local.get $dot) (f64.mul
+          (f64.promote_f32 (f32.load (i32.add (local.get $dr) (i32.shl (local.get $j) (i32.const 2)))))
+          (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $j) (i32.const 2))))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $sum)))
+      (local.set $d2 (f64x2.splat (local.get $dot)))
+      (local.set $j (i32.const 0))
+      (block $fours_done (loop $fours
+        (br_if $fours_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $n)))
+        (local.set $pv (v128.load (i32.add (local.get $pr) (i32.shl (local.get $j) (i32.const 2)))))
+        (local.set $dv (v128.load (i32.add (local.get $dr) (i32.shl (local.get $j) (i32.const 2)))))
+        (local.set $lo (f32x4.demote_f64x2_zero (f64x2.mul
+          (f64x2.mul (local.get $s2) (f64x2.promote_low_f32x4 (local.get $pv)))
+          (f64x2.sub (f64x2.promote_low_f32x4 (local.get $dv)) (local.get $d2)))))
+        (local.set $hi (f32x4.demote_f64x2_zero (f64x2.mul
+          (f64x2.mul (local.get $s2) (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $pv) (local.get $pv))))
+          (f64x2.sub (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $dv) (local.get $dv)))
+            (local.get $d2)))))
+        (v128.store (i32.add (local.get $sr) (i32.shl (local.get $j) (i32.const 2)))
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $lo) (local.get $hi)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $fours)))
+      (block $tail_done (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $j) (local.get $n)))
+        (f32.store (i32.add (local.get $sr) (i32.shl (local.get $j) (i32.const 2)))
+          (f32.demote_f64 (f64.mul
+            (f64.mul (local.get $scale)
+              (f64.promote_f32 (f32.load (i32.add (local.get $pr) (i32.shl (local.get $j) (i32.const 2))))))
+            (f64.sub
+              (f64.promote_f32 (f32.load (i32.add (local.get $dr) (i32.shl (local.get $j) (i32.const 2)))))
+              (local.get $dot)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $tail)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rs))))
 )`;
 }
