@@ -72,16 +72,12 @@ export class TableWithFallback<V> implements Table<V> {
   }
 }
 
-const SWAPPED = Symbol.for("texforce.tensorTables");
-
-// A Map for `holder[field]` when it is still a WeakMap: a plain one where the table is empty
-// (`count` 0), else one in front of it.
-function swap(holder: Record<string | symbol, unknown>, field: string, count: number): void {
+// A Map for `holder[field]` when it is still a WeakMap (a swapped table no longer is): a plain
+// one where the table is empty (`count` 0), else one in front of it.
+function swap(holder: Record<string, unknown>, field: string, count: number): void {
   const table = holder[field];
-  if (!(table instanceof WeakMap) || holder[SWAPPED] === table) return;
-  const next = count === 0 ? new Map() : new TableWithFallback(table);
-  holder[field] = next;
-  holder[SWAPPED] = next;
+  if (!(table instanceof WeakMap)) return;
+  holder[field] = count === 0 ? new Map() : new TableWithFallback(table);
 }
 
 function wanted(): boolean {
@@ -106,8 +102,8 @@ function wanted(): boolean {
  */
 export function installTensorTables(engine: unknown, backend: unknown): boolean {
   if (!wanted()) return false;
-  const state = (engine as { state?: Record<string | symbol, unknown> }).state;
-  const storage = (backend as { dataIdMap?: Record<string | symbol, unknown> }).dataIdMap;
+  const state = (engine as { state?: Record<string, unknown> }).state;
+  const storage = (backend as { dataIdMap?: Record<string, unknown> }).dataIdMap;
   if (!state || !storage) return false;
   swap(state, "tensorInfo", Number(state.numDataBuffers ?? 1));
   swap(storage, "data", Number(storage.dataIdsCount ?? 1));
