@@ -50,26 +50,36 @@ function run(unet: UNet2DConditionModel, sab: SharedArrayBuffer, header: Int32Ar
     new Float32Array(sab, byte, t.size).set(t.dataSync() as Float32Array);
   try {
     if (!shape.grad) {
-      const eps = unet.forward(x, timesteps, states);
+      const eps = unet.forwardShare(x, timesteps, states);
       write(eps, at.eps);
       eps.dispose();
       answer(header, CALL.FORWARD_DONE);
       return;
     }
-    // The tape stays alive while this waits for the output's gradient.
+    // The tape stays alive while this waits for the output's gradient. The wait is inside the
+    // gradient of the op that stands for the caller's loss (`handOver`), not inside the forward
+    // function: tfjs ends the forward's scopes and sorts out the tape (getFilteredNodesXToY)
+    // before the first gradient, so that work is done while the caller is still computing
+    // its loss, instead of after the output's gradient has come (on the call's critical path).
     let cancelled = false;
+    const handOver = tf.customGrad((e) => ({
+      value: tf.zeros([]),
+      gradFunc: () => {
+        cancelled = cancelled || waitWhile(header, CALL.FORWARD_DONE) !== CALL.DY_READY;
+        // Let go (CANCEL): the pass runs on, on zeros, and nothing is written back.
+        if (cancelled) return tf.zerosLike(e as tf.Tensor);
+        // Handed on as it is: the caller's gradient of the output, bit for bit.
+        return tf.tensor4d(new Float32Array(sab, at.dy, epsSize).slice(), [b, h, w, out]);
+      },
+    }));
     const g = tf.grad((st: tf.Tensor) => {
-      const eps = unet.forward(x, timesteps, st as tf.Tensor3D);
+      const eps = unet.forwardShare(x, timesteps, st as tf.Tensor3D);
       write(eps, at.eps);
       // The caller may have let this call go already (CANCEL while POSTED): then no answer.
       const was = Atomics.compareExchange(header, WORD.STATE, CALL.POSTED, CALL.FORWARD_DONE);
       if (was === CALL.POSTED) Atomics.notify(header, WORD.STATE);
-      cancelled = was !== CALL.POSTED ||
-        waitWhile(header, CALL.FORWARD_DONE) !== CALL.DY_READY;
-      if (cancelled) return eps.mul(0).sum();
-      // d(Σ eps·dy)/d eps is dy itself, bit for bit.
-      const dy = tf.tensor4d(new Float32Array(sab, at.dy, epsSize).slice(), [b, h, w, out]);
-      return eps.mul(dy).sum();
+      cancelled = was !== CALL.POSTED;
+      return handOver(eps);
     })(states);
     if (!cancelled) write(g, at.dStates);
     g.dispose();

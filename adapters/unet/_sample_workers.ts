@@ -207,9 +207,17 @@ function waitWhile(lane: Lane, word: number, value: number, what: string): numbe
   return state;
 }
 
-// Whether tfjs is recording a tape here (its engine's own test: inside a gradient, not in a
-// kernel).
-function tapeOn(): boolean {
+/**
+ * Whether tfjs is recording a tape here (its engine's own test: inside a gradient, not in a
+ * kernel).
+ *
+ * @example
+ * ```ts
+ * import { tapeOn } from "./_sample_workers.ts";
+ * console.log(tapeOn()); // false
+ * ```
+ */
+export function tapeOn(): boolean {
   const state =
     (tf.engine() as unknown as { state: { gradientDepth: number; kernelDepth: number } })
       .state;

@@ -39,8 +39,10 @@ import type { Tensor, Tensor2D, Tensor3D, Tensor4D } from "../../core/tensor_typ
 import { recomputed } from "../nn/recompute.ts";
 import { silu } from "./_activations.ts";
 import { webgpuKernels } from "../webgpu/kernel_options.ts";
-import { SampleWorkers } from "./_sample_workers.ts";
-import { wasmThreadsInUse } from "../../core/backend.ts";
+import { SampleWorkers, tapeOn } from "./_sample_workers.ts";
+import { wasmThreadsInUse, wasmThreadsToShare } from "../../core/backend.ts";
+import { KernelReplay } from "../wasm/kernel_replay.ts";
+import { wasmKernelsVersion } from "../wasm/kernel_options.ts";
 
 export { parseUNetConfig, type UNetConfig } from "./unet_config.ts";
 export { loadUNetLora, type LoraPair, type UNetLora } from "./unet_lora.ts";
@@ -147,6 +149,8 @@ export class UNet2DConditionModel {
   #w: UNetWeights;
   #linears: LinearRegistry;
   #workers: SampleWorkers | null = null;
+  /** {@linkcode forwardShare}'s recorded kernel calls by shape and mode (null: not replayable). */
+  #replays = new Map<string, KernelReplay | null | "seen">();
 
   private constructor(
     config: UNetConfig,
@@ -352,24 +356,127 @@ export class UNet2DConditionModel {
         ts,
         encoderHiddenStates,
         this.attentionSlice,
-        (x, t, s) => this.#forwardHere(x, t, s),
+        (x, t, s) => this.forwardShare(x, t, s),
       );
     }
     return this.#forwardHere(sample, ts, encoderHiddenStates);
   }
 
+  /**
+   * The forward of a share of a batch whose sample takes no gradient, only the encoder states
+   * do (the sample workers' calls, on this thread and in each worker): inputs as checked by
+   * {@linkcode forward}, one timestep per sample. On wasm its kernel calls are recorded once
+   * per shape and then replayed without tfjs' engine around each (adapters/wasm/
+   * kernel_replay.ts), bit for bit the same; `TEXFORCE_KERNEL_REPLAY=off` runs them through
+   * the engine.
+   *
+   * @example
+   * ```ts
+   * import * as tf from "@tensorflow/tfjs";
+   * import type { UNet2DConditionModel } from "./unet_2d_condition.ts";
+   * declare const unet: UNet2DConditionModel;
+   * const eps = unet.forwardShare(tf.zeros([1, 16, 16, 4]), [999], tf.zeros([1, 77, 32]));
+   * ```
+   */
+  forwardShare(sample: Tensor4D, ts: number[], encoderHiddenStates: Tensor3D): Tensor4D {
+    if (tf.getBackend() !== "wasm" || kernelReplaySetting() === "off") {
+      return this.#forwardHere(sample, ts, encoderHiddenStates);
+    }
+    const tape = tapeOn();
+    const key = [
+      sample.shape,
+      encoderHiddenStates.shape,
+      this.attentionSlice,
+      this.recomputeBlocks,
+      tape,
+      wasmThreadsToShare(),
+      wasmKernelsVersion(),
+    ].join("|");
+    return tf.tidy(() => {
+      const tEmb = this.#timestepInput(ts);
+      const inputs = [sample, tEmb, encoderHiddenStates];
+      const replay = this.#replayFor(key, inputs, tape);
+      if (!replay) return this.#body(sample, tEmb, encoderHiddenStates);
+      if (!tape) return replay.forward(inputs).output as Tensor4D;
+      const f = tf.customGrad((s, save) => {
+        const { output, saved } = replay.forward([sample, tEmb, s as Tensor3D]);
+        (save as tf.GradSaveFunc)(saved);
+        return {
+          value: output,
+          gradFunc: (dy: tf.Tensor | tf.Tensor[], kept: tf.Tensor[]) =>
+            replay.backward(dy as tf.Tensor, kept),
+        };
+      });
+      return f(encoderHiddenStates) as Tensor4D;
+    });
+  }
+
+  // The recorded calls for `key`, or null to run through the engine: a shape's first call, and
+  // any whose calls could not be recorded. The second call records them (a pass of their own,
+  // whose results are dropped) and replays them; later ones replay.
+  #replayFor(key: string, inputs: Tensor[], tape: boolean): KernelReplay | null {
+    const known = this.#replays.get(key);
+    if (known === null) return null;
+    // A shape's first call runs through the engine unrecorded: the kernels it registers on
+    // first use are then there to be recorded.
+    if (known === undefined) {
+      this.#replays.set(key, "seen");
+      return null;
+    }
+    if (known !== "seen" && known.usable()) return known;
+    if (known !== "seen") known.dispose();
+    const region = ([x, e, s]: Tensor[]) => this.#body(x as Tensor4D, e as Tensor2D, s as Tensor3D);
+    // The recording's own pass: its gradient and output are dropped (a tape outside it sees
+    // nothing of it).
+    let r: KernelReplay | string;
+    try {
+      if (!tape) r = KernelReplay.recordForward(inputs, region);
+      else {
+        const [b, h, w] = inputs[0].shape;
+        const dy = tf.zeros([b, h, w, this.config.outChannels]);
+        try {
+          r = KernelReplay.recordGradient(inputs, region, dy);
+        } finally {
+          dy.dispose();
+        }
+      }
+    } catch (e) {
+      // The call itself then runs through the engine, and fails there if it must.
+      r = `recording failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    if (typeof r === "string") {
+      if (kernelReplaySetting() === "verbose") {
+        console.error(`UNet forwardShare: not replayed (${key}): ${r}`);
+      }
+      this.#replays.set(key, null);
+      return null;
+    }
+    this.#replays.set(key, r);
+    return r;
+  }
+
+  #dropReplays(): void {
+    for (const r of this.#replays.values()) if (r instanceof KernelReplay) r.dispose();
+    this.#replays.clear();
+  }
+
+  #timestepInput(ts: number[]): Tensor2D {
+    const c = this.config;
+    return sinusoidalTimestepEmbedding(ts, c.blockOutChannels[0], c.flipSinToCos, c.freqShift);
+  }
+
   // The forward on this thread's backend (inputs checked, one timestep per sample).
   #forwardHere(sample: Tensor4D, ts: number[], encoderHiddenStates: Tensor3D): Tensor4D {
+    return tf.tidy(() => this.#body(sample, this.#timestepInput(ts), encoderHiddenStates));
+  }
+
+  // The forward from the sinusoidal timestep embedding on: kernel calls alone, the same for
+  // any values of a shape (what kernel_replay.ts records).
+  #body(sample: Tensor4D, tEmb: Tensor2D, encoderHiddenStates: Tensor3D): Tensor4D {
     const w = this.#w;
     const c = this.config;
     const slice = this.attentionSlice;
     return tf.tidy(() => {
-      const tEmb = sinusoidalTimestepEmbedding(
-        ts,
-        c.blockOutChannels[0],
-        c.flipSinToCos,
-        c.freqShift,
-      );
       // Every ResNet block activates the embedding by the same SiLU first: done once here.
       const emb = silu(timestepEmbedding(w.timeEmbedding, tEmb)) as Tensor2D;
       let x: Tensor4D = c.centerInputSample ? tf.sub(tf.mul(sample, 2), 1) : sample;
@@ -434,8 +541,9 @@ export class UNet2DConditionModel {
    * ```
    */
   mergeLora(lora: UNetLora, scale = 1): number {
-    // The workers' copies would keep the old weights.
+    // The workers' copies would keep the old weights, and recorded calls read them.
     this.stopSampleWorkers();
+    this.#dropReplays();
     // Merging replaces linear weights: their copies go with them, the new ones get theirs.
     const linears = [...this.#linears.values()];
     releaseFrozenCopies(linears);
@@ -573,6 +681,8 @@ export class UNet2DConditionModel {
    * ```
    */
   async startDefaultSampleWorkers(): Promise<number> {
+    // The shares' switch too is read here, so that a bad value stops a run before its calls.
+    kernelReplaySetting();
     const asked = Deno.env.get("TEXFORCE_SAMPLE_WORKERS");
     if (asked === "off" || asked === "0") {
       this.stopSampleWorkers();
@@ -656,8 +766,17 @@ export class UNet2DConditionModel {
    */
   dispose(): void {
     this.stopSampleWorkers();
+    this.#dropReplays();
     releaseFrozenCopies(this.#w);
     tf.dispose(this.#w as unknown as tf.TensorContainer);
     this.#linears.clear();
   }
+}
+
+// TEXFORCE_KERNEL_REPLAY: on (unset), off (forwardShare's kernels through tfjs' engine, for
+// comparing) or verbose (on, and why a shape's calls could not be recorded, on stderr).
+function kernelReplaySetting(): "on" | "off" | "verbose" {
+  const v = Deno.env.get("TEXFORCE_KERNEL_REPLAY") ?? "on";
+  if (v === "on" || v === "off" || v === "verbose") return v;
+  throw new Error(`TEXFORCE_KERNEL_REPLAY must be on, off or verbose (got '${v}')`);
 }

@@ -110,6 +110,20 @@ function initial(): WasmKernelOptions {
 }
 
 let current: WasmKernelOptions = initial();
+let version = 0;
+
+/**
+ * A number that changes whenever the switches do (a cache of kernel calls keys on it).
+ *
+ * @example
+ * ```ts
+ * import { wasmKernelsVersion } from "./kernel_options.ts";
+ * console.log(wasmKernelsVersion());
+ * ```
+ */
+export function wasmKernelsVersion(): number {
+  return version;
+}
 
 /**
  * Change some switches; returns the previous settings (to restore them).
@@ -135,6 +149,7 @@ export function setWasmKernels(options: Partial<WasmKernelOptions>): WasmKernelO
     if (typeof v !== "boolean") throw new Error(`setWasmKernels: '${k}' must be a boolean`);
   }
   current = { ...current, ...options };
+  version++;
   return before;
 }
 

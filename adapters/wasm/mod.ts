@@ -8,6 +8,7 @@
  * @module
  */
 export * from "./kernel_options.ts";
+export { KernelReplay } from "./kernel_replay.ts";
 // Explicit lists where a file also exports its kernels for composite kernels (internal).
 export { fusedNorm, type FusedNormWeights } from "./fused_norm.ts";
 export {
