@@ -87,6 +87,8 @@ interface Part {
   held: number[];
   /** The kept data (held to the end, then given up once handed over as tensors). */
   kept: number[];
+  /** The last step reading each datum. */
+  lastRead: Map<number, number>;
 }
 
 let recorder: Recording | null = null;
@@ -106,7 +108,8 @@ function dataOf(dataId: object): number {
 
 function recordingWrapper(name: string, fn: KernelFunc): KernelFunc {
   return (args) => {
-    if (recorder === null || depth > 0) {
+    // Installed only while recording; a kernel's own inner calls run as they are.
+    if (depth > 0) {
       depth++;
       try {
         return fn(args);
@@ -114,7 +117,7 @@ function recordingWrapper(name: string, fn: KernelFunc): KernelFunc {
         depth--;
       }
     }
-    const rec = recorder;
+    const rec = recorder!;
     const backend = args.backend as ReplayBackend;
     if (backend !== backendInRecord) failure ??= `${name} ran on another backend`;
     const inputs = args.inputs as Record<string, tf.TensorInfo> | tf.TensorInfo[];
@@ -193,7 +196,6 @@ function record(backend: ReplayBackend, inputs: tf.Tensor[], run: () => void): R
   backend.write = function (this: ReplayBackend, values, shape, dtype) {
     const dataId = write.call(this, values, shape, dtype);
     if (depth === 0 && values == null) {
-      if (Deno.env.get("TEXFORCE_REPLAY_DEBUG")) console.error(new Error("write(null)").stack);
       failure ??= "data was made outside a kernel";
     } else if (depth === 0) {
       rec.sources.push({
@@ -257,7 +259,7 @@ function partOf(rec: Recording, from: number, to: number, keep: Set<number>): Pa
     if (keep.has(d)) kept.push(d);
     else releaseAfter[Math.max(at, lastRead.get(d) ?? -1)].push(d);
   }
-  return { steps, releaseAfter, held, kept };
+  return { steps, releaseAfter, held, kept, lastRead };
 }
 
 /**
@@ -337,13 +339,10 @@ export class KernelReplay {
     this.#backward = gradient >= 0
       ? partOf(rec, forwardSteps, rec.steps.length, new Set([gradient]))
       : null;
-    const savedIndex = new Map(this.#saved.map((r, k) => [r.data, k]));
-    const lastRead = new Map<number, number>();
-    for (const [i, st] of rec.steps.slice(forwardSteps).entries()) {
-      for (const r of st.refs) if (savedIndex.has(r.data)) lastRead.set(r.data, i);
+    this.#savedDoneAfter = (this.#backward?.steps ?? []).map(() => []);
+    for (const [k, r] of this.#saved.entries()) {
+      this.#savedDoneAfter[this.#backward!.lastRead.get(r.data)!].push(k);
     }
-    this.#savedDoneAfter = rec.steps.slice(forwardSteps).map(() => []);
-    for (const [d, i] of lastRead) this.#savedDoneAfter[i].push(savedIndex.get(d)!);
     this.#fixed = rec.sources.map((src) => {
       if (src.kind === "constant") return backend.write(src.values, src.shape, src.dtype);
       if (src.kind === "external") return src.dataId;
@@ -410,22 +409,19 @@ export class KernelReplay {
       state.gradientDepth = 0;
       state.activeTape = null;
       try {
-        record1();
+        const g = tf.grad((s: tf.Tensor) => {
+          const y = region([...inputs.slice(0, last), s]);
+          out = ids.get(y.dataId) ?? -1;
+          forwardSteps = recorder!.steps.length;
+          return y;
+        })(inputs[last], dy);
+        grad = ids.get(g.dataId) ?? -1;
+        g.dispose();
       } finally {
         state.gradientDepth = outer.depth;
         state.activeTape = outer.tape;
       }
     });
-    function record1(): void {
-      const g = tf.grad((s: tf.Tensor) => {
-        const y = region([...inputs.slice(0, last), s]);
-        out = ids.get(y.dataId) ?? -1;
-        forwardSteps = recorder!.steps.length;
-        return y;
-      })(inputs[last], dy);
-      grad = ids.get(g.dataId) ?? -1;
-      g.dispose();
-    }
     if (typeof rec === "string") return rec;
     if (out < 0 || rec.sources[out].kind !== "produced") return "the output is not made inside";
     if (grad < 0 || rec.sources[grad].kind !== "produced") {
